@@ -1,0 +1,105 @@
+"""dspex: DSPy's programming model on an Erlang/OTP-style runtime built on Ray.
+
+Public names are imported on first use (PEP 562), so ``import dspex`` stays
+fast and Ray, optuna and aiohttp load only when a program needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # signatures
+    "Signature": "dspex.signatures.signature",
+    "InputField": "dspex.signatures.field",
+    "OutputField": "dspex.signatures.field",
+    "make_signature": "dspex.signatures.signature",
+    "ensure_signature": "dspex.signatures.signature",
+    # primitives
+    "Example": "dspex.primitives.example",
+    "Prediction": "dspex.primitives.prediction",
+    "Completions": "dspex.primitives.prediction",
+    "Module": "dspex.primitives.module",
+    "Parameter": "dspex.primitives.parameter",
+    "configure": "dspex.primitives.settings",
+    "context": "dspex.primitives.settings",
+    "settings": "dspex.primitives.settings",
+    "load": "dspex.primitives.saving",
+    # adapters
+    "Adapter": "dspex.adapters.base",
+    "ChatAdapter": "dspex.adapters.chat",
+    "JSONAdapter": "dspex.adapters.json_adapter",
+    # modules
+    "Predict": "dspex.modules.predict",
+    "ChainOfThought": "dspex.modules.chain_of_thought",
+    # LM client
+    "LM": "dspex.providers.lm",
+    "configure_cache": "dspex.providers.cache",
+    "inspect_history": "dspex.providers.history",
+    "track_usage": "dspex.providers.usage",
+    "Usage": "dspex.providers.types",
+    # evaluation
+    "Evaluate": "dspex.evaluate.evaluate",
+    "EvaluationResult": "dspex.evaluate.evaluate",
+    "answer_exact_match": "dspex.evaluate.metrics",
+    "answer_passage_match": "dspex.evaluate.metrics",
+    # errors
+    "DspexError": "dspex.errors",
+    "SignatureError": "dspex.errors",
+    "AdapterParseError": "dspex.errors",
+    "ConfigurationError": "dspex.errors",
+    "InputError": "dspex.errors",
+    "LMError": "dspex.errors",
+    "EvaluationError": "dspex.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dspex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from dspex.adapters.base import Adapter
+    from dspex.adapters.chat import ChatAdapter
+    from dspex.adapters.json_adapter import JSONAdapter
+    from dspex.errors import (
+        AdapterParseError,
+        ConfigurationError,
+        DspexError,
+        EvaluationError,
+        InputError,
+        LMError,
+        SignatureError,
+    )
+    from dspex.evaluate.evaluate import Evaluate, EvaluationResult
+    from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
+    from dspex.modules.chain_of_thought import ChainOfThought
+    from dspex.modules.predict import Predict
+    from dspex.primitives.example import Example
+    from dspex.primitives.module import Module
+    from dspex.primitives.parameter import Parameter
+    from dspex.primitives.prediction import Completions, Prediction
+    from dspex.primitives.saving import load
+    from dspex.primitives.settings import configure, context, settings
+    from dspex.providers.cache import configure_cache
+    from dspex.providers.history import inspect_history
+    from dspex.providers.lm import LM
+    from dspex.providers.types import Usage
+    from dspex.providers.usage import track_usage
+    from dspex.signatures.field import InputField, OutputField
+    from dspex.signatures.signature import Signature, ensure_signature, make_signature

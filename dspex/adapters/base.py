@@ -1,0 +1,222 @@
+"""The adapter pipeline: signature + demos + inputs -> messages -> LM -> typed outputs.
+
+An adapter owns one prompt format. `format` builds the chat messages, `parse`
+reads one reply back into output values, and `acall` runs the round trip
+against any LM that has ``acomplete(messages, **kwargs) -> LMResponse``.
+Formatting work that depends only on the signature is cached per signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from dspex.adapters.values import format_value, type_hint
+from dspex.errors import AdapterParseError
+from dspex.providers.types import Message, Usage
+from dspex.signatures.field import FieldSpec
+from dspex.signatures.signature import SignatureMeta
+from dspex.signatures.types import type_name
+from dspex.utils.aio import run_sync
+
+Demo = Mapping[str, Any]
+
+
+def section(name: str) -> str:
+    return f"[[ ## {name} ## ]]"
+
+
+END_MARKER = section("completed")
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterResult:
+    """The parsed completions of one adapter call and the LM usage it took."""
+
+    completions: list[dict[str, Any]]
+    usage: Usage
+    adapter: str
+    #: raw replies that could not be parsed (when others could)
+    rejected: list[AdapterParseError]
+
+
+class Adapter:
+    """Base class: subclasses define the structure paragraph, reply hint and parser."""
+
+    name: ClassVar[str] = "adapter"
+
+    def __init__(self) -> None:
+        self._system_cache: dict[SignatureMeta, str] = {}
+        self._hint_cache: dict[SignatureMeta, str] = {}
+
+    # --- formatting ------------------------------------------------------------
+
+    def format(
+        self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
+    ) -> list[Message]:
+        messages: list[Message] = [{"role": "system", "content": self.system_message(signature)}]
+        for demo in demos:
+            pair = self.format_demo(signature, demo)
+            if pair is not None:
+                messages.extend(pair)
+        messages.append({"role": "user", "content": self.user_message(signature, inputs)})
+        return messages
+
+    def system_message(self, signature: SignatureMeta) -> str:
+        cached = self._system_cache.get(signature)
+        if cached is None:
+            cached = self._build_system_message(signature)
+            _remember(self._system_cache, signature, cached)
+        return cached
+
+    def _build_system_message(self, signature: SignatureMeta) -> str:
+        lines = ["You fill in output fields from input fields.", "", "Input fields:"]
+        lines += [_describe(f) for f in signature.input_fields.values()] or ["(none)"]
+        lines += ["", "Output fields:"]
+        lines += [_describe(f) for f in signature.output_fields.values()]
+        lines += ["", f"Message structure: {self.structure(signature)}", "", "Instructions:"]
+        lines.append(signature.instructions)
+        return "\n".join(lines)
+
+    def user_message(self, signature: SignatureMeta, inputs: Mapping[str, Any]) -> str:
+        body = self.input_sections(signature, inputs)
+        return f"{body}\n\n{self.reply_hint(signature)}" if body else self.reply_hint(signature)
+
+    def input_sections(self, signature: SignatureMeta, inputs: Mapping[str, Any]) -> str:
+        parts = [
+            f"{section(name)}\n{format_value(inputs[name])}"
+            for name in signature.input_fields
+            if name in inputs and inputs[name] is not None
+        ]
+        return "\n\n".join(parts)
+
+    def reply_hint(self, signature: SignatureMeta) -> str:
+        cached = self._hint_cache.get(signature)
+        if cached is None:
+            cached = self._build_reply_hint(signature)
+            _remember(self._hint_cache, signature, cached)
+        return cached
+
+    def format_demo(self, signature: SignatureMeta, demo: Demo) -> list[Message] | None:
+        """A demo as a user/assistant pair, or None if it lacks inputs or outputs."""
+        keys = set(_keys(demo))
+        has_inputs = any(name in keys for name in signature.input_fields)
+        outputs = {n: demo[n] for n in signature.output_fields if n in keys and demo[n] is not None}
+        if not has_inputs or not outputs:
+            return None
+        return [
+            {"role": "user", "content": self.input_sections(signature, demo)},
+            {"role": "assistant", "content": self.assistant_message(signature, outputs)},
+        ]
+
+    # --- subclass hooks ----------------------------------------------------------
+
+    def structure(self, signature: SignatureMeta) -> str:
+        raise NotImplementedError
+
+    def _build_reply_hint(self, signature: SignatureMeta) -> str:
+        raise NotImplementedError
+
+    def assistant_message(self, signature: SignatureMeta, outputs: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def lm_kwargs(self, signature: SignatureMeta, lm: Any) -> dict[str, Any]:
+        """Request parameters this format needs (e.g. ``response_format``)."""
+        return {}
+
+    # --- the round trip ------------------------------------------------------------
+
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: SignatureMeta,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> AdapterResult:
+        messages = self.format(signature, demos, inputs)
+        kwargs = {**self.lm_kwargs(signature, lm), **lm_kwargs}
+        return await self._complete(lm, messages, kwargs, signature)
+
+    async def _complete(
+        self, lm: Any, messages: list[Message], kwargs: dict[str, Any], signature: SignatureMeta
+    ) -> AdapterResult:
+        response = await lm.acomplete(messages, **kwargs)
+        completions: list[dict[str, Any]] = []
+        rejected: list[AdapterParseError] = []
+        for text in response.outputs:
+            try:
+                completions.append(self.parse(signature, text))
+            except AdapterParseError as exc:
+                rejected.append(exc)
+        if not completions:
+            error = rejected[0] if rejected else AdapterParseError(
+                "the LM returned no completions", raw_text="", signature=signature
+            )
+            error.usage = response.usage  # type: ignore[attr-defined]
+            raise error
+        return AdapterResult(completions, response.usage, self.name, rejected)
+
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: SignatureMeta,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        return run_sync(self.acall(lm, lm_kwargs, signature, demos, inputs)).completions
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Caches are rebuilt on demand; don't ship them.
+        state = dict(self.__dict__)
+        state["_system_cache"] = {}
+        state["_hint_cache"] = {}
+        return state
+
+
+_CACHE_LIMIT = 512
+
+
+def _remember(cache: dict[SignatureMeta, str], signature: SignatureMeta, text: str) -> None:
+    # Optimizers mint many signatures (one per instruction candidate); stay bounded.
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[signature] = text
+
+
+def _describe(spec: FieldSpec) -> str:
+    text = f"- `{spec.name}` ({type_name(spec.annotation)})"
+    notes = [spec.desc] if spec.desc else []
+    constraints = spec.constraint_text()
+    if constraints:
+        notes.append(f"Constraints: {constraints}.")
+    hint = type_hint(spec)
+    if hint.startswith("a JSON object following"):
+        notes.append(f"Write it as {hint}.")
+    return f"{text}: {' '.join(notes)}" if notes else text
+
+
+def _keys(demo: Demo) -> Any:
+    keys = getattr(demo, "keys", None)
+    return keys() if callable(keys) else demo
+
+
+def parse_failure(
+    message: str, *, text: str, signature: SignatureMeta, field: str | None, parsed: dict[str, Any]
+) -> AdapterParseError:
+    return AdapterParseError(
+        f"{message}. Check the model's reply with dspex.inspect_history(); a stronger model, "
+        "simpler output types or the JSONAdapter may help.",
+        raw_text=text,
+        signature=signature,
+        field=field,
+        parsed=parsed,
+    )

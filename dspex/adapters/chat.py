@@ -1,0 +1,108 @@
+"""ChatAdapter: every field is a ``[[ ## name ## ]]`` section; replies end with
+``[[ ## completed ## ]]``. The same marker convention as DSPy, so prompts port.
+
+If no completion of a reply can be parsed, the call is retried once through the
+JSONAdapter (a second LM call) before an `AdapterParseError` is raised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dspex.adapters.base import END_MARKER, Adapter, AdapterResult, Demo, parse_failure, section
+from dspex.adapters.values import ValueParseError, format_value, parse_value, type_hint
+from dspex.errors import AdapterParseError
+from dspex.signatures.signature import SignatureMeta
+
+_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+class ChatAdapter(Adapter):
+    name = "chat"
+
+    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
+        super().__init__()
+        self.use_json_adapter_fallback = use_json_adapter_fallback
+
+    def structure(self, signature: SignatureMeta) -> str:
+        return (
+            "each field is a section that starts with a header line `[[ ## name ## ]]` "
+            "followed by the field's value. A reply holds the output sections in the "
+            f"order listed above and ends with the line `{END_MARKER}`."
+        )
+
+    def _build_reply_hint(self, signature: SignatureMeta) -> str:
+        parts = []
+        for spec in signature.output_fields.values():
+            hint = type_hint(spec)
+            if hint.startswith("a JSON object following"):
+                hint = "a JSON object following the schema given above"
+            parts.append(f"`{section(spec.name)}`" + (f" ({hint})" if hint else ""))
+        return f"Reply with the sections {', then '.join(parts)}, then `{END_MARKER}`."
+
+    def assistant_message(self, signature: SignatureMeta, outputs: Mapping[str, Any]) -> str:
+        body = "\n\n".join(
+            f"{section(name)}\n{format_value(outputs[name])}"
+            for name in signature.output_fields
+            if name in outputs
+        )
+        return f"{body}\n\n{END_MARKER}"
+
+    def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
+        sections = split_sections(text)
+        parsed: dict[str, Any] = {}
+        for name, spec in signature.output_fields.items():
+            if name not in sections:
+                raise parse_failure(
+                    f"the reply has no `{section(name)}` section",
+                    text=text, signature=signature, field=name, parsed=parsed,
+                )
+            try:
+                parsed[name] = parse_value(sections[name], spec)
+            except ValueParseError as exc:
+                raise parse_failure(
+                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                ) from None
+        return parsed
+
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: SignatureMeta,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> AdapterResult:
+        try:
+            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError as exc:
+            if not self.use_json_adapter_fallback:
+                raise
+            chat_error = exc
+        first_usage = getattr(chat_error, "usage", None)
+        from dspex.adapters.json_adapter import JSONAdapter
+
+        try:
+            result = await JSONAdapter().acall(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError as json_error:
+            json_error.args = (
+                f"{json_error.args[0]} (the reply could not be parsed as Chat sections "
+                f"either: {chat_error.args[0]})",
+            )
+            raise json_error from None
+        usage = result.usage if first_usage is None else first_usage + result.usage
+        return AdapterResult(result.completions, usage, "chat+json", result.rejected)
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """Map each ``[[ ## name ## ]]`` header in ``text`` to the text after it."""
+    sections: dict[str, str] = {}
+    matches = list(_HEADER.finditer(text))
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        name = match.group(1)
+        if name != "completed" and name not in sections:
+            sections[name] = text[match.end() : end].strip()
+    return sections

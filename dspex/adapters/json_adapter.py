@@ -1,0 +1,157 @@
+"""JSONAdapter: inputs as ``[[ ## name ## ]]`` sections, the reply one JSON object.
+
+Where the provider supports it, the request carries a JSON-schema
+``response_format`` built from the output fields; otherwise ``json_object``; for
+providers without the parameter (Anthropic) the prompt alone asks for JSON. A
+provider that rejects the parameter is asked again with the next weaker mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import create_model
+
+from dspex.adapters.base import Adapter, AdapterResult, parse_failure
+from dspex.adapters.values import ValueParseError, _jsonable, coerce_value, extract_json_object
+from dspex.errors import LMBadRequestError
+from dspex.providers.types import Message
+from dspex.signatures.signature import SignatureMeta
+from dspex.signatures.types import is_pydantic_model, literal_options
+
+_SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+class JSONAdapter(Adapter):
+    name = "json"
+
+    def structure(self, signature: SignatureMeta) -> str:
+        return (
+            "inputs are sections that start with a header line `[[ ## name ## ]]` followed "
+            "by the field's value. A reply is one JSON object whose keys are the output "
+            "field names listed above."
+        )
+
+    def _build_reply_hint(self, signature: SignatureMeta) -> str:
+        keys = ", ".join(
+            f"`{name}` ({_json_kind(spec.annotation)})" for name, spec in signature.output_fields.items()
+        )
+        return f"Reply with a JSON object with the keys {keys}, and nothing else."
+
+    def assistant_message(self, signature: SignatureMeta, outputs: Mapping[str, Any]) -> str:
+        return json.dumps(
+            {name: _jsonable(outputs[name]) for name in signature.output_fields if name in outputs},
+            ensure_ascii=False,
+        )
+
+    def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
+        obj = extract_json_object(text)
+        if obj is None:
+            raise parse_failure("the reply holds no JSON object", text=text, signature=signature, field=None, parsed={})
+        parsed: dict[str, Any] = {}
+        for name, spec in signature.output_fields.items():
+            if name not in obj:
+                raise parse_failure(
+                    f"the JSON reply has no key {name!r}", text=text, signature=signature, field=name, parsed=parsed
+                )
+            try:
+                parsed[name] = coerce_value(obj[name], spec)
+            except ValueParseError as exc:
+                raise parse_failure(
+                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                ) from None
+        return parsed
+
+    def lm_kwargs(self, signature: SignatureMeta, lm: Any) -> dict[str, Any]:
+        mode = response_format_mode(signature, lm)
+        if mode == "json_schema":
+            return {"response_format": json_schema_format(signature)}
+        if mode == "json_object":
+            return {"response_format": {"type": "json_object"}}
+        return {}
+
+    async def _complete(
+        self, lm: Any, messages: list[Message], kwargs: dict[str, Any], signature: SignatureMeta
+    ) -> AdapterResult:
+        try:
+            return await super()._complete(lm, messages, kwargs, signature)
+        except LMBadRequestError as exc:
+            weaker = _weaker_format(kwargs.get("response_format"), str(exc))
+            if weaker is _UNCHANGED:
+                raise
+        kwargs = {k: v for k, v in kwargs.items() if k != "response_format"}
+        if weaker is not None:
+            kwargs["response_format"] = weaker
+        return await self._complete(lm, messages, kwargs, signature)
+
+
+_UNCHANGED = object()
+
+
+def _weaker_format(current: Any, error: str) -> Any:
+    """The next response_format to try after a provider rejected ``current``."""
+    lowered = error.lower()
+    if not isinstance(current, dict) or ("response_format" not in lowered and "json" not in lowered):
+        return _UNCHANGED
+    if current.get("type") == "json_schema":
+        return {"type": "json_object"}
+    return None
+
+
+def response_format_mode(signature: SignatureMeta, lm: Any) -> str | None:
+    if getattr(lm, "provider", "openai") != "openai":
+        return None
+    explicit = getattr(lm, "response_format_mode", None)
+    if explicit is not None:
+        return explicit
+    if any(_open_dict(spec.annotation) for spec in signature.output_fields.values()):
+        # Strict schemas cannot describe free-form objects.
+        return "json_object"
+    return "json_schema"
+
+
+@functools.lru_cache(maxsize=256)
+def json_schema_format(signature: SignatureMeta) -> dict[str, Any]:
+    model = create_model(  # type: ignore[call-overload]
+        "Outputs",
+        **{name: (spec.annotation, ...) for name, spec in signature.output_fields.items()},
+    )
+    name = _SCHEMA_NAME.sub("_", signature.__name__)[:64] or "outputs"
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": False},
+    }
+
+
+def _open_dict(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is dict or origin is dict:
+        return True
+    return any(_open_dict(arg) for arg in typing.get_args(annotation))
+
+
+def _json_kind(annotation: Any) -> str:
+    if annotation is str:
+        return "string"
+    if annotation is int:
+        return "integer"
+    if annotation is float:
+        return "number"
+    if annotation is bool:
+        return "boolean"
+    options = literal_options(annotation)
+    if options is not None:
+        return "one of " + ", ".join(json.dumps(o) for o in options)
+    if is_pydantic_model(annotation):
+        return "object"
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set) or annotation in (list, tuple, set):
+        return "array"
+    if origin is dict or annotation is dict:
+        return "object"
+    return "JSON value"
