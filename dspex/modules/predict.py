@@ -8,17 +8,19 @@ recorded in the active trace so optimizers can turn good runs into demos.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from dspex.adapters.base import Adapter
+from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
-from dspex.errors import ConfigurationError, InputError
+from dspex.errors import AdapterParseError, ConfigurationError, InputError
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
 from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
-from dspex.primitives.settings import settings
+from dspex.primitives.settings import record_trace, settings
+from dspex.providers.budget import active_budget
+from dspex.providers.types import Usage
 from dspex.signatures.signature import Signature, ensure_signature
 
 _DEFAULT_ADAPTER = ChatAdapter()
@@ -57,11 +59,11 @@ class Predict(Module, Parameter):
             )
         config = _sampling_config(config, lm)
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
-        result = await adapter.acall(lm, config, signature, demos, inputs)
+        result = await _call_within_budget(adapter.acall(lm, config, signature, demos, inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
         prediction.usage = result.usage
         record_usage(result.usage)
-        _record_trace(self, inputs, prediction)
+        record_trace(self, inputs, prediction)
         return prediction
 
     # --- learnable state -----------------------------------------------------------
@@ -90,6 +92,24 @@ class Predict(Module, Parameter):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature!r}, demos={len(self.demos)})"
+
+
+async def _call_within_budget(call: Coroutine[Any, Any, AdapterResult]) -> AdapterResult:
+    budget = active_budget()
+    if budget is None:
+        return await call
+    try:
+        budget.reserve()
+    except BaseException:
+        call.close()
+        raise
+    try:
+        result = await call
+    except AdapterParseError as exc:
+        budget.settle(getattr(exc, "usage", None) or Usage(calls=1))
+        raise
+    budget.settle(result.usage)
+    return result
 
 
 def _reject_positional(args: tuple[Any, ...], signature: Any) -> None:
@@ -123,16 +143,6 @@ def _sampling_config(config: dict[str, Any], lm: Any) -> dict[str, Any]:
         if temperature is None or temperature <= _MIN_SAMPLING_TEMPERATURE:
             config = {**config, "temperature": 0.7}
     return config
-
-
-def _record_trace(predictor: Predict, inputs: dict[str, Any], prediction: Prediction) -> None:
-    trace = settings.trace
-    if trace is None:
-        return
-    limit = settings.max_trace_size
-    if limit and len(trace) >= limit:
-        del trace[0]
-    trace.append((predictor, inputs, prediction))
 
 
 def _demo_dict(demo: Any) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+"""Primitives: Example, Prediction, Module, Parameter and settings."""
+
+from dspex.primitives.example import Example, InputKeysNotSetError
+from dspex.primitives.module import Module, UsageCollector, collect_usage, record_usage
+from dspex.primitives.parameter import Parameter
+from dspex.primitives.prediction import Completions, MissingScoreError, Prediction
+from dspex.primitives.saving import load
+from dspex.primitives.settings import (
+    Settings,
+    SettingsContext,
+    UnknownSettingError,
+    configure,
+    context,
+    record_trace,
+    settings,
+)
+
+__all__ = [
+    "Completions",
+    "Example",
+    "InputKeysNotSetError",
+    "MissingScoreError",
+    "Module",
+    "Parameter",
+    "Prediction",
+    "Settings",
+    "SettingsContext",
+    "UnknownSettingError",
+    "UsageCollector",
+    "collect_usage",
+    "configure",
+    "context",
+    "load",
+    "record_trace",
+    "record_usage",
+    "settings",
+]

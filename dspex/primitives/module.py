@@ -1,0 +1,434 @@
+"""`Module`: the base class of dspex programs.
+
+A program subclasses Module and defines ``forward`` (sync) and/or ``aforward``
+(async). ``program(...)`` and ``await program.acall(...)`` both work whichever
+one it defines; the async path (``aforward`` awaited by ``acall``) is the fast
+one, since the sync path blocks a thread per in-flight call and an ``acall`` of
+a forward-only module runs it in a worker thread. When a class defines both,
+``__call__`` uses ``forward`` and ``acall`` uses ``aforward``; when they come
+from different classes, the most derived definition serves both paths.
+
+Every call runs with ``settings.caller_modules`` extended by the module, and
+collects the LM usage that predictors report with `record_usage` inside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from dspex.errors import ConfigurationError
+from dspex.primitives import saving
+from dspex.primitives.parameter import Parameter, deepcopy_attributes
+from dspex.primitives.prediction import Prediction
+from dspex.primitives.settings import SettingsContext, settings
+from dspex.providers.types import Usage
+
+M = TypeVar("M", bound="Module")
+
+_EMPTY_USAGE = Usage()
+
+
+# --- usage accounting -----------------------------------------------------
+
+
+class UsageCollector:
+    """Sums the usage recorded while it is the innermost active collector.
+
+    Thread-safe: a forward may fan predictor calls out to threads that copy
+    its context and so share this collector.
+    """
+
+    __slots__ = ("_lock", "total")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = _EMPTY_USAGE
+
+    def add(self, usage: Usage) -> None:
+        with self._lock:
+            self.total = self.total + usage
+
+
+_collector: ContextVar[UsageCollector | None] = ContextVar("dspex_usage_collector", default=None)
+
+
+def record_usage(usage: Usage) -> None:
+    """Report the usage of one LM call to the module call(s) it happens in.
+
+    Predictors call this once per LM call; outside any module call it is a no-op.
+    """
+    collector = _collector.get()
+    if collector is not None:
+        collector.add(usage)
+
+
+@contextmanager
+def collect_usage() -> Iterator[UsageCollector]:
+    """Collect usage recorded inside the block; on exit it is also added to the
+    enclosing collector, so an outer call sees the usage of its inner calls."""
+    parent = _collector.get()
+    collector = UsageCollector()
+    token = _collector.set(collector)
+    try:
+        yield collector
+    finally:
+        _collector.reset(token)
+        if parent is not None and collector.total != _EMPTY_USAGE:
+            parent.add(collector.total)
+
+
+def _attach_usage(result: Any, collector: UsageCollector) -> Any:
+    # The call's total covers every predictor inside it, so it replaces what
+    # an inner predictor set on the Prediction that the call passes through.
+    if isinstance(result, Prediction) and collector.total != _EMPTY_USAGE:
+        result.usage = collector.total
+    return result
+
+
+# --- Module -----------------------------------------------------------------
+
+
+class Module:
+    """Base class for programs: subclass it and define forward and/or aforward."""
+
+    callbacks: list[Any]
+    _compiled: bool
+
+    def __new__(cls: type[M], *args: Any, **kwargs: Any) -> M:
+        # Base attributes exist even when a subclass __init__ skips super().__init__().
+        obj = super().__new__(cls)
+        obj.callbacks = []
+        obj._compiled = False
+        return obj
+
+    def __init__(self, callbacks: list[Any] | None = None) -> None:
+        self.callbacks = list(callbacks or [])
+        self._compiled = False
+
+    # --- calling --------------------------------------------------------------
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward or aforward")
+
+    async def aforward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward or aforward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the program synchronously (forward, or aforward on dspex's event loop)."""
+        use_forward, use_aforward = _entry_points(type(self))
+        if not use_forward:
+            if use_aforward:
+                from dspex.utils.aio import run_sync
+
+                return run_sync(self.acall(*args, **kwargs))
+            self._missing_forward()
+        with collect_usage() as collector, self._as_caller():
+            result = self.forward(*args, **kwargs)
+        return _attach_usage(result, collector)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the program asynchronously: aforward if defined, else forward in a thread."""
+        import asyncio
+
+        use_forward, use_aforward = _entry_points(type(self))
+        with collect_usage() as collector, self._as_caller():
+            if use_aforward:
+                result = await self.aforward(*args, **kwargs)
+            elif use_forward:
+                result = await asyncio.to_thread(self.forward, *args, **kwargs)
+            else:
+                self._missing_forward()
+        return _attach_usage(result, collector)
+
+    def _as_caller(self) -> SettingsContext:
+        return settings.context(caller_modules=(*settings.caller_modules, self))
+
+    def _missing_forward(self) -> NoReturn:
+        raise NotImplementedError(
+            f"{type(self).__name__} defines neither forward(**inputs) nor "
+            "async aforward(**inputs); define one of them"
+        )
+
+    # --- walking the program --------------------------------------------------
+
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        """Every Parameter in the program with its attribute path, in definition order.
+
+        Walks attributes, lists, tuples and dicts; a parameter reachable twice is
+        reported once; sub-modules marked ``_compiled`` are frozen and skipped.
+        """
+        found: list[tuple[str, Parameter]] = []
+        if isinstance(self, Parameter):
+            found.append(("self", self))
+        _collect_from_module("", self, {id(self)}, found)
+        return found
+
+    def parameters(self) -> list[Parameter]:
+        return [param for _, param in self.named_parameters()]
+
+    def named_predictors(self) -> list[tuple[str, Parameter]]:
+        """The predictors: in dspex every Parameter is a predictor."""
+        return self.named_parameters()
+
+    def predictors(self) -> list[Parameter]:
+        return self.parameters()
+
+    def named_sub_modules(
+        self, type_: type | None = None, skip_compiled: bool = False
+    ) -> list[tuple[str, Any]]:
+        """Modules (or instances of ``type_``) reachable from this one, breadth first.
+
+        The module itself comes first, named ``"self"``; the others are named by
+        path (``self.layers[0]``, ``self.tools['search']``).
+        """
+        wanted = type_ or Module
+        found: list[tuple[str, Any]] = []
+        queue: deque[tuple[str, Any]] = deque([("self", self)])
+        seen = {id(self)}
+        while queue:
+            name, item = queue.popleft()
+            if isinstance(item, wanted):
+                found.append((name, item))
+            for child_name, child in _children(name, item, skip_compiled):
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    queue.append((child_name, child))
+        return found
+
+    # --- copies and LMs -------------------------------------------------------
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        # Attribute by attribute so one uncopyable value (an LM holding a lock or
+        # a connection pool) is shared instead of failing the whole copy. The LM
+        # of a predictor is always shared: it is a client, not learned state.
+        return deepcopy_attributes(self, memo)
+
+    def deepcopy(self: M) -> M:
+        """An independent copy; LMs and values that cannot be copied are shared."""
+        return copy.deepcopy(self)
+
+    def reset_copy(self: M) -> M:
+        """A deep copy with every parameter reset (no demos, no per-predictor LM)."""
+        new = self.deepcopy()
+        for param in new.parameters():
+            param.reset()
+        return new
+
+    def set_lm(self, lm: Any) -> None:
+        """Use ``lm`` for every predictor in the program."""
+        for param in self.predictors():
+            param.lm = lm  # type: ignore[attr-defined]
+
+    def get_lm(self) -> Any:
+        """The one LM every predictor uses; raises if none is set or they differ."""
+        lms = [(name, getattr(param, "lm", None)) for name, param in self.named_predictors()]
+        distinct = {id(lm): lm for _, lm in lms}
+        if len(distinct) == 1 and lms[0][1] is not None:
+            return lms[0][1]
+        if not lms or all(lm is None for _, lm in lms):
+            raise ConfigurationError(
+                f"{type(self).__name__} has no predictor with an LM set; call set_lm(lm) or "
+                "rely on dspex.configure(lm=...)"
+            )
+        names = ", ".join(f"{name}={lm!r}" for name, lm in lms)
+        raise ConfigurationError(
+            f"{type(self).__name__}'s predictors use different LMs ({names}); there is no "
+            "single LM to return"
+        )
+
+    # --- state ----------------------------------------------------------------
+
+    def dump_state(self) -> dict[str, Any]:
+        """{predictor name: its dump_state()}, with secret-named entries removed."""
+        return {name: saving.scrub_secrets(p.dump_state()) for name, p in self.named_parameters()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Load what `dump_state` returned; all or nothing.
+
+        Every predictor must have an entry and every entry a predictor. If a
+        predictor rejects its state, those already loaded are restored.
+        """
+        params = dict(self.named_parameters())
+        if saving.METADATA_KEY not in params:
+            state = {k: v for k, v in state.items() if k != saving.METADATA_KEY}
+        _check_state_names(type(self).__name__, params, state)
+        previous = {name: param.dump_state() for name, param in params.items()}
+        loaded: list[str] = []
+        try:
+            for name, param in params.items():
+                param.load_state(state[name])
+                loaded.append(name)
+        except BaseException:
+            for name in loaded:
+                params[name].load_state(previous[name])
+            raise
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        save_program: bool = False,
+        include_lm: bool = False,
+    ) -> None:
+        """Save learned state to ``path.json``, or the whole program to a directory.
+
+        ``save_program=True``: ``path`` is a directory that receives
+        ``program.pkl`` (cloudpickle) and ``metadata.json``. Predictors' ``lm`` is
+        set to None in the saved copy unless ``include_lm=True`` (the LM's own
+        pickling drops its API key; the save is refused if a key still shows up
+        in the pickled bytes).
+        """
+        target = Path(path)
+        if save_program:
+            if target.suffix:
+                raise ConfigurationError(
+                    f"with save_program=True, path must be a directory without a suffix, "
+                    f"got {target}"
+                )
+            secrets = _api_keys(self)
+            program = self.deepcopy()
+            if not include_lm:
+                for param in program.predictors():
+                    if hasattr(param, "lm"):
+                        param.lm = None  # type: ignore[attr-defined]
+            saving.write_program(program, target, secrets)
+            return
+        _require_json(target)
+        saving.write_state(self.dump_state(), target)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load learned state saved with ``save("x.json")`` into this program."""
+        target = Path(path)
+        _require_json(target)
+        self.load_state(saving.read_state(target))
+
+    # --- display --------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        lines = [
+            f"  {name} = {_indent(repr(param))}"
+            for name, param in self.named_parameters()
+            if param is not self
+        ]
+        if not lines:
+            return f"{type(self).__name__}()"
+        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def _entry_points(cls: type) -> tuple[bool, bool]:
+    """Which of forward / aforward a call may use: (forward, aforward).
+
+    Both, when one class defines both. When they are defined at different levels
+    of the class hierarchy, only the most derived one: a user subclass that
+    overrides ``forward`` of a class defining both must not have ``acall`` run
+    the parent's now-stale ``aforward`` (nor the other way round).
+    """
+    for klass in cls.__mro__:
+        if klass is Module:
+            break
+        has_forward = "forward" in klass.__dict__
+        has_aforward = "aforward" in klass.__dict__
+        if has_forward or has_aforward:
+            return has_forward, has_aforward
+    return False, False
+
+
+def _collect_from_module(
+    prefix: str, module: Module, seen: set[int], found: list[tuple[str, Parameter]]
+) -> None:
+    for attr, value in vars(module).items():
+        _collect_parameters(f"{prefix}.{attr}" if prefix else attr, value, seen, found)
+
+
+def _collect_parameters(
+    name: str, value: Any, seen: set[int], found: list[tuple[str, Parameter]]
+) -> None:
+    # One `seen` set for the whole walk: it stops cycles (a child pointing back
+    # at its parent) and reports a shared parameter once, under its first name.
+    if id(value) in seen:
+        return
+    if isinstance(value, Parameter):
+        seen.add(id(value))
+        found.append((name, value))
+    elif isinstance(value, Module):
+        seen.add(id(value))
+        if not value._compiled:  # a compiled sub-module is frozen
+            _collect_from_module(name, value, seen, found)
+    elif isinstance(value, (list, tuple)):
+        seen.add(id(value))
+        for index, item in enumerate(value):
+            _collect_parameters(f"{name}[{index}]", item, seen, found)
+    elif isinstance(value, dict):
+        seen.add(id(value))
+        for key, item in value.items():
+            _collect_parameters(f"{name}[{key!r}]", item, seen, found)
+
+
+def _children(name: str, item: Any, skip_compiled: bool) -> list[tuple[str, Any]]:
+    if isinstance(item, Module):
+        if skip_compiled and item._compiled:
+            return []
+        return [(f"{name}.{attr}", value) for attr, value in vars(item).items()]
+    if isinstance(item, (list, tuple)):
+        return [(f"{name}[{i}]", value) for i, value in enumerate(item)]
+    if isinstance(item, dict):
+        return [(f"{name}[{key!r}]", value) for key, value in item.items()]
+    return []
+
+
+def _check_state_names(owner: str, params: dict[str, Parameter], state: dict[str, Any]) -> None:
+    unknown = [name for name in state if name not in params]
+    missing = [name for name in params if name not in state]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"no predictor named {', '.join(map(repr, unknown))}")
+        if missing:
+            parts.append(f"no state for {', '.join(map(repr, missing))}")
+        raise ConfigurationError(
+            f"state does not match {owner}: {'; '.join(parts)}. Its predictors are: "
+            f"{', '.join(map(repr, params)) or '(none)'}"
+        )
+
+
+def _require_json(path: Path) -> None:
+    if path.suffix != ".json":
+        raise ConfigurationError(
+            f"state files are JSON: use a path ending in .json (got {path}); to save the "
+            "whole program use save(directory, save_program=True)"
+        )
+
+
+def _api_keys(program: Module) -> list[str]:
+    """API keys held by LMs reachable as attributes of the program's modules/predictors."""
+    holders = [module for _, module in program.named_sub_modules()] + program.predictors()
+    keys: list[str] = []
+    for holder in holders:
+        for value in vars(holder).values():
+            key = _api_key_of(value)
+            if key is not None:
+                keys.append(key)
+    return keys
+
+
+def _api_key_of(value: Any) -> str | None:
+    key = getattr(value, "api_key", None)
+    reveal = getattr(key, "get_secret_value", None)  # pydantic SecretStr
+    key = reveal() if callable(reveal) else key
+    # Short strings would match by accident anywhere in the pickle.
+    return key if isinstance(key, str) and len(key) >= 8 else None
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n  ")

@@ -1,0 +1,216 @@
+"""`Prediction` (what a module returns) and `Completions` (its n candidates).
+
+A Prediction is an Example without input semantics. It also carries the LM
+`usage` that produced it, and its numeric operators read a ``score`` field so
+a metric may return ``Prediction(score=0.8, feedback=...)`` and still be
+summed, averaged and compared like a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dspex.errors import DspexError
+from dspex.primitives.example import Example
+from dspex.providers.types import Usage
+
+_EMPTY_USAGE = Usage()
+
+
+class MissingScoreError(DspexError, ValueError):
+    """A numeric operation was applied to a Prediction that has no ``score`` field."""
+
+
+class Completions:
+    """The n completions of one LM call, one dict of output fields each.
+
+    ``completions[i]`` is a Prediction, ``completions.answer`` (or
+    ``completions["answer"]``) is the list of that field's values, one per
+    completion (None where a completion lacks the field).
+    """
+
+    def __init__(self, items: Completions | list[Mapping[str, Any]], signature: Any = None) -> None:
+        if isinstance(items, Completions):
+            signature = signature if signature is not None else items.signature
+            items = items._items
+        rows: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise TypeError(
+                    f"Completions: item {index} is a {type(item).__name__}, expected a dict "
+                    "of output fields"
+                )
+            rows.append(dict(item))
+        self._items = rows
+        self.signature = signature
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return (Prediction(row) for row in self._items)
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            return self._field(key)
+        if isinstance(key, slice):
+            return Completions(self._items[key], self.signature)
+        return Prediction(self._items[key])
+
+    def __getattr__(self, name: str) -> list[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._field(name)
+        except KeyError:
+            raise AttributeError(f"no completion has a field {name!r}") from None
+
+    def _field(self, name: str) -> list[Any]:
+        if not any(name in row for row in self._items):
+            raise KeyError(name)
+        return [row.get(name) for row in self._items]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """A copy of the completions as plain dicts."""
+        return [dict(row) for row in self._items]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Completions):
+            return NotImplemented
+        return self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Completions({self._items!r})"
+
+
+class Prediction(Example):
+    """The output of a module: fields, optional completions and LM usage."""
+
+    _completions: Completions | None
+    _usage: Usage
+
+    def __init__(self, base: Example | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(base, **kwargs)
+        object.__setattr__(self, "_input_keys", None)
+        object.__setattr__(self, "_completions", None)
+        usage = base._usage if isinstance(base, Prediction) else _EMPTY_USAGE
+        object.__setattr__(self, "_usage", usage)
+
+    @classmethod
+    def from_completions(
+        cls, completions: Completions | list[Mapping[str, Any]], signature: Any = None
+    ) -> Prediction:
+        """A Prediction whose fields are the first completion's, keeping all of them."""
+        view = Completions(completions, signature)
+        pred = cls(view._items[0] if len(view) else None)
+        object.__setattr__(pred, "_completions", view)
+        return pred
+
+    @property
+    def completions(self) -> Completions:
+        """All completions; a Prediction not built from completions has one: itself."""
+        if self._completions is not None:
+            return self._completions
+        return Completions([dict(self._store)])
+
+    @completions.setter
+    def completions(self, value: Completions | list[Mapping[str, Any]]) -> None:
+        object.__setattr__(self, "_completions", Completions(value))
+
+    # --- usage ----------------------------------------------------------------
+
+    @property
+    def usage(self) -> Usage:
+        """Token counts and cost of the LM calls that produced this prediction."""
+        return self._usage
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        if not isinstance(value, Usage):
+            raise TypeError(f"Prediction.usage must be a Usage, got {type(value).__name__}")
+        object.__setattr__(self, "_usage", value)
+
+    def get_lm_usage(self) -> dict[str, Any]:
+        """Usage as a plain dict (prompt/completion/total tokens, calls, cost)."""
+        return self._usage.to_dict()
+
+    def set_lm_usage(self, usage: Usage | Mapping[str, Any]) -> None:
+        """Set usage from a Usage or a dict as returned by `get_lm_usage()`."""
+        if isinstance(usage, Mapping):
+            usage = Usage(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                calls=int(usage.get("calls", 0)),
+                cost=usage.get("cost"),
+            )
+        self.usage = usage
+
+    # --- no input semantics -------------------------------------------------
+
+    def with_inputs(self, *keys: str) -> Prediction:
+        raise TypeError("a Prediction has no input fields; build an Example to use with_inputs()")
+
+    def inputs(self) -> Example:
+        raise TypeError("a Prediction has no input fields; its fields are all outputs")
+
+    def labels(self) -> Example:
+        raise TypeError("a Prediction has no labels; its fields are all outputs")
+
+    # --- numbers: metrics may return Prediction(score=...) -----------------
+
+    def __float__(self) -> float:
+        return _score(self)
+
+    def __add__(self, other: object) -> float:
+        return _score(self) + _score(other)
+
+    def __radd__(self, other: object) -> float:
+        return _score(other) + _score(self)
+
+    def __truediv__(self, other: object) -> float:
+        return _score(self) / _score(other)
+
+    def __rtruediv__(self, other: object) -> float:
+        return _score(other) / _score(self)
+
+    def __eq__(self, other: object) -> bool:
+        # Against a number, compare the score (metrics); else compare fields.
+        if isinstance(other, (int, float)):
+            return "score" in self and _score(self) == float(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __lt__(self, other: object) -> bool:
+        return _score(self) < _score(other)
+
+    def __le__(self, other: object) -> bool:
+        return _score(self) <= _score(other)
+
+    def __gt__(self, other: object) -> bool:
+        return _score(self) > _score(other)
+
+    def __ge__(self, other: object) -> bool:
+        return _score(self) >= _score(other)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.items())
+        extra = len(self._completions) - 1 if self._completions is not None else 0
+        suffix = f"\n    ({extra} more completions omitted)" if extra > 0 else ""
+        return f"Prediction({fields}){suffix}"
+
+
+def _score(value: object) -> float:
+    if isinstance(value, Prediction):
+        if "score" not in value:
+            raise MissingScoreError(
+                "this Prediction has no 'score' field; numeric operations on a Prediction "
+                f"read its score (fields: {value.keys()})"
+            )
+        return float(value["score"])
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise TypeError(f"cannot combine a Prediction's score with {type(value).__name__}")

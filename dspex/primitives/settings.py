@@ -1,0 +1,210 @@
+"""Settings: process-wide defaults with per-context overrides.
+
+``settings.lm`` reads the effective value: the innermost `context(...)` override
+active in the current context (task or thread), else the process-wide default
+set with `configure(...)`.
+
+- `configure(**kw)` changes the defaults for every thread and task (copy on
+  write under a lock, so a reader never sees a half-applied update).
+- `context(**kw)` overrides values in a `contextvars.ContextVar`. An asyncio
+  task gets a copy of its creator's context, so overrides made inside one task
+  of an ``asyncio.gather`` are invisible to its siblings. A new thread starts
+  with an empty context: it sees only the defaults unless it is started through
+  ``contextvars.copy_context().run`` (``asyncio.to_thread`` does this).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from dspex.errors import ConfigurationError
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+# name -> default value. ``cache_dir`` and ``runtime`` are reserved for the
+# cache and actor-runtime layers.
+DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
+    {
+        "lm": None,
+        "adapter": None,
+        "trace": None,
+        "max_trace_size": 10_000,
+        "track_usage": False,
+        "callbacks": [],
+        "num_threads": 16,
+        "max_errors": 10,
+        "disable_history": False,
+        "caller_modules": (),
+        "rollout_id": None,
+        "cache_dir": None,
+        "runtime": None,
+    }
+)
+
+# name -> (check, what the value must be). Keys without an entry accept anything.
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "trace": (lambda v: v is None or isinstance(v, list), "a list or None"),
+    "max_trace_size": (lambda v: _is_int(v, 0), "an int >= 0"),
+    "track_usage": (lambda v: isinstance(v, bool), "a bool"),
+    "callbacks": (lambda v: isinstance(v, list), "a list"),
+    "num_threads": (lambda v: _is_int(v, 1), "an int >= 1"),
+    "max_errors": (lambda v: v is None or _is_int(v, 0), "an int >= 0 or None"),
+    "disable_history": (lambda v: isinstance(v, bool), "a bool"),
+    "caller_modules": (lambda v: isinstance(v, tuple), "a tuple"),
+}
+
+_EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
+_overrides: ContextVar[MappingProxyType[str, Any]] = ContextVar(
+    "dspex_settings_overrides", default=_EMPTY
+)
+_defaults: MappingProxyType[str, Any] = MappingProxyType(
+    {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()}
+)
+_defaults_lock = threading.Lock()
+
+
+class UnknownSettingError(ConfigurationError, AttributeError):
+    """A setting name that dspex does not know (also an AttributeError for getattr)."""
+
+
+def validate(values: dict[str, Any]) -> None:
+    """Raise ConfigurationError for an unknown key or an ill-typed value."""
+    for name, value in values.items():
+        if name not in DEFAULTS:
+            raise UnknownSettingError(
+                f"unknown setting {name!r}; valid settings are: {', '.join(sorted(DEFAULTS))}"
+            )
+        check = _CHECKS.get(name)
+        if check is not None and not check[0](value):
+            raise ConfigurationError(
+                f"setting {name!r} must be {check[1]}, got {value!r} ({type(value).__name__})"
+            )
+
+
+class SettingsContext:
+    """Overrides settings for the current context while active (see `context`)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        validate(values)
+        self._values = values
+        self._tokens: list[Token[MappingProxyType[str, Any]]] = []
+
+    def __enter__(self) -> SettingsContext:
+        merged = {**_overrides.get(), **self._values}
+        self._tokens.append(_overrides.set(MappingProxyType(merged)))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # reset(), not set(): restores exactly what the enclosing scope had, and
+        # fails loudly if the block was exited from a different context.
+        _overrides.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> SettingsContext:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class Settings:
+    """Read the effective settings: ``settings.lm``, ``settings["lm"]``, ``settings.config``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        overrides = _overrides.get()
+        if name in overrides:
+            return overrides[name]
+        try:
+            return _defaults[name]
+        except KeyError:
+            if name.startswith("__"):
+                raise AttributeError(name) from None
+            raise UnknownSettingError(
+                f"unknown setting {name!r}; valid settings are: {', '.join(sorted(DEFAULTS))}"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ConfigurationError(
+            f"settings are read-only here: use dspex.configure({name}=...) for a process-wide "
+            f"default or `with dspex.context({name}=...):` for the current context"
+        )
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name not in DEFAULTS:
+            return default
+        return getattr(self, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*DEFAULTS, "config", "configure", "context", "get"})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A snapshot of every effective setting."""
+        return {**_defaults, **_overrides.get()}
+
+    def configure(self, **kwargs: Any) -> None:
+        """Set process-wide defaults, seen by every thread and task."""
+        configure(**kwargs)
+
+    def context(self, **kwargs: Any) -> SettingsContext:
+        """Override settings for the current context only (``with`` block)."""
+        return SettingsContext(kwargs)
+
+    def __repr__(self) -> str:
+        return f"Settings({self.config!r})"
+
+
+def configure(**kwargs: Any) -> None:
+    """Set process-wide defaults. A `context(...)` override still wins where active."""
+    global _defaults
+    validate(kwargs)
+    with _defaults_lock:
+        _defaults = MappingProxyType({**_defaults, **kwargs})
+
+
+def context(**kwargs: Any) -> SettingsContext:
+    """Override settings for the current context only, restoring them on exit.
+
+    Use as ``with context(lm=my_lm): ...`` (an ``await`` inside the block stays
+    within the override, as long as the block begins and ends in one task).
+    """
+    return SettingsContext(kwargs)
+
+
+def record_trace(predictor: Any, inputs: dict[str, Any], prediction: Any) -> None:
+    """Append ``(predictor, inputs, prediction)`` to ``settings.trace`` if tracing.
+
+    Predictors call this once per prediction. The trace keeps at most
+    ``settings.max_trace_size`` entries, dropping the oldest.
+    """
+    trace = settings.trace
+    if trace is None:
+        return
+    trace.append((predictor, dict(inputs), prediction))
+    excess = len(trace) - settings.max_trace_size
+    if excess > 0:
+        del trace[:excess]
+
+
+settings = Settings()
