@@ -1,0 +1,62 @@
+"""Request counters of the simulated LM (`GET /stats`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+
+class Stats:
+    """Counts requests as they start and finish.
+
+    Only touched from the event loop that serves requests (or under the GIL in
+    one `SimTransport`), so plain ints and Counters suffice.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter; requests still running stay in `in_flight`."""
+        self.total = 0
+        self.by_status: Counter[str] = Counter()
+        self.by_path: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.completions = 0
+        self.choices = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.max_in_flight = self.in_flight
+
+    def begin(self, path: str) -> None:
+        self.total += 1
+        self.by_path[path] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def end(self, status: int | None) -> None:
+        """`status` None: the request was abandoned (client timed out) before an answer."""
+        self.in_flight -= 1
+        self.by_status[str(status) if status is not None else "abandoned"] += 1
+
+    def completed(self, choices: int, prompt_tokens: int, completion_tokens: int) -> None:
+        self.completions += 1
+        self.choices += choices
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_status": dict(self.by_status),
+            "by_path": dict(self.by_path),
+            "faults": dict(self.faults),
+            "completions": self.completions,
+            "choices": self.choices,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
