@@ -309,11 +309,15 @@ class _Run:
             prediction, score = await evaluate_example(self.program, self.metric, example)
         except BudgetExceededError as exc:
             # Not the example's fault: the whole evaluation stops, nothing is scored.
-            if self.aborted is None:
-                self.aborted = exc
-                self._stop()
+            self._abort(exc)
         except Exception as exc:
             self._fail(index, example, exc)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit or a custom BaseException: never drop
+            # the example silently; stop everything and re-raise it to the caller.
+            self._abort(exc)
         else:
             self._succeed(index, example, prediction, score)
         finally:
@@ -346,6 +350,11 @@ class _Run:
             self.exceptions.append((example, exc))
         self.progress.advance(options.failure_score, None, True)
         if limit is not None and len(self.failures) > limit and not self.stopped:
+            self._stop()
+
+    def _abort(self, exc: BaseException) -> None:
+        if self.aborted is None:
+            self.aborted = exc
             self._stop()
 
     def _stop(self) -> None:

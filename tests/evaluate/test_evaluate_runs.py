@@ -457,3 +457,22 @@ async def test_budget_exhaustion_stops_the_whole_evaluation() -> None:
     with pytest.raises(BudgetExceededError):
         await evaluator.acall(Spender())
     assert started < 10
+
+
+async def test_a_base_exception_aborts_instead_of_dropping_the_example() -> None:
+    from dspex.evaluate import Evaluate
+    from dspex.primitives.example import Example
+    from dspex.primitives.prediction import Prediction
+
+    class Interrupt(BaseException):
+        pass
+
+    class Program:
+        async def acall(self, **inputs: object) -> Prediction:
+            if inputs["question"] == "3":
+                raise Interrupt()
+            return Prediction(answer="x")
+
+    devset = [Example(question=str(i), answer="x").with_inputs("question") for i in range(10)]
+    with pytest.raises(Interrupt):
+        await Evaluate(devset=devset, metric=lambda e, p: 1.0, num_threads=2).acall(Program())
