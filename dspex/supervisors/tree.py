@@ -1,0 +1,45 @@
+"""Render a supervision tree as text (for ``dspex status``).
+
+``TreeNode`` is plain data: a supervisor's ``tree()`` returns one, with its
+running child supervisors' subtrees nested inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    name: str
+    kind: str = "worker"  # "worker" or "supervisor"
+    state: str = "running"
+    restarts: int = 0
+    strategy: str | None = None  # supervisors only
+    children: tuple[TreeNode, ...] = ()
+
+
+def render_tree(root: TreeNode) -> str:
+    """One line per node, children indented under box-drawing branches::
+
+        app [supervisor one_for_one] running
+        ├── cache [worker] running
+        └── lm [supervisor rest_for_one] running restarts=1
+            └── pool [worker] restarting restarts=3
+    """
+    lines = [_label(root)]
+    _render_children(root.children, "", lines)
+    return "\n".join(lines)
+
+
+def _render_children(children: tuple[TreeNode, ...], prefix: str, lines: list[str]) -> None:
+    for index, child in enumerate(children):
+        last = index == len(children) - 1
+        lines.append(prefix + ("└── " if last else "├── ") + _label(child))
+        _render_children(child.children, prefix + ("    " if last else "│   "), lines)
+
+
+def _label(node: TreeNode) -> str:
+    kind = f"{node.kind} {node.strategy}" if node.strategy else node.kind
+    text = f"{node.name} [{kind}] {node.state}"
+    return f"{text} restarts={node.restarts}" if node.restarts else text
