@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dspex.actors.pool_client import pool_routing_enabled, route_through_pool
 from dspex.errors import ConfigurationError, LMError
 from dspex.providers.anthropic_protocol import AnthropicProtocol
 from dspex.providers.cache import CachedValue, LMCache, cache_key, get_cache
@@ -301,7 +302,7 @@ class LM:
         future: asyncio.Future[Any] = loop.create_future()
         inflight[key] = future
         try:
-            response = await self._request(messages, params)
+            response = await self._request(messages, params, key)
         except asyncio.CancelledError:
             future.set_result(_LEADER_GONE)  # waiters try again themselves
             raise
@@ -316,7 +317,11 @@ class LM:
         future.set_result(response)
         return response
 
-    async def _request(self, messages: Sequence[Message], params: dict[str, Any]) -> LMResponse:
+    async def _request(
+        self, messages: Sequence[Message], params: dict[str, Any], key: str | None = None
+    ) -> LMResponse:
+        if pool_routing_enabled():  # the runtime is up: the endpoint's ProviderPool calls
+            return await route_through_pool(self, messages, params, key)
         n = params.get("n", 1)
         if n > 1 and not self._protocol.supports_n:
             # Providers without `n` get n parallel single requests, merged.

@@ -1,0 +1,266 @@
+"""Provider pools on real Ray: routing, breaker, cluster-wide rate limit, single-flight, failover.
+
+Uses the session's `ray_cluster` (tests/conftest.py). Each test talks to its
+own simulated LM subprocess, so each gets its own pool (the pool name derives
+from the api_base), and stops that pool at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from dspex.actors import pool_client
+from dspex.actors.pool_client import pool_name, pool_stats, start_pool, stop_pool
+from dspex.errors import CircuitOpenError, LMServerError
+from dspex.providers import cache as cache_module
+from dspex.providers.cache import LMCache
+from dspex.providers.lm import LM
+from dspex.providers.simlm import spawn_sim_lm
+from dspex.providers.simlm.process import SimLMProcess
+from dspex.providers.types import LMResponse
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RPM = 1200  # 20 requests/s
+WINDOW_SECONDS = 8.0
+
+
+@pytest.fixture
+def sim() -> Iterator[SimLMProcess]:
+    with spawn_sim_lm(seed=5) as server:
+        yield server
+
+
+@pytest.fixture
+def pools(ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Routing on in this process, a fresh memory-only cache; restored afterwards."""
+    monkeypatch.setattr(pool_client, "_enabled", pool_client._enabled)
+    monkeypatch.setattr(cache_module, "_default", LMCache(enable_disk=False))
+    pool_client.enable_pools()
+    yield
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def poll(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def stats_of(lm: LM) -> dict[str, Any]:
+    return await asyncio.to_thread(pool_stats, lm)
+
+
+# --- callers in other processes ------------------------------------------------------
+
+
+def caller_class() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Caller:
+        """Calls an LM from its own process, with pool routing on via DSPEX_POOLS=1."""
+
+        def __init__(self) -> None:
+            from dspex.providers.cache import configure_cache
+
+            configure_cache(enable_disk=False)
+            self._tasks: list[asyncio.Task[None]] = []
+            self.count = 0
+
+        async def call(self, lm: LM, text: str) -> LMResponse:
+            return await lm.acomplete(ask(text))
+
+        async def start(self, lm: LM, concurrency: int) -> bool:
+            async def loop(worker: int) -> None:
+                i = 0
+                while True:
+                    await lm.acomplete(ask(f"{uuid.uuid4()} {worker} {i}"))
+                    self.count += 1
+                    i += 1
+
+            self._tasks = [asyncio.ensure_future(loop(w)) for w in range(concurrency)]
+            return pool_client.pool_routing_enabled()
+
+        async def stop(self) -> int:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            return self.count
+
+    return Caller
+
+
+def start_caller(node_id: str | None = None) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options: dict[str, Any] = {"runtime_env": {"env_vars": {pool_client.ENV_FLAG: "1"}}}
+    if node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    return caller_class().options(**options).remote()
+
+
+# --- tests ----------------------------------------------------------------------------
+
+
+async def test_routed_requests_match_in_process_and_cache_stays_in_front(
+    pools: None, sim: SimLMProcess
+) -> None:
+    lm = LM("openai/sim", api_base=sim.url, temperature=0.0)
+    prompts = [f"routing question {i}" for i in range(25)]
+    try:
+        pool_client.disable_pools()
+        expected = [(await lm.acomplete(ask(p), cache=False)).outputs for p in prompts]
+        pool_client.enable_pools()
+        responses = await asyncio.gather(*(lm.acomplete(ask(p)) for p in prompts))
+        assert [r.outputs for r in responses] == expected
+        assert all(not r.cached and r.usage.calls == 1 for r in responses)
+        stats = await stats_of(lm)
+        assert stats["requests"] == len(prompts) and stats["calls"] == len(prompts)
+        assert stats["batches"] == 1  # issued in one tick: one actor call
+
+        again = await asyncio.gather(*(lm.acomplete(ask(p)) for p in prompts))
+        assert all(r.cached for r in again)
+        assert (await stats_of(lm))["requests"] == len(prompts)  # hits never reached the pool
+    finally:
+        stop_pool(lm)
+
+
+async def test_breaker_opens_in_an_outage_fails_fast_and_closes_after(
+    pools: None, sim: SimLMProcess
+) -> None:
+    lm = LM("openai/sim", api_base=sim.url, cache=False, num_retries=0)
+    await asyncio.to_thread(start_pool, lm, fail_max=3, reset_timeout=1.0)
+    try:
+        assert (await lm.acomplete(ask("before"))).outputs
+        sim.set_faults(outage=True, retry_after=None)
+        for i in range(3):
+            with pytest.raises(LMServerError):
+                await lm.acomplete(ask(f"during {i}"))
+        sent = sim.stats()["total"]
+        started = time.monotonic()
+        with pytest.raises(CircuitOpenError) as info:
+            await lm.acomplete(ask("fail fast"))
+        assert time.monotonic() - started < 0.5
+        assert info.value.retry_after is not None and info.value.retry_after <= 1.0
+        assert sim.stats()["total"] == sent  # the provider was not called
+        assert (await stats_of(lm))["breaker"] == "open"
+
+        sim.set_faults()  # outage over
+
+        async def recovered() -> bool:
+            try:
+                await lm.acomplete(ask(f"after {time.monotonic()}"))
+            except CircuitOpenError:
+                return False
+            return True
+
+        await poll(recovered, 10.0, "the breaker to close after the outage")
+        assert (await stats_of(lm))["breaker"] == "closed"
+    finally:
+        stop_pool(lm)
+
+
+async def test_rate_limit_holds_cluster_wide_across_processes_and_nodes(
+    ray_cluster: Any, pools: None, sim: SimLMProcess
+) -> None:
+    import ray
+
+    lm = LM("openai/sim", api_base=sim.url, cache=False, rpm=RPM)
+    # A second node on the head's address (127.0.0.1): callers on two nodes, one pool.
+    worker = ray_cluster.add_node(num_cpus=1, node_ip_address=ray_cluster.head_node.node_ip_address)
+    ray_cluster.wait_for_nodes()
+    callers: list[Any] = []
+    try:
+        await asyncio.to_thread(start_pool, lm)
+        head = ray.get_runtime_context().get_node_id()
+        callers = [start_caller(head), start_caller(head), start_caller(worker.node_id)]
+        assert all(await asyncio.gather(*(c.start.remote(lm, 10) for c in callers)))
+
+        async def past_the_burst() -> bool:
+            return (await stats_of(lm))["requests"] > RPM / 60 * 2
+
+        await poll(past_the_burst, 30.0, "the callers to get going")
+        # Measure the steady rate (the first second's burst is allowed and excluded).
+        await asyncio.to_thread(sim.reset_stats)
+        started = time.monotonic()
+        while time.monotonic() - started < WINDOW_SECONDS:
+            await asyncio.sleep(0.2)  # a measurement window, not a synchronisation
+        total = (await asyncio.to_thread(sim.stats))["total"]
+        elapsed = time.monotonic() - started
+        counts = await asyncio.gather(*(c.stop.remote() for c in callers))
+        rate = total / elapsed
+        assert abs(rate - RPM / 60) <= 0.05 * RPM / 60, (rate, counts)
+        assert all(count > 0 for count in counts)  # every process got its share through
+
+        async def drained() -> bool:
+            # Cancelled callers' requests still run in the pool (at the limit), then stop.
+            stats = await stats_of(lm)
+            return stats["queued"] == 0 and stats["in_flight"] == 0
+
+        await poll(drained, 20.0, "the pool to drain its queue")
+    finally:
+        for caller in callers:
+            ray.kill(caller)
+        stop_pool(lm)
+        ray_cluster.remove_node(worker)
+
+
+async def test_identical_requests_from_two_processes_share_one_call(pools: None) -> None:
+    import ray
+
+    with spawn_sim_lm(seed=6, latency_ms=1500) as slow:
+        lm = LM("openai/sim", api_base=slow.url, rollout_id=str(uuid.uuid4()))
+        callers = [start_caller(), start_caller()]
+        try:
+            await asyncio.to_thread(start_pool, lm)
+            # Warm both processes (routing on, pool handle resolved) with other prompts.
+            await asyncio.gather(*(c.call.remote(lm, f"warm {i}") for i, c in enumerate(callers)))
+            await asyncio.to_thread(slow.reset_stats)
+            first, second = await asyncio.gather(
+                *(c.call.remote(lm, "the same question") for c in callers)
+            )
+            assert slow.stats()["total"] == 1
+            assert first.outputs == second.outputs
+            assert sorted([first.cached, second.cached]) == [False, True]
+            assert (await stats_of(lm))["shared"] == 1
+        finally:
+            for caller in callers:
+                ray.kill(caller)
+            stop_pool(lm)
+
+
+async def test_a_pool_killed_mid_flight_is_re_resolved_and_requests_complete(
+    pools: None,
+) -> None:
+    import ray
+
+    with spawn_sim_lm(seed=7, latency_ms=800) as slow:
+        lm = LM("openai/sim", api_base=slow.url, cache=False)
+        name = pool_name("openai", "sim", slow.url)
+        try:
+            first = await asyncio.to_thread(start_pool, lm)
+            calls = [asyncio.ensure_future(lm.acomplete(ask(f"q{i}"))) for i in range(30)]
+
+            async def in_flight() -> bool:
+                return (await asyncio.to_thread(slow.stats))["in_flight"] > 0
+
+            await poll(in_flight, 20.0, "requests in flight at the server")
+            ray.kill(first, no_restart=True)
+            responses = await asyncio.wait_for(asyncio.gather(*calls), 60.0)
+            assert all(isinstance(r, LMResponse) and r.outputs for r in responses)
+            replacement = ray.get_actor(name, namespace=pool_client.NAMESPACE)
+            assert replacement._actor_id != first._actor_id
+        finally:
+            stop_pool(lm)
