@@ -12,7 +12,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from dspex.evaluate.runner import (
     EvaluationFailure,
     Row,
     RunOptions,
+    RunOutcome,
     example_inputs,
     fields_of,
     run_local,
@@ -87,7 +88,10 @@ class Evaluate:
         provide_traceback: bool = False,
         save_as_json: str | Path | None = None,
         save_as_csv: str | Path | None = None,
+        runner: str | None = None,
     ) -> None:
+        if runner not in _RUNNERS:
+            raise ConfigurationError(f"runner must be 'local', 'ray' or None, got {runner!r}")
         self.devset = devset
         self.metric = metric
         self.num_threads = num_threads
@@ -98,6 +102,9 @@ class Evaluate:
         self.provide_traceback = provide_traceback
         self.save_as_json = save_as_json
         self.save_as_csv = save_as_csv
+        self.runner = runner
+        """'local' (in-process), 'ray' (EvalWorker actors), None: 'ray' while the
+        dspex runtime is up (`dspex.runtime.active()`), else 'local'."""
         self._devset_consumed = False
 
     def __call__(
@@ -149,7 +156,7 @@ class Evaluate:
         started = time.perf_counter()
         progress.start(_length(examples))
         try:
-            outcome = await run_local(program, metric, examples, options, progress)
+            outcome = await _run_function(self.runner)(program, metric, examples, options, progress)
         finally:
             progress.close()
         result = EvaluationResult(
@@ -217,6 +224,23 @@ class Evaluate:
             save_json(rows, json_path)
         if csv_path:
             save_csv(rows, csv_path)
+
+
+_RUNNERS = (None, "local", "ray")
+
+
+def _run_function(runner: str | None) -> Callable[..., Awaitable[RunOutcome]]:
+    """`run_local` or the Ray runner (imported only when used, keeping Ray out of
+    ``import dspex``)."""
+    if runner is None:
+        from dspex import runtime
+
+        runner = "ray" if runtime.active() else "local"
+    if runner == "local":
+        return run_local
+    from dspex.evaluate.ray_runner import run_ray
+
+    return run_ray
 
 
 def _length(devset: Iterable[Any]) -> int | None:
