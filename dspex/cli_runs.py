@@ -1,0 +1,284 @@
+"""`dspex runs list|show|resume|cancel`: optimization runs in the run store.
+
+Reads the SQLite run store (dspex/optimizers/run_store.py). A store file is
+never created by these commands: a path that does not exist means "no runs".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from dspex.cli_common import CliError, ExitCode, emit_json, exit_codes_help, fail
+
+if TYPE_CHECKING:
+    from dspex.optimizers.run_store import RunRecord, RunStore
+
+RESUMABLE = ("running", "failed", "budget_limited")
+
+app = typer.Typer(
+    help="Inspect, resume and cancel optimization runs.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--db",
+        help="Run store file (default: $DSPEX_RUNS_DB, else runs.sqlite3 in the dspex user data dir).",
+        show_default=False,
+    ),
+]
+RunIdArgument = Annotated[
+    str, typer.Argument(help="The run's ID (see `dspex runs list`).", show_default=False)
+]
+
+
+@app.callback()
+def _group() -> None:
+    """Inspect, resume and cancel optimization runs recorded in the run store."""
+
+
+def _store_path(db: Path | None) -> Path:
+    from dspex.optimizers.run_store import default_store_path
+
+    return db if db is not None else default_store_path()
+
+
+def _open_store(db: Path | None) -> RunStore | None:
+    """The store at `db` (or the default), or None when that file does not exist."""
+    from dspex.optimizers.run_store import RunStore
+
+    path = _store_path(db)
+    return RunStore(path) if path.is_file() else None
+
+
+def _get_run(db: Path | None, run_id: str) -> tuple[RunStore, RunRecord]:
+    store = _open_store(db)
+    if store is None or not store.has_run(run_id):
+        where = _store_path(db)
+        raise CliError(
+            f"no run {run_id!r} in {where}; `dspex runs list` shows the runs there "
+            "(use --db or DSPEX_RUNS_DB for another store)",
+            ExitCode.NOT_FOUND,
+        )
+    return store, store.get_run(run_id)
+
+
+def _when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+# --- list --------------------------------------------------------------------------------
+
+
+@app.command("list", epilog=exit_codes_help(ExitCode.OK))
+def list_runs(
+    db: DbOption = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="Show at most this many runs, newest first.")
+    ] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List optimization runs, newest first.
+
+    Examples:
+
+        dspex runs list
+
+        dspex runs list --limit 5 --json --db ./runs.sqlite3
+    """
+    store = _open_store(db)
+    runs = store.list_runs(limit=limit) if store else []
+    rows = (
+        [{**asdict(run), "trials": len(store.trials(run.run_id))} for run in runs] if store else []
+    )
+    if json_output:
+        emit_json(rows)
+        return
+    if not rows:
+        typer.echo(f"no runs in {_store_path(db)}")
+        return
+    _print_run_table(rows)
+
+
+def _print_run_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "optimizer", "status", "best score", "trials", "updated"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["run_id"],
+            row["optimizer"],
+            row["status"],
+            _score(row["best_score"]),
+            str(row["trials"]),
+            _when(row["updated"]),
+        )
+    Console().print(table)
+
+
+# --- show --------------------------------------------------------------------------------
+
+
+@app.command(epilog=exit_codes_help(ExitCode.OK, ExitCode.NOT_FOUND))
+def show(
+    run_id: RunIdArgument,
+    db: DbOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Show a run: its status and config, every trial (score, status, error) and LM usage and cost.
+
+    Examples:
+
+        dspex runs show 3f2a9c
+
+        dspex runs show 3f2a9c --json | jq '.trials[] | select(.status == "failed")'
+    """
+    try:
+        store, run = _get_run(db, run_id)
+    except CliError as exc:
+        fail(str(exc), exc.code)
+    usage = store.usage(run_id)
+    report = {
+        "run": asdict(run),
+        "trials": [asdict(trial) for trial in store.trials(run_id)],
+        "usage": usage,
+        "total_cost": sum(float(model["cost"]) for model in usage.values()),
+    }
+    if json_output:
+        emit_json(report)
+    else:
+        _print_run(report)
+
+
+def _print_run(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    run = report["run"]
+    console = Console()
+    console.print(
+        f"[bold]{run['run_id']}[/bold]  {run['optimizer']}  status {run['status']}  best score {_score(run['best_score'])}"
+    )
+    console.print(
+        f"created {_when(run['created'])}, updated {_when(run['updated'])}"
+        + (", stopped by budget" if run["budget_limited"] else "")
+    )
+    if run["error"]:
+        console.print(f"[red]error:[/red] {run['error']}", markup=True, highlight=False)
+    console.print(f"config: {json.dumps(run['config'], sort_keys=True, default=str)}", markup=False)
+    trials = Table(title=f"{len(report['trials'])} trial(s)")
+    for column in ("#", "kind", "status", "score", "params", "error"):
+        trials.add_column(column)
+    for trial in report["trials"]:
+        params = json.dumps(trial["params"], sort_keys=True, default=str)
+        trials.add_row(
+            str(trial["number"]),
+            trial["kind"],
+            trial["status"],
+            _score(trial["score"]),
+            params[:60],
+            (trial["error"] or "")[:60],
+        )
+    console.print(trials)
+    usage = Table(title=f"LM usage (total cost ${report['total_cost']:.4f})")
+    for column in ("model", "calls", "prompt tokens", "completion tokens", "cost $"):
+        usage.add_column(column)
+    for model, numbers in sorted(report["usage"].items()):
+        usage.add_row(
+            model,
+            str(numbers["calls"]),
+            str(numbers["prompt_tokens"]),
+            str(numbers["completion_tokens"]),
+            f"{numbers['cost']:.4f}",
+        )
+    console.print(usage)
+
+
+# --- resume / cancel ---------------------------------------------------------------------
+
+
+@app.command(
+    epilog=exit_codes_help(
+        ExitCode.OK,
+        ExitCode.FAILED,
+        ExitCode.NOT_FOUND,
+        overrides={
+            ExitCode.OK: "resumable",
+            ExitCode.FAILED: "not resumable (finished or cancelled)",
+        },
+    )
+)
+def resume(run_id: RunIdArgument, db: DbOption = None) -> None:
+    """Check that a run can be resumed and print how to resume it.
+
+    A run that is running (its process died), failed or stopped by its budget
+    is resumable: compiling again with its run_id replays every finished step
+    from the run store and computes only the rest.
+
+    Examples:
+
+        dspex runs resume 3f2a9c && python optimize.py --run-id 3f2a9c
+    """
+    try:
+        _, run = _get_run(db, run_id)
+    except CliError as exc:
+        fail(str(exc), exc.code)
+    if run.status not in RESUMABLE:
+        fail(
+            f"run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed. Start a new run instead.",
+            ExitCode.FAILED,
+        )
+    typer.echo(
+        f"run {run_id} ({run.optimizer}, {run.status}) can be resumed. From Python, with the same optimizer "
+        "settings, program and data:\n\n"
+        f'    optimized = optimizer.compile(program, trainset=trainset, run_id="{run_id}")\n'
+    )
+
+
+@app.command(
+    epilog=exit_codes_help(
+        ExitCode.OK,
+        ExitCode.FAILED,
+        ExitCode.NOT_FOUND,
+        overrides={
+            ExitCode.OK: "cancelled (or already was)",
+            ExitCode.FAILED: "the run had finished",
+        },
+    )
+)
+def cancel(run_id: RunIdArgument, db: DbOption = None) -> None:
+    """Mark a run cancelled in the run store, so it is not resumed.
+
+    This changes the record only; it does not signal a process that may still
+    be running the optimization.
+
+    Examples:
+
+        dspex runs cancel 3f2a9c
+    """
+    try:
+        store, run = _get_run(db, run_id)
+    except CliError as exc:
+        fail(str(exc), exc.code)
+    if run.status == "cancelled":
+        typer.echo(f"run {run_id} was already cancelled")
+        return
+    if run.status == "finished":
+        fail(f"run {run_id} has finished; there is nothing to cancel", ExitCode.FAILED)
+    store.update_run(run_id, status="cancelled")
+    typer.echo(f"run {run_id} cancelled (was {run.status})")

@@ -1,0 +1,163 @@
+"""`dspex runs ...` against a temporary SQLite run store filled through RunStore."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dspex.cli import app
+from dspex.optimizers.run_store import RunStore
+
+
+@pytest.fixture
+def store(cli_env: Path) -> RunStore:
+    """A store with three runs: finished (oldest), failed (with trials and usage), running."""
+    store = RunStore(cli_env / "runs.sqlite3")
+    store.create_run("run-done", "BootstrapFewShot", {"max_demos": 4})
+    store.update_run("run-done", status="finished", best_score=0.9)
+    store.create_run("run-failed", "MIPROv2", {"num_trials": 3})
+    store.record_trial("run-failed", 0, {"instruction": 1}, score=0.5, status="ok")
+    store.record_trial(
+        "run-failed",
+        1,
+        {"instruction": 2},
+        score=None,
+        status="failed",
+        error="LMError: 503 from provider",
+    )
+    store.add_usage(
+        "run-failed",
+        "openai/gpt-4o-mini",
+        calls=10,
+        prompt_tokens=1000,
+        completion_tokens=200,
+        cost=0.0125,
+    )
+    store.add_usage(
+        "run-failed",
+        "anthropic/claude",
+        calls=2,
+        prompt_tokens=50,
+        completion_tokens=10,
+        cost=0.0025,
+    )
+    store.update_run("run-failed", status="failed", best_score=0.5, error="worker lost")
+    store.create_run("run-live", "MIPROv2", {})
+    return store
+
+
+def _invoke(runner: CliRunner, store: RunStore, *args: str) -> object:
+    return runner.invoke(app, ["runs", *args, "--db", str(store.path)])
+
+
+def test_list_json_is_newest_first_with_trial_counts(runner: CliRunner, store: RunStore) -> None:
+    result = _invoke(runner, store, "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [row["run_id"] for row in rows] == ["run-live", "run-failed", "run-done"]
+    assert {row["run_id"]: row["trials"] for row in rows} == {
+        "run-live": 0,
+        "run-failed": 2,
+        "run-done": 0,
+    }
+    assert rows[1]["status"] == "failed" and rows[1]["best_score"] == 0.5
+
+
+def test_list_limit_and_table(runner: CliRunner, store: RunStore) -> None:
+    limited = json.loads(_invoke(runner, store, "list", "--json", "--limit", "1").stdout)
+    assert [row["run_id"] for row in limited] == ["run-live"]
+    table = _invoke(runner, store, "list")
+    assert table.exit_code == 0
+    assert "run-failed" in table.stdout and "MIPROv2" in table.stdout
+
+
+def test_list_of_a_missing_store_is_empty_and_creates_nothing(
+    runner: CliRunner, cli_env: Path
+) -> None:
+    missing = cli_env / "nowhere" / "runs.sqlite3"
+    result = runner.invoke(app, ["runs", "list", "--db", str(missing)])
+    assert result.exit_code == 0
+    assert "no runs" in result.stdout
+    assert not missing.exists()
+    assert (
+        json.loads(runner.invoke(app, ["runs", "list", "--json", "--db", str(missing)]).stdout)
+        == []
+    )
+
+
+def test_db_defaults_to_dspex_runs_db(
+    runner: CliRunner, store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSPEX_RUNS_DB", str(store.path))
+    rows = json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)
+    assert len(rows) == 3
+
+
+def test_show_json_has_trials_errors_usage_and_cost(runner: CliRunner, store: RunStore) -> None:
+    result = _invoke(runner, store, "show", "run-failed", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["run"]["error"] == "worker lost"
+    assert [(t["number"], t["status"], t["score"]) for t in report["trials"]] == [
+        (0, "ok", 0.5),
+        (1, "failed", None),
+    ]
+    assert report["trials"][1]["error"] == "LMError: 503 from provider"
+    assert report["usage"]["openai/gpt-4o-mini"]["calls"] == 10
+    assert report["total_cost"] == pytest.approx(0.015)
+
+
+def test_show_table_mentions_the_failure(runner: CliRunner, store: RunStore) -> None:
+    result = _invoke(runner, store, "show", "run-failed")
+    assert result.exit_code == 0, result.output
+    for text in ("worker lost", "LMError: 503", "openai/gpt-4o-mini", "0.0150"):
+        assert text in result.stdout
+
+
+def test_show_unknown_run_says_how_to_find_runs(runner: CliRunner, store: RunStore) -> None:
+    result = _invoke(runner, store, "show", "nope")
+    assert result.exit_code == 6
+    assert "dspex runs list" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("run_id", "code"), [("run-failed", 0), ("run-live", 0), ("run-done", 1), ("nope", 6)]
+)
+def test_resume_exit_codes(runner: CliRunner, store: RunStore, run_id: str, code: int) -> None:
+    result = _invoke(runner, store, "resume", run_id)
+    assert result.exit_code == code, result.output
+    if code == 0:
+        assert f'run_id="{run_id}"' in result.stdout
+
+
+def test_budget_limited_and_cancelled_runs(runner: CliRunner, store: RunStore) -> None:
+    store.update_run("run-live", status="budget_limited")
+    assert _invoke(runner, store, "resume", "run-live").exit_code == 0
+    store.update_run("run-live", status="cancelled")
+    assert _invoke(runner, store, "resume", "run-live").exit_code == 1
+
+
+def test_cancel_marks_the_run_and_is_idempotent(runner: CliRunner, store: RunStore) -> None:
+    first = _invoke(runner, store, "cancel", "run-live")
+    assert first.exit_code == 0, first.output
+    assert store.get_run("run-live").status == "cancelled"
+    again = _invoke(runner, store, "cancel", "run-live")
+    assert again.exit_code == 0
+    assert "already" in again.stdout
+
+
+def test_cancel_refuses_finished_and_unknown_runs(runner: CliRunner, store: RunStore) -> None:
+    finished = _invoke(runner, store, "cancel", "run-done")
+    assert finished.exit_code == 1
+    assert store.get_run("run-done").status == "finished"
+    assert _invoke(runner, store, "cancel", "nope").exit_code == 6
+
+
+def test_every_runs_command_documents_exit_codes(runner: CliRunner) -> None:
+    for command in ("list", "show", "resume", "cancel"):
+        result = runner.invoke(app, ["runs", command, "--help"])
+        assert result.exit_code == 0
+        assert "Exit codes:" in result.stdout and "Examples" in result.stdout
