@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from dspex.errors import ConfigurationError
+from dspex.observability.tracing import module_span
 from dspex.primitives import saving
 from dspex.primitives.parameter import Parameter, deepcopy_attributes
 from dspex.primitives.prediction import Prediction
@@ -130,7 +131,7 @@ class Module:
 
                 return run_sync(self.acall(*args, **kwargs))
             self._missing_forward()
-        with collect_usage() as collector, self._as_caller():
+        with module_span(type(self).__name__), collect_usage() as collector, self._as_caller():
             result = self.forward(*args, **kwargs)
         return _attach_usage(result, collector)
 
@@ -139,7 +140,7 @@ class Module:
         import asyncio
 
         use_forward, use_aforward = _entry_points(type(self))
-        with collect_usage() as collector, self._as_caller():
+        with module_span(type(self).__name__), collect_usage() as collector, self._as_caller():
             if use_aforward:
                 result = await self.aforward(*args, **kwargs)
             elif use_forward:
