@@ -33,6 +33,26 @@ def _mount_sim_lm() -> None:
 _mount_sim_lm()
 
 
+def _mount_cluster_tools() -> None:
+    from dspex import cli_cluster, cli_jobs, cli_runs
+
+    app.add_typer(cli_cluster.app, name="cluster", help="Start, stop and inspect a local multi-node Ray cluster.")
+    cli_jobs.register(app)  # `dspex submit` and the `dspex jobs` group
+    app.add_typer(cli_runs.app, name="runs", help="Inspect, resume and cancel optimization runs.")
+
+
+_mount_cluster_tools()
+
+
+def _mount_dashboard() -> None:
+    from dspex.cli_dashboard import EPILOG, dashboard
+
+    app.command("dashboard", epilog=EPILOG)(dashboard)
+
+
+_mount_dashboard()
+
+
 @app.command()
 def demo(
     lm: Annotated[
@@ -45,6 +65,8 @@ def demo(
     latency_ms: Annotated[float, typer.Option(min=0, help="Simulated LM latency per request.")] = 50.0,
     output: Annotated[str, typer.Option(help="Where to save the optimized program (JSON).")] = "dspex_demo_program.json",
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Run on a local Ray runtime (default) or in-process.")] = True,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray (default: all).")] = None,
 ) -> None:
     """Evaluate and optimize a small program on a bundled task.
 
@@ -66,6 +88,8 @@ def demo(
         latency_ms=latency_ms,
         output=output,
         json_output=json_output,
+        use_ray=ray,
+        num_cpus=num_cpus,
     )
     raise typer.Exit(code)
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import dspex
+import dspex.runtime
 from dspex.errors import DspexError
 
 
@@ -38,16 +39,24 @@ def run_demo(
     latency_ms: float,
     output: str,
     json_output: bool,
+    use_ray: bool = True,
+    num_cpus: int | None = None,
 ) -> int:
     from rich.console import Console
 
     console = Console(stderr=json_output)
     try:
-        with _language_model(lm_name, api_base, latency_ms, console) as lm:
+        if use_ray:
+            console.print("Starting the dspex runtime on a local Ray ...")
+            dspex.runtime.init(num_cpus=num_cpus)
+        with _language_model(lm_name, api_base, latency_ms, console, use_ray) as lm:
             rows, program = _run(lm, task, dev_size, console, show_progress=not json_output)
     except DspexError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1
+    finally:
+        if use_ray:
+            dspex.runtime.shutdown()
     program.save(output)
     if json_output:
         print(json.dumps({"results": [asdict(r) for r in rows], "saved_to": os.path.abspath(output)}))
@@ -58,18 +67,42 @@ def run_demo(
 
 
 @contextmanager
-def _language_model(lm_name: str | None, api_base: str | None, latency_ms: float, console: Any) -> Iterator[Any]:
+def _language_model(
+    lm_name: str | None, api_base: str | None, latency_ms: float, console: Any, use_ray: bool
+) -> Iterator[Any]:
     if lm_name is not None:
         yield dspex.LM(lm_name, api_base=api_base, cache=False)
         return
-    from dspex.providers.simlm import start_sim_lm
-
-    server = start_sim_lm(port=0, seed=0, latency_ms=latency_ms)
-    console.print(f"Simulated LM listening on {server.url} ({latency_ms:g} ms per request)")
+    url, stop = _start_sim_lm(latency_ms, use_ray)
+    console.print(f"Simulated LM listening on {url} ({latency_ms:g} ms per request)")
     try:
-        yield dspex.LM("openai/sim-1", api_base=server.url, api_key="sim-local", cache=False)
+        yield dspex.LM("openai/sim-1", api_base=url, api_key="sim-local", cache=False)
     finally:
-        server.stop()
+        stop()
+
+
+def _start_sim_lm(latency_ms: float, use_ray: bool) -> tuple[str, Callable[[], None]]:
+    """The simulated LM: a child of the root supervisor when the runtime is up."""
+    root = getattr(dspex.runtime.current(), "root", None) if use_ray else None
+    if root is None:
+        from dspex.providers.simlm import start_sim_lm
+
+        server = start_sim_lm(port=0, seed=0, latency_ms=latency_ms)
+        return server.url, server.stop
+    import ray
+
+    from dspex.providers.simlm.service import SimLMService, free_port
+    from dspex.supervisors import ChildSpec
+
+    port = free_port()
+    spec = ChildSpec(
+        name="dspex.simlm",
+        cls=SimLMService,
+        kwargs={"port": port, "seed": 0, "latency_ms": latency_ms},
+        actor_options={"num_cpus": 0},
+    )
+    ray.get(root.start_child.remote(spec))
+    return f"http://127.0.0.1:{port}/v1", lambda: ray.get(root.terminate_child.remote("dspex.simlm"))
 
 
 def _run(lm: Any, task: str, dev_size: int, console: Any, *, show_progress: bool) -> tuple[list[Row], Any]:
@@ -98,9 +131,18 @@ def _run(lm: Any, task: str, dev_size: int, console: Any, *, show_progress: bool
 
 
 def _optimizers(metric: Callable[..., Any], trainset: list[Any]) -> list[tuple[str, Callable[[Any], Any]]]:
-    from dspex.optimizers.labeled import LabeledFewShot
+    from dspex.optimizers import BootstrapFewShot
+    from dspex.optimizers.mipro import MIPROv2
 
-    return [("LabeledFewShot(k=4)", lambda student: LabeledFewShot(k=4).compile(student, trainset=trainset))]
+    def bootstrap(student: Any) -> Any:
+        optimizer = BootstrapFewShot(metric=metric, max_bootstrapped_demos=4, max_labeled_demos=4)
+        return optimizer.compile(student, trainset=trainset)
+
+    def mipro(student: Any) -> Any:
+        optimizer = MIPROv2(metric=metric, auto="light", num_threads=32, seed=9)
+        return optimizer.compile(student, trainset=trainset)
+
+    return [("BootstrapFewShot", bootstrap), ('MIPROv2(auto="light")', mipro)]
 
 
 def _dataset(task: str, dev_size: int) -> tuple[list[Any], list[Any]]:
@@ -135,4 +177,14 @@ def _print_table(console: Any, rows: list[Row]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_demo(lm_name=None, api_base=None, task="arithmetic", dev_size=100, latency_ms=50, output="dspex_demo_program.json", json_output=False))
+    sys.exit(
+        run_demo(
+            lm_name=None,
+            api_base=None,
+            task="arithmetic",
+            dev_size=100,
+            latency_ms=50,
+            output="dspex_demo_program.json",
+            json_output=False,
+        )
+    )
