@@ -159,7 +159,32 @@ class Run:
         for failure in getattr(result, "errors", None) or []:
             if getattr(failure, "error_type", None) == BudgetExceededError.__name__:
                 raise BudgetExceededError(f"the budget ran out during an evaluation: {failure.message}")
+        if self.evaluator is None and _evaluated_remotely():
+            self._charge_remote(getattr(result, "usage", None))
         return result
+
+    def _charge_remote(self, usage: Usage | None) -> None:
+        """Count LM work done on EvalWorkers, which this process's trackers cannot see.
+
+        The budget is charged after the evaluation, so on the Ray runner a budget
+        can be overshot by at most one evaluation; the next step then stops.
+        """
+        if usage is None or not usage.calls:
+            return
+        with self.budget._lock:
+            self.budget.calls += usage.calls
+            self.budget.cost += usage.cost or 0.0
+        from dspex.primitives.settings import settings
+
+        model = getattr(settings.lm, "model", None) or "unknown"
+        self.store.add_usage(
+            self.run_id,
+            model,
+            calls=usage.calls,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost=usage.cost or 0.0,
+        )
 
     def record_trial(
         self,
@@ -216,6 +241,12 @@ class Run:
             replayed_steps=self.replayed_steps,
             elapsed=time.monotonic() - self.started,
         )
+
+
+def _evaluated_remotely() -> bool:
+    from dspex import runtime
+
+    return runtime.active()
 
 
 def _plain(value: Any) -> Any:
