@@ -47,6 +47,20 @@ _EXPORTS: dict[str, str] = {
     "EvaluationResult": "dspex.evaluate.evaluate",
     "answer_exact_match": "dspex.evaluate.metrics",
     "answer_passage_match": "dspex.evaluate.metrics",
+    # optimizers
+    "LabeledFewShot": "dspex.optimizers.labeled",
+    "BootstrapFewShot": "dspex.optimizers.bootstrap",
+    "BootstrapFewShotWithRandomSearch": "dspex.optimizers.random_search",
+    "BootstrapRS": "dspex.optimizers.random_search",
+    "KNN": "dspex.optimizers.knn",
+    "KNNFewShot": "dspex.optimizers.knn",
+    "Ensemble": "dspex.optimizers.ensemble",
+    "majority": "dspex.optimizers.ensemble",
+    "COPRO": "dspex.optimizers.copro",
+    "MIPROv2": "dspex.optimizers.mipro",
+    # runtime
+    "init": "dspex.runtime",
+    "shutdown": "dspex.runtime",
     # errors
     "DspexError": "dspex.errors",
     "SignatureError": "dspex.errors",
@@ -55,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "InputError": "dspex.errors",
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
+    "BudgetExceededError": "dspex.errors",
+    "CircuitOpenError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -79,6 +95,8 @@ if TYPE_CHECKING:
     from dspex.adapters.json_adapter import JSONAdapter
     from dspex.errors import (
         AdapterParseError,
+        BudgetExceededError,
+        CircuitOpenError,
         ConfigurationError,
         DspexError,
         EvaluationError,
@@ -90,6 +108,13 @@ if TYPE_CHECKING:
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
     from dspex.modules.chain_of_thought import ChainOfThought
     from dspex.modules.predict import Predict
+    from dspex.optimizers.bootstrap import BootstrapFewShot
+    from dspex.optimizers.copro import COPRO
+    from dspex.optimizers.ensemble import Ensemble, majority
+    from dspex.optimizers.knn import KNN, KNNFewShot
+    from dspex.optimizers.labeled import LabeledFewShot
+    from dspex.optimizers.mipro import MIPROv2
+    from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch, BootstrapRS
     from dspex.primitives.example import Example
     from dspex.primitives.module import Module
     from dspex.primitives.parameter import Parameter
@@ -101,5 +126,6 @@ if TYPE_CHECKING:
     from dspex.providers.lm import LM
     from dspex.providers.types import Usage
     from dspex.providers.usage import track_usage
+    from dspex.runtime import init, shutdown
     from dspex.signatures.field import InputField, OutputField
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
