@@ -154,6 +154,46 @@ for node_id in ray.get(pinned + spread):
 """
 
 
+EVAL_JOB_SCRIPT = """
+import asyncio
+import threading
+import time
+
+import dspex
+import dspex.runtime
+
+
+class Slow(dspex.Module):
+    async def aforward(self, question):
+        await asyncio.sleep(0.25)
+        return dspex.Prediction(answer=question)
+
+
+dspex.runtime.init()
+devset = [dspex.Example(question=str(i), answer=str(i)).with_inputs("question") for i in range(600)]
+done = {}
+
+
+def evaluate():
+    evaluator = dspex.Evaluate(devset=devset, metric=dspex.answer_exact_match, num_threads=24)
+    done["result"] = evaluator(Slow())
+
+
+worker = threading.Thread(target=evaluate)
+worker.start()
+time.sleep(1.0)  # part of the workload: let chunks reach every node first
+print("evaluation running", flush=True)
+worker.join()
+result = done["result"]
+indices = [int(example.question) for example, _, _ in result.results]
+print(
+    f"scored {len(result.results)} unique {len(set(indices))} errors {result.n_errors} score {result.score}",
+    flush=True,
+)
+dspex.runtime.shutdown()
+"""
+
+
 def _dspex(
     env: dict[str, str], *args: str, timeout: float = 150.0
 ) -> subprocess.CompletedProcess[str]:
@@ -285,6 +325,32 @@ def test_three_node_cluster_runs_a_submitted_job(
         listed = json.loads(_dspex(cluster_env, "jobs", "list", "--json").stdout)
         assert {job["job_id"]: job["status"] for job in listed}[job_id] == "STOPPED"
         assert sorted(job["status"] for job in listed) == ["FAILED", "STOPPED", "SUCCEEDED"]
+
+        # An evaluation spread over the nodes loses no example when a worker node stops mid-job.
+        (job_dir / "evaluate.py").write_text(EVAL_JOB_SCRIPT)
+        evaluation = _dspex(
+            cluster_env,
+            "submit",
+            "evaluate.py",
+            "--working-dir",
+            str(job_dir),
+            "--python",
+            sys.executable,
+            "--no-wait",
+        )
+        assert evaluation.returncode == 0, evaluation.stderr
+        eval_id = evaluation.stdout.strip()
+
+        def running() -> bool:
+            logs = _dspex(cluster_env, "jobs", "logs", eval_id)
+            return "evaluation running" in logs.stdout
+
+        assert wait_until(running, 120.0)
+        victim = next(pid for name, pid in info["pids"].items() if name != "head")
+        os.killpg(victim, signal.SIGKILL)
+        finished = _dspex(cluster_env, "jobs", "logs", eval_id, "--follow", timeout=240.0)
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+        assert "scored 600 unique 600 errors 0 score 100.0" in finished.stdout, finished.stdout
     finally:
         stop = _dspex(cluster_env, "cluster", "stop", "--timeout", "60")
         if stop.returncode != 0 or any(pid_alive(pid) for pid in pids):
