@@ -1,7 +1,7 @@
 """MIPROv2 ``auto="light"``: dspex vs DSPy on the simulated LM over HTTP.
 
 Both optimize the same zero-shot ``question -> answer`` program on the same
-bundled dataset against one simulated LM server (``start_sim_lm``) with a fixed
+bundled dataset against one simulated LM server in its own process (``spawn_sim_lm``) with a fixed
 latency per request, with LM caches off. For each: wall time of the compile,
 LM requests the server saw during it, and the compiled program's score on the
 dev split. DSPy runs in its own virtualenv in a subprocess (install it with
@@ -195,12 +195,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from dspex.providers.simlm import start_sim_lm
+    from dspex.providers.simlm import spawn_sim_lm
 
     train, dev = load_rows(args.task, "train", args.train), load_rows(args.task, "dev", args.dev)
     outcomes: list[Outcome] = []
     problems: list[str] = []
-    with start_sim_lm(seed=0, latency_ms=args.latency_ms) as server:
+    with spawn_sim_lm(seed=0, latency_ms=args.latency_ms) as server:
         print(f"simulated LM at {server.url}, {args.latency_ms:g} ms per request", file=sys.stderr)
         outcomes.append(
             asyncio.run(

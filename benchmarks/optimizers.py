@@ -1,7 +1,7 @@
 """BootstrapFewShot and BootstrapRS: dspex vs DSPy on the simulated LM over HTTP.
 
 Both compile the same ``ChainOfThought("question -> answer")`` program on the
-same bundled dataset against one simulated LM server (``start_sim_lm``) with a
+same bundled dataset against one simulated LM server in its own process (``spawn_sim_lm``) with a
 fixed latency per request, LM caches off, the same settings. For each run:
 wall time of the compile, LM requests the server saw during it (and the most
 it saw at once), and the compiled program's score on the dev split (not timed).
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from dspex.providers.simlm import start_sim_lm
+    from dspex.providers.simlm import spawn_sim_lm
 
     # The valset comes from the dev split's tail, the scoring devset from its head.
     rows = {
@@ -233,7 +233,7 @@ def main() -> None:
     }
     outcomes: list[Outcome] = []
     problems: list[str] = []
-    with start_sim_lm(seed=0, latency_ms=args.latency_ms) as server:
+    with spawn_sim_lm(seed=0, latency_ms=args.latency_ms) as server:
         outcomes += asyncio.run(run_dspex(server, rows, args))
         if not args.skip_dspy:
             theirs = run_dspy(server, rows, args)

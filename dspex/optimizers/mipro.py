@@ -101,7 +101,7 @@ class MIPROv2(Teleprompter):
         track_stats: bool = True,
         metric_threshold: float | None = None,
         *,
-        num_parallel_trials: int = 4,
+        num_parallel_trials: int = 8,
     ) -> None:
         if auto is not None and auto not in AUTO_PRESETS:
             raise ConfigurationError(
@@ -201,9 +201,18 @@ class MIPROv2(Teleprompter):
         if options.requires_permission_to_run and not await _confirmed():
             log.info("MIPROv2: compile declined by the user; returning the student unchanged")
             return program
-        demo_sets = await self.demo_candidates(run, program, trainset, plan, options)
+        proposer = self._proposer(run, options)
+        # Grounding (dataset summary, program description) does not need the demo
+        # sets, so it runs while they are bootstrapped; proposals then need both.
+        grounding = asyncio.ensure_future(proposer.ground(program, trainset))
+        try:
+            demo_sets = await self.demo_candidates(run, program, trainset, plan, options)
+        except BaseException:
+            grounding.cancel()
+            await asyncio.gather(grounding, return_exceptions=True)
+            raise
         instructions = await self.instruction_candidates(
-            run, program, trainset, plan, options, demo_sets
+            run, program, trainset, plan, options, demo_sets, proposer=proposer, grounding=await grounding
         )
         search = _Search(
             self,
@@ -229,6 +238,15 @@ class MIPROv2(Teleprompter):
             max_labeled_demos=options.max_labeled_demos,
             minibatch=options.minibatch,
             minibatch_size=options.minibatch_size,
+        )
+
+    def _proposer(self, run: Run, options: CompileOptions) -> GroundedProposer:
+        return GroundedProposer(
+            self.prompt_model,
+            settings=options.proposer,
+            seed=options.seed,
+            steps=run,
+            key_prefix="mipro/propose",
         )
 
     # --- step 1: demo sets -----------------------------------------------------------------
@@ -311,22 +329,19 @@ class MIPROv2(Teleprompter):
         plan: SearchPlan,
         options: CompileOptions,
         demo_sets: list[list[list[Any]]],
+        *,
+        proposer: GroundedProposer | None = None,
+        grounding: tuple[str, Any] | None = None,
     ) -> list[list[str]]:
         """``[predictor index] -> [own instruction, proposals...]``."""
-        proposer = GroundedProposer(
-            self.prompt_model,
-            settings=options.proposer,
-            seed=options.seed,
-            steps=run,
-            key_prefix="mipro/propose",
-        )
+        proposer = proposer or self._proposer(run, options)
         per_predictor = (
             [[s[i] for s in demo_sets] for i in range(len(program.named_predictors()))]
             if demo_sets
             else None
         )
         candidates = await proposer.propose_instructions(
-            program, trainset, plan.num_instruct_candidates, per_predictor
+            program, trainset, plan.num_instruct_candidates, per_predictor, grounding=grounding
         )
         for index, texts in enumerate(candidates):
             log.log(

@@ -169,11 +169,13 @@ class GroundedProposer:
         trainset: Sequence[Any],
         n: int,
         demo_candidates: DemoCandidates | None = None,
+        grounding: tuple[str, ProgramContext] | None = None,
     ) -> list[list[str]]:
-        """``[predictor index] -> [original instruction, proposal 1, ...]`` (at most ``n`` each)."""
-        summary, context = await gather_all(
-            [self.dataset_summary(trainset), self.program_context(program, trainset)]
-        )
+        """``[predictor index] -> [original instruction, proposal 1, ...]`` (at most ``n`` each).
+
+        ``grounding`` is what `ground` returned, for callers that started it early.
+        """
+        summary, context = grounding or await self.ground(program, trainset)
         predictors = [p for _, p in program.named_predictors()]
         jobs = [
             self._proposal(program, trainset, i, j, summary, context, demo_candidates)
@@ -189,6 +191,13 @@ class GroundedProposer:
         return candidates
 
     # --- grounding ---------------------------------------------------------------
+
+    async def ground(self, program: Any, trainset: Sequence[Any]) -> tuple[str, ProgramContext]:
+        """The dataset summary and program description; neither needs the demo sets."""
+        summary, context = await gather_all(
+            [self.dataset_summary(trainset), self.program_context(program, trainset)]
+        )
+        return summary, context
 
     async def dataset_summary(self, trainset: Sequence[Any]) -> str:
         """Observations on batches of examples (concurrently), then one summary of them."""
