@@ -59,8 +59,13 @@ _EXPORTS: dict[str, str] = {
     "COPRO": "dspex.optimizers.copro",
     "MIPROv2": "dspex.optimizers.mipro",
     # runtime
+    "runs": "dspex.optimizers.runs_api",
     "init": "dspex.runtime",
     "shutdown": "dspex.runtime",
+    "status": "dspex.runtime",
+    "serve": "dspex.actors.module_actor",
+    "get_service": "dspex.actors.module_actor",
+    "dead_letters": "dspex.supervisors.application",
     # errors
     "DspexError": "dspex.errors",
     "SignatureError": "dspex.errors",
@@ -90,6 +95,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from dspex.actors.module_actor import get_service, serve
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
@@ -115,6 +121,7 @@ if TYPE_CHECKING:
     from dspex.optimizers.labeled import LabeledFewShot
     from dspex.optimizers.mipro import MIPROv2
     from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch, BootstrapRS
+    from dspex.optimizers.runs_api import runs
     from dspex.primitives.example import Example
     from dspex.primitives.module import Module
     from dspex.primitives.parameter import Parameter
@@ -126,6 +133,7 @@ if TYPE_CHECKING:
     from dspex.providers.lm import LM
     from dspex.providers.types import Usage
     from dspex.providers.usage import track_usage
-    from dspex.runtime import init, shutdown
+    from dspex.runtime import init, shutdown, status
     from dspex.signatures.field import InputField, OutputField
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
+    from dspex.supervisors.application import dead_letters

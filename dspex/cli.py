@@ -53,6 +53,15 @@ def _mount_dashboard() -> None:
 _mount_dashboard()
 
 
+def _mount_status() -> None:
+    from dspex.cli_status import EPILOG, status
+
+    app.command("status", epilog=EPILOG)(status)
+
+
+_mount_status()
+
+
 @app.command()
 def demo(
     lm: Annotated[

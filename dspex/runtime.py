@@ -1,24 +1,49 @@
 """Starting, attaching to and stopping the dspex runtime on a Ray cluster.
 
-``dspex.init()`` starts a local Ray (or connects to ``address=`` / ``RAY_ADDRESS``)
-and starts or attaches to the root supervisor, a detached named actor in the
-``dspex`` namespace, so a second driver attaching to the same cluster sees the
-same tree. While the runtime is up, evaluations fan out to EvalWorker actors and
-LM requests go through the cluster's provider pools.
+``dspex.init()`` starts a local Ray (or connects to ``address=`` /
+``RAY_ADDRESS``) and starts or attaches to the application tree
+(`dspex.supervisors.application`): the root supervisor is a detached named
+actor in the ``dspex`` namespace, so a second driver attaching to the same
+cluster finds the same tree. While the runtime is up, evaluations fan out to
+EvalWorker actors and LM requests go through the cluster's provider pools.
+
+``dspex.status()`` reads the tree, the pools and the dead letters of a running
+runtime (the ``dspex status`` command prints it).
+
+Ray is imported only inside these functions: ``import dspex`` stays fast.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from dspex.errors import ConfigurationError
 
 NAMESPACE = "dspex"
 ROOT_SUPERVISOR = "dspex.root"
+# Every worker of a job started by dspex.init routes LM calls through the pools
+# and, like the driver, sends no usage statistics anywhere.
+WORKER_ENV: dict[str, str] = {"DSPEX_POOLS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's driver
+PROBE_TIMEOUT_S = 3.0  # Ray itself retries an unreachable address for minutes
+DEFAULT_GCS_PORT = 6379
 
 log = logging.getLogger("dspex.runtime")
+
+
+class RuntimeNotRunningError(ConfigurationError):
+    """No dspex runtime (root supervisor) runs on the cluster, or Ray is not connected."""
+
+
+class ClusterUnreachableError(ConfigurationError):
+    """No Ray cluster answered at the given address."""
 
 
 @dataclass
@@ -28,6 +53,7 @@ class Runtime:
     address: str | None
     started_ray: bool
     root: Any = None
+    owns_root: bool = False  # this process created the tree (so shutdown() stops it)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,8 +70,29 @@ def current() -> Runtime | None:
     return _runtime
 
 
-def init(address: str | None = None, *, num_cpus: int | None = None, **ray_kwargs: Any) -> Runtime:
-    """Start (or attach to) Ray and the dspex supervision tree. Idempotent."""
+# --- init / shutdown -----------------------------------------------------------------
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    **ray_kwargs: Any,
+) -> Runtime:
+    """Start (or attach to) Ray and the dspex supervision tree. Idempotent.
+
+    - Ray already initialised in this process: attach to it (nothing else is
+      started, and ``shutdown()`` leaves that Ray running).
+    - ``address`` (or ``RAY_ADDRESS``): connect to that cluster. When a Ray auth
+      token is available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
+      ``~/.ray/auth_token``) the driver sends it.
+    - Neither: start a fresh local Ray with ``num_cpus`` CPUs.
+
+    ``runtime_env`` is merged with dspex's own (``DSPEX_POOLS=1``,
+    ``RAY_USAGE_STATS_ENABLED=0``; yours win). Raises ``ClusterUnreachableError``
+    (a ``ConfigurationError``) when the address does not answer.
+    """
     global _runtime
     with _lock:
         if _runtime is not None:
@@ -54,66 +101,238 @@ def init(address: str | None = None, *, num_cpus: int | None = None, **ray_kwarg
         import ray
 
         started = False
-        if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
-            kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, **ray_kwargs}
-            if address is None:
-                kwargs.setdefault("include_dashboard", False)
-                if num_cpus is not None:
-                    kwargs["num_cpus"] = num_cpus
-            ray.init(address=address, **kwargs)
+        if ray.is_initialized():
+            _note_ignored(address, num_cpus, runtime_env, ray_kwargs)
+        else:
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            kwargs = {**ray_kwargs, "runtime_env": _merged_runtime_env(runtime_env)}
+            _start_ray(address, num_cpus, kwargs)
             started = address is None
         runtime = Runtime(address=address, started_ray=started, options=dict(ray_kwargs))
-        runtime.root = _start_root()
+        try:
+            runtime.root, runtime.owns_root = _start_root()
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
         _runtime = runtime
         _enable_pools()
         log.info("dspex runtime up (address=%s)", address or "local")
         return runtime
 
 
-def shutdown() -> None:
-    """Stop the supervision tree (children in reverse start order) and, if we started it, Ray."""
+def shutdown(*, stop_tree: bool | None = None) -> None:
+    """Leave the runtime: stop this process's evaluation workers and pool routing,
+    stop the tree (children in reverse start order) and, if ``init`` started Ray,
+    Ray itself.
+
+    ``stop_tree=None`` stops the tree only if this process created it: a driver
+    that attached to a running tree leaves it to the others. ``True`` stops it
+    anyway; ``False`` leaves it running (it is detached).
+    """
     global _runtime
     with _lock:
         runtime = _runtime
         if runtime is None:
             return
-        _disable_pools()
-        _stop_root(runtime)
         _runtime = None
-        if runtime.started_ray:
-            import ray
+        import ray
 
-            ray.shutdown()
+        _disable_pools()
+        if not ray.is_initialized():
+            return  # Ray was shut down under us: the tree is out of reach (or gone with it)
+        try:
+            _stop_eval_workers()
+            if runtime.root is not None and (runtime.owns_root if stop_tree is None else stop_tree):
+                from dspex.supervisors.application import stop_root
+
+                stop_root(runtime.root)
+        finally:
+            if runtime.started_ray:
+                ray.shutdown()
 
 
-def _start_root() -> Any:
+# --- status ----------------------------------------------------------------------------
+
+
+def status(address: str | None = None, *, recent: int = 5, timeout: float = 10.0) -> dict[str, Any]:
+    """The running runtime as a plain dict: ``tree`` (nested, with states and
+    restart counts), ``tree_text`` (rendered), ``pools`` (breaker, rate, in flight,
+    calls, errors per provider pool) and ``dead_letters`` (``count`` and the
+    ``recent`` newest).
+
+    Not connected yet: connects to ``address`` (else ``RAY_ADDRESS``, else the
+    local cluster, ``"auto"``) without starting anything. Raises
+    ``ClusterUnreachableError`` or ``RuntimeNotRunningError``.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        connect(address or os.environ.get("RAY_ADDRESS") or "auto")
+    from dspex.supervisors.application import collect_status
+
+    return collect_status(recent=recent, timeout=timeout)
+
+
+def connect(address: str, **ray_kwargs: Any) -> None:
+    """Attach this process to the cluster at ``address`` without starting the
+    runtime (for readers such as ``dspex status``)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _start_ray(address, None, ray_kwargs)
+
+
+# --- connecting to Ray -------------------------------------------------------------------
+
+
+def _start_ray(address: str | None, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
+    import ray
+
+    kwargs = {"namespace": NAMESPACE, "log_to_driver": False, **kwargs}
+    if address is None:
+        # "local" always starts a fresh instance; a bare ray.init() would
+        # attach to whichever cluster on this machine started last.
+        address = "local"
+        kwargs.setdefault("include_dashboard", False)
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+    else:
+        if num_cpus is not None:
+            raise ConfigurationError(
+                f"num_cpus applies only when dspex.init() starts a local Ray; the cluster at "
+                f"{address} has the CPUs its nodes were started with (ray start --num-cpus)"
+            )
+        _check_reachable(address)
+        _use_token_if_available()
     try:
-        from dspex.supervisors.application import start_root
-    except ImportError:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise ClusterUnreachableError(_unreachable_message(address, exc)) from exc
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at ``address``."""
+    target = _host_port(address)
+    if target is None:
+        return  # "auto" and other forms: Ray resolves them and fails fast itself
+    try:
+        with socket.create_connection(target, timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ClusterUnreachableError(_unreachable_message(address, exc)) from None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    rest = address.split("://", 1)[1] if "://" in address else address
+    if rest in ("auto", "local") or not rest:
         return None
-    return start_root()
+    if rest.startswith("["):  # [::1]:6379
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    try:
+        return host, int(port) if port else DEFAULT_GCS_PORT
+    except ValueError:
+        return None
 
 
-def _stop_root(runtime: Runtime) -> None:
-    if runtime.root is None:
-        return
-    from dspex.supervisors.application import stop_root
+def _unreachable_message(address: str, exc: BaseException) -> str:
+    return (
+        f"no Ray cluster answered at {address!r} ({type(exc).__name__}: {exc}). Start one with "
+        "`dspex cluster start` (or `ray start --head`) and pass its GCS address (host:6379) as "
+        "address= or RAY_ADDRESS; or call dspex.init() without an address to start a local Ray."
+    )
 
-    stop_root(runtime.root)
+
+def _use_token_if_available() -> None:
+    # Ray 2.60 sends the cluster's token from an explicit-address driver only
+    # when RAY_AUTH_MODE=token is in the driver's environment (measured: the
+    # token file alone is not enough). A cluster without auth accepts it too.
+    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _token_available() -> bool:
+    """Whether Ray would find a token here (the value itself is never read into dspex)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    candidate = Path(path) if path else Path.home() / ".ray" / "auth_token"
+    try:
+        return candidate.is_file() and candidate.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _merged_runtime_env(user: dict[str, Any] | None) -> dict[str, Any]:
+    """dspex's worker variables under the user's ``runtime_env`` (the user's win)."""
+    env = dict(user or {})
+    # In a submitted job Ray merges the job's runtime_env with ours and rejects
+    # a variable set by both: the job's value stands, so leave ours out.
+    ours = {k: v for k, v in WORKER_ENV.items() if k not in _job_env_vars()}
+    env["env_vars"] = {**ours, **(env.get("env_vars") or {})}
+    return env
+
+
+def _job_env_vars() -> dict[str, str]:
+    """The env_vars of the submitted job this driver runs in (empty outside a job)."""
+    raw = os.environ.get(JOB_CONFIG_ENV)
+    if not raw:
+        return {}
+    try:
+        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _note_ignored(
+    address: str | None, num_cpus: int | None, runtime_env: Any, ray_kwargs: dict[str, Any]
+) -> None:
+    if address or num_cpus is not None or runtime_env or ray_kwargs:
+        log.warning(
+            "dspex.init: Ray is already initialised in this process; using that connection "
+            "(address, num_cpus, runtime_env and Ray options are ignored)"
+        )
+
+
+# --- the parts init/shutdown drive -------------------------------------------------------
+
+
+def _start_root() -> tuple[Any, bool]:
+    from dspex.supervisors.application import ensure_root
+
+    return ensure_root()
 
 
 def _enable_pools() -> None:
-    try:
-        from dspex.actors.pool_client import enable_pools
-    except ImportError:
-        return
+    from dspex.actors.pool_client import enable_pools
+
     enable_pools()
 
 
 def _disable_pools() -> None:
-    try:
-        from dspex.actors.pool_client import disable_pools
-    except ImportError:
-        return
+    from dspex.actors.pool_client import disable_pools, forget_pool_handles
+
     disable_pools()
+    forget_pool_handles()  # pools of a stopped tree are gone; a later init re-resolves
+
+
+def _stop_eval_workers() -> None:
+    from dspex.evaluate.ray_runner import shutdown_pool
+
+    shutdown_pool()
+
+
+__all__ = [
+    "ClusterUnreachableError",
+    "NAMESPACE",
+    "ROOT_SUPERVISOR",
+    "Runtime",
+    "RuntimeNotRunningError",
+    "active",
+    "connect",
+    "current",
+    "init",
+    "shutdown",
+    "status",
+]

@@ -14,7 +14,6 @@ import argparse
 import os
 
 import dspex
-import dspex.runtime
 from dspex.providers.simlm import datasets, start_sim_lm
 
 
@@ -32,7 +31,7 @@ def main() -> None:
         )
         for i in range(args.size)
     ]
-    dspex.runtime.init(address=args.address)
+    dspex.init(address=args.address)
     try:
         with start_sim_lm(seed=0, latency_ms=100) as server:
             lm = dspex.LM("openai/sim-1", api_base=server.url, api_key="local", cache=False)
@@ -47,7 +46,7 @@ def main() -> None:
         print(f"score {result.score:.1f}% over {len(result.results)} examples, {result.n_errors} errors, "
               f"{result.elapsed:.1f} s")
     finally:
-        dspex.runtime.shutdown()
+        dspex.shutdown()
 
 
 if __name__ == "__main__":

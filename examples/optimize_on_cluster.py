@@ -7,7 +7,7 @@ Start a cluster (or use yours), then run this driver, or submit it as a job:
     dspex submit examples/optimize_on_cluster.py --address http://127.0.0.1:8265 --working-dir .
 
 Without --lm it starts the simulated LM on the driver's machine, so it needs no
-API key. The run is checkpointed in the run store: rerun with --run-id to resume.
+API key (it listens on 127.0.0.1: nodes on other machines need --lm). The run is checkpointed in the run store: rerun with --run-id to resume.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import os
 
 import dspex
-import dspex.runtime
 from dspex.optimizers import BootstrapFewShot
 from dspex.providers.simlm import datasets, start_sim_lm
 
@@ -35,7 +34,7 @@ def main() -> None:
     parser.add_argument("--run-id", default=None, help="resume this run instead of starting a new one")
     args = parser.parse_args()
 
-    dspex.runtime.init(address=args.address)
+    dspex.init(address=args.address)
     server = None
     try:
         if args.lm is None:
@@ -53,7 +52,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-        dspex.runtime.shutdown()
+        dspex.shutdown()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ completions are idempotent, so a repeat is safe). A caller that is cancelled
 stops waiting; its request still runs in the pool.
 
 The pool's name derives from non-secret config only, so the same LM pickled
-into any worker on any node reaches the same pool. The API key is read here
+into any worker on any node reaches the same pool. While the dspex runtime runs,
+a pool starts as a child of its ``dspex.providers`` supervisor, which restarts
+it when it crashes; without the runtime it is a plain detached actor. The API key is read here
 (where the LM has it) and sent with each batch as a separate argument.
 
 Importing this module imports neither Ray nor aiohttp: the LM client imports it
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from dspex.actors.provider_pool import Outcome, PoolConfig, PoolRequest
     from dspex.providers.lm import LM
     from dspex.providers.types import LMResponse, Message
+    from dspex.supervisors.child_spec import ChildSpec
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ ENV_FLAG = "DSPEX_POOLS"
 DEFAULT_MAX_BATCH = 512
 # How long a batch keeps resending after its pool died (a restart takes ~0.5-2 s).
 RESEND_SECONDS = 30.0
+# The runtime's supervisor of provider pools (dspex.supervisors.application.PROVIDERS).
+PROVIDERS_SUPERVISOR = "dspex.providers"
+SUPERVISED_START_S = 60.0
 Mode = Literal["stream", "batch"]
 
 _enabled: bool | None = None  # None: follow the DSPEX_POOLS environment variable
@@ -178,11 +184,31 @@ def pool_spec(lm: LM, **overrides: Any) -> dict[str, Any]:
     }
 
 
+def pool_child_spec(lm: LM, **overrides: Any) -> ChildSpec:
+    """``pool_spec`` as a child of the runtime's ``dspex.providers`` supervisor:
+    the same class, arguments and resources; the supervisor owns the name,
+    namespace and restarts (permanent), and the pool lives as long as the tree."""
+    from dspex.supervisors.child_spec import RESERVED_ACTOR_OPTIONS, ChildSpec
+
+    spec = pool_spec(lm, **overrides)
+    options = {k: v for k, v in spec["options"].items() if k not in RESERVED_ACTOR_OPTIONS}
+    return ChildSpec(
+        name=spec["name"],
+        cls=spec["cls"],
+        args=spec["args"],
+        kwargs=spec["kwargs"],
+        restart="permanent",
+        actor_options=options,
+    )
+
+
 def start_pool(lm: LM, **overrides: Any) -> Any:
     """The handle of ``lm``'s pool, creating it if it does not exist yet (blocking).
 
-    ``overrides`` apply only when this call creates the pool: the first start of
-    a name wins, as with any named actor.
+    While the dspex runtime runs on the cluster the pool starts as a child of
+    its ``dspex.providers`` supervisor (restarted when it crashes); otherwise it
+    is a plain detached actor. ``overrides`` apply only when this call creates
+    the pool: the first start of a name wins, as with any named actor.
     """
     import ray
 
@@ -193,24 +219,87 @@ def start_pool(lm: LM, **overrides: Any) -> Any:
             "call dspex.init() (or ray.init()) first, or disable_pools()"
         )
     spec = pool_spec(lm, **overrides)
+    handle = _start_supervised(lm, spec["name"], overrides)
     with _handles_lock:
-        handle = _actor_class().options(**spec["options"]).remote(*spec["args"], **spec["kwargs"])
+        if handle is None:
+            handle = _actor_class().options(**spec["options"]).remote(*spec["args"], **spec["kwargs"])
         _handles[spec["name"]] = handle
     return handle
 
 
+def _start_supervised(lm: LM, name: str, overrides: dict[str, Any]) -> Any | None:
+    """The pool's handle, started under ``dspex.providers`` if needed; None without a tree."""
+    import ray
+
+    existing = _named(name)
+    if existing is not None:
+        return existing  # running (supervised or not), or dead and about to be restarted
+    providers = _named(PROVIDERS_SUPERVISOR)
+    if providers is None:
+        return None
+    from dspex.supervisors.errors import ChildAlreadyExistsError, ChildStartError
+
+    try:
+        ray.get(providers.start_child.remote(pool_child_spec(lm, **overrides)), timeout=SUPERVISED_START_S)
+    except ChildAlreadyExistsError:
+        pass  # another process added it first, or it is being restarted: wait for its name
+    except ChildStartError as exc:
+        raise LMTransportError(
+            f"provider pool {name} failed to start under {PROVIDERS_SUPERVISOR}: {exc.reason}"
+        ) from None
+    deadline = time.monotonic() + SUPERVISED_START_S
+    while (handle := _named(name)) is None:
+        if time.monotonic() >= deadline:
+            raise LMTransportError(
+                f"provider pool {name} did not start under {PROVIDERS_SUPERVISOR} within "
+                f"{SUPERVISED_START_S:g}s; see `dspex status` and the Ray logs"
+            )
+        time.sleep(0.05)
+    return handle
+
+
+def _named(name: str) -> Any | None:
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:  # no such actor
+        return None
+
+
 def stop_pool(lm: LM) -> None:
-    """Kill ``lm``'s pool actor if it exists (in-flight requests fail over to a new one)."""
+    """Stop ``lm``'s pool (in-flight requests fail over to a new one). A pool under
+    ``dspex.providers`` is removed from it, so the supervisor does not restart it."""
     import ray
 
     name = _name_of(lm)
     with _handles_lock:
         _handles.pop(name, None)
-    try:
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
+    if _stop_supervised(name):
         return
-    ray.kill(handle, no_restart=True)
+    handle = _named(name)
+    if handle is not None:
+        ray.kill(handle, no_restart=True)
+
+
+def _stop_supervised(name: str) -> bool:
+    import ray
+
+    providers = _named(PROVIDERS_SUPERVISOR)
+    if providers is None:
+        return False
+    children = ray.get(providers.which_children.remote(), timeout=SUPERVISED_START_S)
+    if not any(child.name == name for child in children):
+        return False
+    ray.get(providers.terminate_child.remote(name), timeout=SUPERVISED_START_S)
+    ray.get(providers.delete_child.remote(name), timeout=SUPERVISED_START_S)
+    return True
+
+
+def forget_pool_handles() -> None:
+    """Drop this process's cached pool handles (the runtime's tree was stopped)."""
+    with _handles_lock:
+        _handles.clear()
 
 
 def pool_stats(lm: LM, timeout: float = 30.0) -> dict[str, Any]:
@@ -434,6 +523,8 @@ __all__ = [
     "NAMESPACE",
     "disable_pools",
     "enable_pools",
+    "forget_pool_handles",
+    "pool_child_spec",
     "pool_config",
     "pool_name",
     "pool_routing_enabled",

@@ -9,6 +9,11 @@ when called again with the same ``run_id``.
 Subclasses implement ``async def _compile(self, run, student, *, trainset,
 valset, **kwargs) -> Module`` and call ``run.offer(program, score)`` for every
 scored candidate, so a budget stop can return the best program so far.
+
+While the dspex runtime is up (or with ``coordinator=True``) ``compile`` runs
+in an `OptimizationCoordinator` actor under the ``dspex.optimizers``
+supervisor, which resumes the run if it dies; the caller waits for the program
+(see coordinator.py and runs_api.py). ``coordinator=False`` keeps it in-process.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Teleprompter:
         max_lm_calls: int | None = None,
         max_cost: float | None = None,
         store: RunStore | None = None,
+        coordinator: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         return run_sync(
@@ -53,6 +59,7 @@ class Teleprompter:
                 max_lm_calls=max_lm_calls,
                 max_cost=max_cost,
                 store=store,
+                coordinator=coordinator,
                 **kwargs,
             )
         )
@@ -67,11 +74,26 @@ class Teleprompter:
         max_lm_calls: int | None = None,
         max_cost: float | None = None,
         store: RunStore | None = None,
+        coordinator: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         _check_dataset("trainset", trainset)
         if valset is not None:
             _check_dataset("valset", valset)
+        if _use_coordinator(coordinator):
+            from dspex.optimizers.runs_api import compile_remote
+
+            return await compile_remote(
+                self,
+                student,
+                trainset=trainset,
+                valset=valset,
+                run_id=run_id,
+                max_lm_calls=max_lm_calls,
+                max_cost=max_cost,
+                store=store,
+                **kwargs,
+            )
         run = Run.open(
             type(self).__name__,
             run_id=run_id,
@@ -108,6 +130,15 @@ class Teleprompter:
 
     def get_params(self) -> dict[str, Any]:
         return self.config()
+
+
+def _use_coordinator(choice: bool | None) -> bool:
+    """An explicit choice wins; by default a run goes to a coordinator while the runtime is up."""
+    if choice is not None:
+        return choice
+    from dspex import runtime
+
+    return runtime.active()
 
 
 def _check_dataset(name: str, data: Any) -> None:

@@ -39,12 +39,13 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspex.errors import ConfigurationError, DspexError
 from dspex.optimizers.run_store import RunStore
+from dspex.runtime import ROOT_SUPERVISOR
 from dspex.supervisors.child import Supervised
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ LINGER_SECONDS = 600.0
 """How long a finished coordinator waits for a driver to collect its result."""
 SHUTDOWN_SECONDS = 10.0
 """How long a stopped coordinator gets to mark its run cancelled before it is killed."""
+SUPERVISOR_WAIT_SECONDS = 30.0
+"""How long a driver waits for the tree's ``dspex.optimizers`` supervisor to come back."""
 # Settings a program reads while the optimizer runs it (the rest are per call).
 JOB_SETTINGS = (
     "lm",
@@ -221,7 +224,9 @@ class RunProgress:
         return "  ".join(parts)
 
 
-def read_progress(store: RunStore, run_id: str, *, state: str, resumed_steps: int, elapsed: float) -> RunProgress:
+def read_progress(
+    store: RunStore, run_id: str, *, state: str, resumed_steps: int, elapsed: float
+) -> RunProgress:
     record = store.get_run(run_id) if store.has_run(run_id) else None
     usage = store.usage(run_id).values()
     return RunProgress(
@@ -261,14 +266,6 @@ class RayEvaluator:
         return await Evaluate(devset=list(devset), metric=metric, runner="ray", **options).acall(program)
 
 
-@dataclass
-class _Clock:
-    started: float = field(default_factory=time.monotonic)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
 class OptimizationCoordinator(Supervised):
     """Runs one optimization run's compile; ``progress()``, ``result()``, ``cancel()``.
 
@@ -283,18 +280,22 @@ class OptimizationCoordinator(Supervised):
         self._job = load_job(self.store, run_id)
         self._resumed_steps = count_steps(self.store, run_id)
         self._linger = linger
-        self._clock = _Clock()
+        self._started = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._outcome: Outcome | None = None
 
     async def ready(self) -> dict[str, Any]:
+        from dspex.supervisors import events
+
+        events.connect_event_log()  # the run's trial events reach the cluster's log, if any
         self._ensure_started()
         return await super().ready()
 
     async def progress(self) -> RunProgress:
         state = "running" if self._outcome is None else self._outcome.state
+        elapsed = time.monotonic() - self._started
         return read_progress(
-            self.store, self.run_id, state=state, resumed_steps=self._resumed_steps, elapsed=self._clock.elapsed()
+            self.store, self.run_id, state=state, resumed_steps=self._resumed_steps, elapsed=elapsed
         )
 
     async def result(self) -> Outcome:
@@ -305,8 +306,8 @@ class OptimizationCoordinator(Supervised):
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise  # this call was cancelled, not the compile
-        assert self._outcome is not None
-        return self._outcome
+        # No outcome: the task was cancelled before its first step (cancel() before ready()).
+        return self._outcome or Outcome("cancelled")
 
     async def cancel(self) -> None:
         """Stop the compile; the run is marked cancelled and can be resumed later."""
@@ -328,15 +329,14 @@ class OptimizationCoordinator(Supervised):
 
     async def _run(self) -> None:
         try:
-            program = await self._compile()
+            blob = _pickler().dumps(await self._compile())
         except asyncio.CancelledError:
             self._settle(Outcome("cancelled"))
             raise
-        except Exception as exc:
+        except Exception as exc:  # the optimizer's error, or a program that cannot be pickled
             log.warning("run %s failed: %s: %s", self.run_id, type(exc).__name__, exc)
             self._settle(Outcome("failed", _dump_error(exc)))
         else:
-            blob = _pickler().dumps(program)
             self.store.put_step(self.run_id, RESULT_KEY, blob)
             self._settle(Outcome("finished", blob))
 
@@ -420,26 +420,57 @@ def coordinator_spec(run_id: str, store_path: str | Path, *, node_id: str | None
     )
 
 
-async def optimizers_supervisor() -> Any:
-    """The ``dspex.optimizers`` supervisor: the application's, else a standalone one
-    (detached, on the head node) started on first use by whichever driver comes first."""
+async def optimizers_supervisor(timeout: float = SUPERVISOR_WAIT_SECONDS) -> Any:
+    """The ``dspex.optimizers`` supervisor: the application tree's (``dspex.init()``), else
+    a standalone one (detached, on the head node) started by whichever driver comes first.
+
+    While the tree is up but its optimizers branch is restarting, wait for it: a
+    standalone supervisor would take the branch's name and make its restart fail.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        handle = _named(OPTIMIZERS_SUPERVISOR)
+        if handle is not None:
+            return handle
+        if _named(ROOT_SUPERVISOR) is None:
+            return await _start_standalone()
+        if time.monotonic() >= deadline:
+            raise ConfigurationError(
+                f"the dspex tree runs but its {OPTIMIZERS_SUPERVISOR!r} supervisor did not come "
+                f"back within {timeout:.0f}s; see `dspex status`"
+            )
+        await asyncio.sleep(0.05)
+
+
+async def _start_standalone() -> Any:
     from dspex.supervisors.errors import ChildStartError
     from dspex.supervisors.supervisor import get_supervisor, start_supervisor_async
 
     try:
-        return get_supervisor(OPTIMIZERS_SUPERVISOR)
-    except ValueError:
-        pass
-    try:
         return await start_supervisor_async(
             OPTIMIZERS_SUPERVISOR,
+            # Like the tree's branches: no CPU slot, on the head node, which dies only with the cluster.
             actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+            # The supervisor joins the cluster's event log if there is one; the driver
+            # does not start forwarding its own events just because it asked for a run.
+            event_log=False,
             # Runs are independent: one run's crashes must not take the others down soon.
             max_restarts=10,
             max_seconds=60.0,
         )
     except ChildStartError:
         return get_supervisor(OPTIMIZERS_SUPERVISOR)  # another driver started it meanwhile
+
+
+def _named(name: str) -> Any | None:
+    import ray
+
+    from dspex.supervisors.names import NAMESPACE
+
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
 
 
 __all__ = [

@@ -129,7 +129,9 @@ class _Forwarder:
         # flush) must reach the log in the order they were taken.
         with self._lock:
             batch, self._buffer = self._buffer, []
-            if batch:
+            # After ray.shutdown() a .remote() call would start a new Ray
+            # (auto-init) from this thread: drop the batch instead.
+            if batch and ray.is_initialized():
                 self._last_ref = self._log.publish.remote(batch)
             return self._last_ref
 

@@ -55,7 +55,10 @@ async def test_service_ref_async_retries_idempotent_calls(roots) -> None:
     ref = ServiceRef(name)
     assert await ref.call("incr") == 1
     first = ref.actor_id
-    ray.kill(ref.resolve())
+    old = ref.resolve()
+    ray.kill(old)
+    # ray.kill returns before the process is gone: wait until the old actor is dead.
+    assert await _dead(old)
     assert await ref.call("get", idempotent=True) == 0
     assert ref.actor_id != first
 
@@ -103,3 +106,19 @@ def test_stop_supervisor_stops_children_in_reverse_order(ray_cluster) -> None:
     exits = [e.data["child"] for e in tail.matching(["child.exited"]) if e.source == root]
     assert exits == names[::-1]
     assert wait_until(lambda: all(name_is_free(n) for n in [root, *names]))
+
+
+async def _dead(handle: object, deadline: float = 20.0) -> bool:
+    import asyncio
+    import time
+
+    from ray.exceptions import RayActorError
+
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        try:
+            await handle.get.remote()  # type: ignore[attr-defined]
+        except RayActorError:
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -1,0 +1,140 @@
+"""`dspex status`: the running dspex runtime on a cluster, at a glance.
+
+Prints the supervision tree (states, restart counts), the provider pools
+(breaker, rate, in flight, calls, errors) and the dead letters. The command
+only attaches to the cluster and reads: it starts nothing there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+
+from dspex.cli_common import CliError, ExitCode, emit_json, exit_codes_help, fail
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+EPILOG = exit_codes_help(
+    ExitCode.OK,
+    ExitCode.UNREACHABLE,
+    overrides={ExitCode.UNREACHABLE: "no cluster answered, or no dspex runtime runs on it"},
+)
+RECENT_DEAD_LETTERS = 5
+_STATE_STYLES = {"running": "green", "restarting": "yellow", "terminated": "red"}
+_BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "red"}
+
+
+def status(
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ray cluster to read (GCS address host:port, or 'auto'). Default: $RAY_ADDRESS, "
+            "then the cluster `dspex cluster start` started, then the local one."
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show the dspex runtime on a cluster: supervision tree, provider pools, dead letters.
+
+    Examples:
+
+        dspex status
+
+        dspex status --address 127.0.0.1:6379 --json
+    """
+    from dspex.runtime import ClusterUnreachableError, RuntimeNotRunningError
+
+    try:
+        report = _read(_resolve_address(address))
+    except (ClusterUnreachableError, RuntimeNotRunningError) as exc:
+        fail(str(exc), ExitCode.UNREACHABLE)
+    if json_output:
+        emit_json(report)
+    else:
+        _print(report)
+
+
+def _resolve_address(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from dspex.local_cluster import load_state
+
+        state = load_state()
+    except CliError:
+        state = None  # a damaged state file: `dspex cluster status` reports it
+    return state.gcs_address if state is not None else "auto"
+
+
+def _read(address: str) -> dict[str, Any]:
+    import ray
+
+    from dspex import runtime
+
+    if not ray.is_initialized():
+        runtime.connect(address, logging_level=logging.WARNING)  # stdout stays clean for --json
+    return runtime.status(recent=RECENT_DEAD_LETTERS)
+
+
+# --- printing ----------------------------------------------------------------------------
+
+
+def _print(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    console = Console()
+    console.print(f"[bold]dspex runtime[/bold] at {report.get('address') or '?'}")
+    console.print(Panel(_styled_tree(report["tree_text"]), title="supervision tree", expand=False))
+    console.print(_pools_table(report["pools"]))
+    letters = report["dead_letters"]
+    console.print(f"[bold]dead letters:[/bold] {letters['count']}")
+    if letters["recent"]:
+        console.print(_dead_letters_table(letters["recent"]))
+
+
+def _styled_tree(text: str) -> str:
+    from rich.markup import escape
+
+    lines = []
+    for line in escape(text).splitlines():
+        for state, style in _STATE_STYLES.items():
+            line = line.replace(f"] {state}", f"] [{style}]{state}[/{style}]")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _pools_table(pools: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"provider pools ({len(pools)})", title_justify="left")
+    for column in ("model", "breaker", "req/s", "in flight", "queued", "calls", "errors", "retries"):
+        table.add_column(column, justify="left" if column in ("model", "breaker") else "right")
+    for pool in pools:
+        breaker = str(pool.get("breaker", "?"))
+        style = _BREAKER_STYLES.get(breaker, "red")
+        table.add_row(
+            str(pool.get("model", pool.get("name", "?"))),
+            f"[{style}]{breaker}[/{style}]",
+            f"{pool.get('requests_per_s') or 0:.1f}",
+            *(str(pool.get(key, 0)) for key in ("in_flight", "queued", "calls", "errors", "retries")),
+        )
+    return table
+
+
+def _dead_letters_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="most recent", title_justify="left")
+    for column in ("when", "source", "attempts", "reason"):
+        table.add_column(column)
+    for row in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(row["time"])) if row.get("time") else "?"
+        table.add_row(when, str(row["source"]), str(row["attempts"]), str(row["reason"]))
+    return table
