@@ -259,6 +259,9 @@ class RayEvaluator:
     """A run's evaluator that fans evaluations out to EvalWorker actors (a class, so the
     run's stored config names it)."""
 
+    #: LM work happens on the workers: the run charges the results' usage itself
+    remote = True
+
     async def __call__(self, program: Any, devset: Any, metric: Any, **options: Any) -> Any:
         from dspex.evaluate.evaluate import Evaluate
 

@@ -159,7 +159,8 @@ class Run:
         for failure in getattr(result, "errors", None) or []:
             if getattr(failure, "error_type", None) == BudgetExceededError.__name__:
                 raise BudgetExceededError(f"the budget ran out during an evaluation: {failure.message}")
-        if self.evaluator is None and _evaluated_remotely():
+        remote = getattr(self.evaluator, "remote", False) if self.evaluator else _evaluated_remotely()
+        if remote:
             self._charge_remote(getattr(result, "usage", None))
         return result
 

@@ -208,3 +208,22 @@ def test_compile_validates_datasets() -> None:
         Fails().compile(dspex.Predict("q -> a"), trainset=[])
     with pytest.raises(ConfigurationError, match=r"not a dspex\.Example"):
         Fails().compile(dspex.Predict("q -> a"), trainset=[{"q": 1}])
+
+
+async def test_usage_of_remote_evaluations_is_charged_to_the_run(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from dspex.optimizers.run import Run
+    from dspex.optimizers.run_store import RunStore
+    from dspex.providers.types import Usage
+
+    class RemoteEvaluator:
+        remote = True
+
+        async def __call__(self, program, devset, metric, **options):
+            return SimpleNamespace(results=[], errors=[], usage=Usage(10, 5, calls=7, cost=0.5))
+
+    run = Run.open("Test", store=RunStore(tmp_path / "r.db"), evaluator=RemoteEvaluator(), max_lm_calls=100)
+    await run.evaluate(object(), [], None)
+    assert run.budget.calls == 7 and run.budget.cost == 0.5
+    assert sum(u["calls"] for u in run.store.usage(run.run_id).values()) == 7
