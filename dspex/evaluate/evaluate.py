@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dspex.errors import ConfigurationError
-from dspex.evaluate.progress import make_progress, print_table
+from dspex.evaluate.progress import EventProgress, make_progress, print_table
 from dspex.evaluate.runner import (
     EvaluationFailure,
     Row,
@@ -152,7 +152,7 @@ class Evaluate:
         examples = self._devset(devset)
         options = self._options(num_threads)
         show = self.display_progress if display_progress is None else display_progress
-        progress = make_progress(show)
+        progress = EventProgress(make_progress(show))
         started = time.perf_counter()
         progress.start(_length(examples))
         try:

@@ -9,6 +9,7 @@ rich is imported only when a bar or a table is actually displayed, which keeps
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -232,3 +233,58 @@ def _console(file: TextIO, force_terminal: bool | None) -> Console:
     from rich.console import Console
 
     return Console(file=file, force_terminal=force_terminal)
+
+
+class EventProgress:
+    """Reports an evaluation on the event bus (``eval.started/progress/finished``) while
+    passing every call on to ``inner``; progress events are throttled to one a second.
+
+    The dashboard shows these as evaluation bars; nothing is sent when the bus has
+    no subscribers beyond what ``emit`` itself costs.
+    """
+
+    def __init__(self, inner: Progress, *, interval: float = 1.0) -> None:
+        import uuid
+
+        self._inner = inner
+        self._interval = interval
+        self._tally = Tally()
+        self._next = 0.0
+        self.eval_id = f"eval-{uuid.uuid4().hex[:8]}"
+
+    def start(self, total: int | None) -> None:
+        self._tally = Tally(total=total)
+        self._next = time.monotonic() + self._interval
+        self._emit("eval.started")
+        self._inner.start(total)
+
+    def advance(self, score: float, usage: Usage | None, error: bool) -> None:
+        self._tally.add(score, usage, error)
+        self._inner.advance(score, usage, error)
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._interval
+            self._emit("eval.progress")
+
+    def close(self) -> None:
+        self._inner.close()
+        self._emit("eval.finished")
+
+    def _emit(self, kind: str) -> None:
+        try:
+            from dspex.supervisors.events import emit
+        except ImportError:
+            return
+        tally = self._tally
+        score = 100 * tally.score_sum / tally.done if tally.done else None
+        # Events are best-effort: an evaluation never fails because of them.
+        with contextlib.suppress(Exception):
+            emit(
+                kind,
+                "evaluate",
+                eval_id=self.eval_id,
+                done=tally.done,
+                total=tally.total,
+                errors=tally.errors,
+                score=score,
+            )

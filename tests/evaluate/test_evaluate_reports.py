@@ -174,3 +174,27 @@ async def test_save_as_csv_writes_the_union_of_columns(tmp_path: Path) -> None:
     assert json.loads(rows[0]["gold_answer"]) == ["a0", "zero"]
     assert rows[0]["score"] == "1.0" and rows[0]["error"] == ""
     assert rows[3]["error"] == "ValueError: no answer for q3" and rows[3]["pred_answer"] == ""
+
+
+async def test_evaluation_reports_itself_on_the_event_bus() -> None:
+    from dspex.evaluate import Evaluate
+    from dspex.primitives.example import Example
+    from dspex.primitives.prediction import Prediction
+    from dspex.supervisors.events import subscribe
+
+    seen: list = []
+    subscription = subscribe(seen.append, kinds=["eval.*"])
+
+    class Echo:
+        async def acall(self, **inputs: object) -> Prediction:
+            return Prediction(answer="x")
+
+    devset = [Example(question=str(i), answer="x").with_inputs("question") for i in range(5)]
+    try:
+        await Evaluate(devset=devset, metric=lambda e, p: 1.0).acall(Echo())
+    finally:
+        subscription.unsubscribe()
+    kinds = [event.kind for event in seen]
+    assert kinds[0] == "eval.started" and kinds[-1] == "eval.finished"
+    finished = seen[-1].data
+    assert finished["done"] == 5 and finished["total"] == 5 and finished["score"] == 100.0
