@@ -216,26 +216,39 @@ def _print_run(report: dict[str, Any]) -> None:
     epilog=exit_codes_help(
         ExitCode.OK,
         ExitCode.FAILED,
+        ExitCode.UNREACHABLE,
         ExitCode.NOT_FOUND,
         overrides={
-            ExitCode.OK: "resumable",
-            ExitCode.FAILED: "not resumable (finished or cancelled)",
+            ExitCode.OK: "resumed and finished (or, for an in-process run, resumable)",
+            ExitCode.FAILED: "not resumable (finished or cancelled), or the resumed run failed",
         },
     )
 )
-def resume(run_id: RunIdArgument, db: DbOption = None) -> None:
-    """Check that a run can be resumed and print how to resume it.
+def resume(
+    run_id: RunIdArgument,
+    db: DbOption = None,
+    address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to resume on (default: RAY_ADDRESS, else a local Ray).")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option(help="Where to save the resumed program (default: RUN_ID.json).")
+    ] = None,
+) -> None:
+    """Resume a run from its last checkpoint.
 
-    A run that is running (its process died), failed or stopped by its budget
-    is resumable: compiling again with its run_id replays every finished step
-    from the run store and computes only the rest.
+    A run compiled through the runtime (its job is in the run store) is finished
+    here: its coordinator is attached to, or started again on the cluster, and
+    the optimized program is saved to --output. A run compiled in-process needs
+    its program and data: this prints how to resume it from Python.
 
     Examples:
 
-        dspex runs resume 3f2a9c && python optimize.py --run-id 3f2a9c
+        dspex runs resume bootstrapfewshot-3f2a9c
+
+        dspex runs resume mipro-1b2c --address 127.0.0.1:6380 --output best.json
     """
     try:
-        _, run = _get_run(db, run_id)
+        store, run = _get_run(db, run_id)
     except CliError as exc:
         fail(str(exc), exc.code)
     if run.status not in RESUMABLE:
@@ -243,11 +256,36 @@ def resume(run_id: RunIdArgument, db: DbOption = None) -> None:
             f"run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed. Start a new run instead.",
             ExitCode.FAILED,
         )
-    typer.echo(
-        f"run {run_id} ({run.optimizer}, {run.status}) can be resumed. From Python, with the same optimizer "
-        "settings, program and data:\n\n"
-        f'    optimized = optimizer.compile(program, trainset=trainset, run_id="{run_id}")\n'
-    )
+    from dspex.optimizers.coordinator import JOB_KEY
+
+    has_job, _ = store.get_step(run_id, JOB_KEY)
+    if not has_job:
+        typer.echo(
+            f"run {run_id} ({run.optimizer}, {run.status}) ran in-process; resume it from Python with the "
+            "same optimizer settings, program and data:\n\n"
+            f'    optimized = optimizer.compile(program, trainset=trainset, run_id="{run_id}")\n'
+        )
+        return
+    _resume_on_cluster(store, run_id, address, output or Path(f"{run_id}.json"))
+
+
+def _resume_on_cluster(store: RunStore, run_id: str, address: str | None, output: Path) -> None:
+    import dspex.runtime
+    from dspex.errors import ConfigurationError
+    from dspex.optimizers.runs_api import resume as resume_run
+
+    try:
+        dspex.runtime.init(address=address)
+    except ConfigurationError as exc:
+        fail(str(exc), ExitCode.UNREACHABLE)
+    try:
+        program = resume_run(run_id, store=store)
+    except Exception as exc:
+        fail(f"run {run_id} could not be finished: {type(exc).__name__}: {exc}", ExitCode.FAILED)
+    finally:
+        dspex.runtime.shutdown()
+    program.save(str(output))
+    typer.echo(f"run {run_id} finished; the optimized program is in {output}")
 
 
 @app.command(

@@ -161,3 +161,42 @@ def test_every_runs_command_documents_exit_codes(runner: CliRunner) -> None:
         result = runner.invoke(app, ["runs", command, "--help"])
         assert result.exit_code == 0
         assert "Exit codes:" in result.stdout and "Examples" in result.stdout
+
+
+def test_resume_of_an_in_process_run_prints_how_to_resume_it(store: RunStore) -> None:
+    result = CliRunner().invoke(app, ["runs", "resume", "run-failed", "--db", str(store.path)])
+    assert result.exit_code == 0, result.output
+    assert 'run_id="run-failed"' in result.output
+
+
+def test_resume_of_a_coordinator_run_finishes_it_and_saves_the_program(
+    store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cluster side (coordinator restart and replay) is tested on real Ray in
+    # tests/optimizers/test_coordinator_ray.py; here: the command's own wiring.
+    import dspex
+    import dspex.runtime
+    from dspex.optimizers import runs_api
+    from dspex.optimizers.coordinator import JOB_KEY
+
+    store.put_step("run-failed", JOB_KEY, b"stored job")
+    calls: list[str] = []
+    monkeypatch.setattr(dspex.runtime, "init", lambda address=None: calls.append(f"init {address}"))
+    monkeypatch.setattr(dspex.runtime, "shutdown", lambda: calls.append("shutdown"))
+
+    def finished(run_id: str, *, store: RunStore) -> dspex.Predict:
+        calls.append(f"resume {run_id}")
+        program = dspex.Predict("question -> answer")
+        program.demos = [dspex.Example(question="q", answer="a")]
+        return program
+
+    monkeypatch.setattr(runs_api, "resume", finished)
+    output = tmp_path / "resumed.json"
+    result = CliRunner().invoke(
+        app,
+        ["runs", "resume", "run-failed", "--db", str(store.path), "--address", "10.0.0.1:6379",
+         "--output", str(output)],
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == ["init 10.0.0.1:6379", "resume run-failed", "shutdown"]
+    assert json.loads(output.read_text())["demos"] == [{"question": "q", "answer": "a"}]
