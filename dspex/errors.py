@@ -42,12 +42,15 @@ class AdapterParseError(DspexError):
         signature: Any,
         field: str | None = None,
         parsed: dict[str, Any] | None = None,
+        usage: Any = None,
     ) -> None:
         super().__init__(message)
         self.raw_text = raw_text
         self.signature = signature
         self.field = field
         self.parsed = parsed or {}
+        #: LM usage of the call whose reply could not be parsed (a Usage, when known)
+        self.usage = usage
 
 
 # --- LM errors ------------------------------------------------------------

@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from dspex.errors import ConfigurationError, LMTransportError
+from dspex.runtime import NAMESPACE
 
 if TYPE_CHECKING:
     from dspex.actors.provider_pool import Outcome, PoolConfig, PoolRequest
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "dspex"
 ENV_FLAG = "DSPEX_POOLS"
 DEFAULT_MAX_BATCH = 512
 # How long a batch keeps resending after its pool died (a restart takes ~0.5-2 s).

@@ -157,7 +157,7 @@ class Adapter:
             error = rejected[0] if rejected else AdapterParseError(
                 "the LM returned no completions", raw_text="", signature=signature
             )
-            error.usage = response.usage  # type: ignore[attr-defined]
+            error.usage = response.usage
             raise error
         return AdapterResult(completions, response.usage, self.name, rejected)
 

@@ -81,7 +81,7 @@ class ChatAdapter(Adapter):
             if not self.use_json_adapter_fallback:
                 raise
             chat_error = exc
-        first_usage = getattr(chat_error, "usage", None)
+        first_usage = chat_error.usage
         from dspex.adapters.json_adapter import JSONAdapter
 
         try:

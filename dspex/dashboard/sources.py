@@ -35,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspex.runtime import NAMESPACE
+
 log = logging.getLogger("dspex.dashboard")
 
-NAMESPACE = "dspex"
 POOL_PREFIX = "dspex.pool."
 MAX_DEPTH = 8  # supervision tree levels shown; deeper means a cycle or a bug
 MAX_DEAD_LETTERS = 100

@@ -106,7 +106,7 @@ async def _call_within_budget(call: Coroutine[Any, Any, AdapterResult]) -> Adapt
     try:
         result = await call
     except AdapterParseError as exc:
-        budget.settle(getattr(exc, "usage", None) or Usage(calls=1))
+        budget.settle(exc.usage or Usage(calls=1))
         raise
     budget.settle(result.usage)
     return result

@@ -172,9 +172,7 @@ class Run:
         """
         if usage is None or not usage.calls:
             return
-        with self.budget._lock:
-            self.budget.calls += usage.calls
-            self.budget.cost += usage.cost or 0.0
+        self.budget.charge(usage)
         from dspex.primitives.settings import settings
 
         model = getattr(settings.lm, "model", None) or "unknown"

@@ -48,6 +48,12 @@ class CallBudget:
             self.calls += usage.calls - 1
             self.cost += usage.cost or 0.0
 
+    def charge(self, usage: Usage) -> None:
+        """Count calls made elsewhere (on EvalWorkers) that never reserved here."""
+        with self._lock:
+            self.calls += usage.calls
+            self.cost += usage.cost or 0.0
+
     def release(self) -> None:
         """Give back a reservation whose request never reached the LM."""
         with self._lock:

@@ -15,10 +15,10 @@ import asyncio
 import time
 from typing import Any
 
+from dspex.runtime import NAMESPACE
 from dspex.supervisors.errors import ServiceRestartedError, ServiceUnavailableError
 from dspex.supervisors.reasons import first_line
 
-NAMESPACE = "dspex"
 POLL_INTERVAL = 0.05  # seconds between look-ups while a restarted actor registers
 
 

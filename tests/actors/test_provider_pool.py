@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -15,7 +16,6 @@ from dspex.actors.pool_client import pool_config, pool_name, pool_spec, request_
 from dspex.actors.provider_pool import Outcome, PoolConfig, PoolRequest, ProviderPool
 from dspex.errors import (
     CircuitOpenError,
-    ConfigurationError,
     LMAuthError,
     LMServerError,
     LMTimeoutError,
@@ -215,16 +215,24 @@ def test_routing_is_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
         pool_client.enable_pools(mode="carrier-pigeon")  # type: ignore[arg-type]
 
 
-async def test_routing_without_ray_fails_instead_of_hanging(
-    sim: SimLMServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        pytest.skip("Ray is up in this session; this checks the not-initialized path")
-    monkeypatch.setattr(pool_client, "_enabled", True)
-    lm = LM("openai/sim", api_base=sim.url, cache=False)
-    with pytest.raises(ConfigurationError, match="Ray is not initialized"):
-        await asyncio.wait_for(lm.acomplete([{"role": "user", "content": "x"}]), 30.0)
+def test_routing_without_ray_fails_instead_of_hanging(sim: SimLMServer) -> None:
+    # A fresh interpreter: this session's Ray may already be up, and the path under
+    # test is the one where it is not.
+    code = f"""
+import asyncio
+from dspex.actors import pool_client
+from dspex.errors import ConfigurationError
+from dspex.providers.lm import LM
+
+pool_client._enabled = True
+lm = LM("openai/sim", api_base={sim.url!r}, cache=False)
+try:
+    asyncio.run(asyncio.wait_for(lm.acomplete([{{"role": "user", "content": "x"}}]), 30.0))
+except ConfigurationError as exc:
+    print("refused:", exc)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "refused:" in done.stdout and "Ray is not initialized" in done.stdout, done.stdout + done.stderr
     assert sim.stats()["total"] == 0
 
 
