@@ -9,13 +9,14 @@ dev split. DSPy runs in its own virtualenv in a subprocess (install it with
 without one, only dspex is measured.
 
     python benchmarks/mipro.py [--latency-ms 100] [--task arithmetic] [--train 100]
-                               [--dev 200] [--threads 16] [--timeout 900]
+                               [--dev 200] [--threads 64] [--seeds 9,10,11]
+                               [--show-programs] [--timeout 900]
                                [--dspy-python /tmp/dspy-venv/bin/python]
 
-Caveat on scores: the simulated LM reads instructions from dspex's prompt
-layout (an ``Instructions:`` section); DSPy's layout puts them elsewhere, so
-DSPy's instruction candidates earn nothing there and only its demos count.
-Wall time and LM requests compare like for like.
+The simulated LM reads both dspex's and DSPy's prompt layouts, so both
+optimizers' instructions and demos count the same way. One seed's dev score
+moves by a few points with the program it picks; ``--seeds`` runs several and
+reports the means.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ lm = dspy.LM("openai/sim-lm", api_base=config["url"], api_key="sim-local", cache
 dspy.configure(lm=lm)
 metric = dspy.evaluate.answer_exact_match
 student = dspy.Predict("question -> answer")
-optimizer = dspy.MIPROv2(metric=metric, auto="light", num_threads=config["threads"], seed=9)
+optimizer = dspy.MIPROv2(metric=metric, auto="light", num_threads=config["threads"], seed=config["seed"])
 options = {"trainset": rows("train")}
 if "requires_permission_to_run" in inspect.signature(optimizer.compile).parameters:
     options["requires_permission_to_run"] = False
@@ -66,18 +67,23 @@ wall = time.perf_counter() - start
 calls = stats()["total"]
 evaluate = dspy.Evaluate(devset=rows("dev"), metric=metric, num_threads=config["threads"])
 score = float(evaluate(compiled).score)
+predictor = compiled.predictors()[0]
 print("RESULT " + json.dumps({"wall": wall, "lm_calls": calls, "score": score,
-                               "version": dspy.__version__}))
+                               "version": dspy.__version__,
+                               "instructions": predictor.signature.instructions,
+                               "demos": len(predictor.demos)}))
 """
 
 
 @dataclass
 class Outcome:
     system: str
+    seed: int
     wall: float
     lm_calls: int
     score: float
-    note: str = ""
+    instructions: str = ""
+    demos: int = 0
 
 
 def load_rows(task: str, split: str, n: int) -> list[dict[str, str]]:
@@ -90,7 +96,12 @@ def load_rows(task: str, split: str, n: int) -> list[dict[str, str]]:
 
 
 async def run_dspex(
-    url: str, server: Any, train: list[dict[str, str]], dev: list[dict[str, str]], threads: int
+    url: str,
+    server: Any,
+    train: list[dict[str, str]],
+    dev: list[dict[str, str]],
+    threads: int,
+    seed: int,
 ) -> Outcome:
     import dspex
     from dspex.optimizers.mipro import MIPROv2
@@ -101,7 +112,9 @@ async def run_dspex(
 
     lm = dspex.LM("openai/sim-lm", api_base=url, api_key="sim-local", cache=False)
     store = RunStore(Path(tempfile.mkdtemp(prefix="dspex-bench-")) / "runs.sqlite3")
-    optimizer = MIPROv2(metric=dspex.answer_exact_match, auto="light", num_threads=threads, seed=9)
+    optimizer = MIPROv2(
+        metric=dspex.answer_exact_match, auto="light", num_threads=threads, seed=seed
+    )
     with dspex.context(lm=lm):
         server.reset_stats()
         start = time.perf_counter()
@@ -114,8 +127,15 @@ async def run_dspex(
             devset=examples(dev), metric=dspex.answer_exact_match, num_threads=threads
         )
         score = (await evaluate.acall(compiled)).score
+    predictor = compiled.predictors()[0]
     return Outcome(
-        "dspex", wall, calls, score, f"{len(store.trials(compiled.run_info.run_id))} trials"
+        "dspex",
+        seed,
+        wall,
+        calls,
+        score,
+        predictor.signature.instructions,
+        len(predictor.demos),
     )
 
 
@@ -125,6 +145,7 @@ def run_dspy(
     train: list[dict[str, str]],
     dev: list[dict[str, str]],
     threads: int,
+    seed: int,
     timeout: float,
 ) -> Outcome | str:
     if not Path(python).exists():
@@ -136,6 +157,7 @@ def run_dspy(
         "train": train,
         "dev": dev,
         "threads": threads,
+        "seed": seed,
     }
     (workdir / "config.json").write_text(json.dumps(config))
     (workdir / "runner.py").write_text(DSPY_RUNNER)
@@ -158,28 +180,54 @@ def run_dspy(
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             data = json.loads(line.removeprefix("RESULT "))
-            return Outcome(f"DSPy {data['version']}", data["wall"], data["lm_calls"], data["score"])
+            return Outcome(
+                f"DSPy {data['version']}",
+                seed,
+                data["wall"],
+                data["lm_calls"],
+                data["score"],
+                data["instructions"],
+                data["demos"],
+            )
     return f"DSPy failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}"
 
 
 def report(outcomes: list[Outcome], problems: list[str], args: argparse.Namespace) -> None:
     print(
         f"\nMIPROv2 auto='light', task={args.task}, trainset={args.train}, dev={args.dev}, "
-        f"latency={args.latency_ms:g} ms, threads={args.threads}"
+        f"latency={args.latency_ms:g} ms, threads={args.threads}, seeds={args.seeds}"
     )
-    print(f"{'system':<14}{'wall s':>10}{'LM calls':>10}{'dev score':>11}  note")
+    print(f"{'system':<14}{'seed':>5}{'wall s':>8}{'LM calls':>10}{'dev score':>11}{'demos':>7}")
     for o in outcomes:
-        print(f"{o.system:<14}{o.wall:>10.1f}{o.lm_calls:>10}{o.score:>11.1f}  {o.note}")
-    if len(outcomes) == 2:
-        ours, theirs = outcomes
         print(
-            f"speed-up (DSPy wall / dspex wall): {theirs.wall / ours.wall:.1f}x; "
-            f"LM calls ratio (DSPy / dspex): {theirs.lm_calls / max(ours.lm_calls, 1):.2f}"
+            f"{o.system:<14}{o.seed:>5}{o.wall:>8.2f}{o.lm_calls:>10}{o.score:>11.1f}{o.demos:>7}"
+        )
+        if args.show_programs:
+            print(f"{'':<14}instructions: {' '.join(o.instructions.split())[:150]}")
+    systems = list(dict.fromkeys(o.system for o in outcomes))
+    means = {name: _means([o for o in outcomes if o.system == name]) for name in systems}
+    for name, (wall, calls, score) in means.items():
+        print(f"{name:<14}{'mean':>5}{wall:>8.2f}{calls:>10.0f}{score:>11.1f}")
+    if len(systems) == 2:
+        (_, ours), (_, theirs) = means.items()
+        print(
+            f"speed-up (DSPy wall / dspex wall, means): {theirs[0] / ours[0]:.1f}x; "
+            f"LM calls (DSPy / dspex): {theirs[1] / max(ours[1], 1):.2f}; "
+            f"dev score (dspex - DSPy): {ours[2] - theirs[2]:+.1f} points"
         )
     for problem in problems:
         print(f"note: {problem}")
     if args.json:
         print(json.dumps({"results": [asdict(o) for o in outcomes], "problems": problems}))
+
+
+def _means(outcomes: list[Outcome]) -> tuple[float, float, float]:
+    n = len(outcomes)
+    return (
+        sum(o.wall for o in outcomes) / n,
+        sum(o.lm_calls for o in outcomes) / n,
+        sum(o.score for o in outcomes) / n,
+    )
 
 
 def main() -> None:
@@ -188,7 +236,11 @@ def main() -> None:
     parser.add_argument("--task", default="arithmetic")
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--dev", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument(
+        "--seeds", default="9", help="comma-separated optimizer seeds; each runs on both systems"
+    )
+    parser.add_argument("--show-programs", action="store_true", help="print chosen instructions")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per system")
     parser.add_argument("--dspy-python", default="/tmp/dspy-venv/bin/python")
     parser.add_argument("--skip-dspy", action="store_true")
@@ -200,17 +252,23 @@ def main() -> None:
     train, dev = load_rows(args.task, "train", args.train), load_rows(args.task, "dev", args.dev)
     outcomes: list[Outcome] = []
     problems: list[str] = []
+    seeds = [int(part) for part in args.seeds.split(",") if part.strip()]
     with spawn_sim_lm(seed=0, latency_ms=args.latency_ms) as server:
         print(f"simulated LM at {server.url}, {args.latency_ms:g} ms per request", file=sys.stderr)
-        outcomes.append(
-            asyncio.run(
-                asyncio.wait_for(
-                    run_dspex(server.url, server, train, dev, args.threads), args.timeout
+        for seed in seeds:
+            outcomes.append(
+                asyncio.run(
+                    asyncio.wait_for(
+                        run_dspex(server.url, server, train, dev, args.threads, seed),
+                        args.timeout,
+                    )
                 )
             )
-        )
-        if not args.skip_dspy:
-            theirs = run_dspy(args.dspy_python, server, train, dev, args.threads, args.timeout)
+            if args.skip_dspy:
+                continue
+            theirs = run_dspy(
+                args.dspy_python, server, train, dev, args.threads, seed, args.timeout
+            )
             if isinstance(theirs, Outcome):
                 outcomes.append(theirs)
             else:

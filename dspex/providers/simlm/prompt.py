@@ -4,6 +4,10 @@ simulated LM and in `dspex.adapters`):
 * a system message listing ``Input fields:`` and ``Output fields:`` as
   ``- `name` (type): description`` lines, a ``Message structure:`` paragraph
   and ``Instructions:`` running to the end of the message;
+* or DSPy's ChatAdapter layout of the same parts (``Your input fields are:``,
+  numbered field lines, a structure paragraph, and the instructions indented
+  after ``your objective is:``), so DSPy programs compared against dspex on
+  this server are scored on their instructions too;
 * user messages made of ``[[ ## name ## ]]`` sections followed by one line
   asking for the outputs;
 * assistant messages (few-shot demos) made of output sections ending in
@@ -17,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -27,8 +32,16 @@ Message = tuple[str, str]  # (role, text)
 
 _SECTION = re.compile(r"^\[\[ ## (.+?) ## \]\][ \t]*$", re.M)
 _INLINE_MARKER = re.compile(r"\[\[ ## (.+?) ## \]\]")
-_FIELD_LINE = re.compile(r"^- `([^`]+)` \(")
-_HEADERS = {"Input fields:": "inputs", "Output fields:": "outputs", "Instructions:": "instructions"}
+_FIELD_LINE = re.compile(r"^(?:- |\d+\. )`([^`]+)` \(")
+_HEADERS = {
+    "Input fields:": "inputs",
+    "Output fields:": "outputs",
+    "Instructions:": "instructions",
+    "Your input fields are:": "inputs",
+    "Your output fields are:": "outputs",
+}
+_STRUCTURE_STARTS = ("Message structure:", "All interactions will be structured")
+_DSPY_OBJECTIVE = "In adhering to this structure, your objective is:"
 JSON_PHRASE = "Reply with a JSON object"
 COMPLETED = "completed"
 
@@ -101,16 +114,23 @@ def parse_system(text: str) -> SystemSpec:
     current: str | None = None
     for line in text.splitlines():
         stripped = line.strip()
-        if current != "instructions" and stripped in _HEADERS:
+        if current == "instructions":
+            groups[current].append(line)
+        elif stripped in _HEADERS:
             current = _HEADERS[stripped]
-        elif current != "instructions" and stripped.startswith("Message structure:"):
+        elif stripped.startswith(_DSPY_OBJECTIVE):
+            current = "instructions"
+            groups[current].append(stripped.removeprefix(_DSPY_OBJECTIVE))
+        elif stripped.startswith(_STRUCTURE_STARTS):
             current = None
         elif current is not None:
             groups[current].append(line)
+    # DSPy indents instruction lines by eight spaces; dspex writes them flush.
+    instructions = textwrap.dedent("\n".join(groups["instructions"]).strip("\n")).strip()
     return SystemSpec(
         inputs=tuple(_fields(groups["inputs"])),
         outputs=tuple(_fields(groups["outputs"])),
-        instructions="\n".join(groups["instructions"]).strip(),
+        instructions=instructions,
     )
 
 

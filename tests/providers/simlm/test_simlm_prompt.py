@@ -101,3 +101,58 @@ def test_type_strings() -> None:
     assert parse_type("Optional[int]").args[0].name == "int"
     assert parse_type("list[Literal['a', 'b']]").args[0].args == ("a", "b")
     assert parse_type("not a [ type").name == "str"
+
+
+# DSPy's ChatAdapter writes the same parts in its own words; the benchmark that
+# compares the two optimizers needs both programs' instructions to count.
+DSPY_LAYOUT_SYSTEM = """Your input fields are:
+1. `question` (str): A grade-school arithmetic question.
+Your output fields are:
+1. `reasoning` (str):
+2. `answer` (int): The number.
+All interactions will be structured in the following way, with the appropriate values filled in.
+
+[[ ## question ## ]]
+{question}
+
+[[ ## answer ## ]]
+{answer}
+
+[[ ## completed ## ]]
+In adhering to this structure, your objective is:
+        Compute the result carefully.
+          Keep the indentation of this line.
+        Reply with the number only."""
+
+
+def test_dspy_layout_fields_and_indented_instructions() -> None:
+    spec = parse_system(DSPY_LAYOUT_SYSTEM)
+    assert [f.name for f in spec.inputs] == ["question"]
+    assert spec.inputs[0].description == "A grade-school arithmetic question."
+    assert [f.name for f in spec.outputs] == ["reasoning", "answer"]
+    assert spec.outputs[1].type == parse_type("int")
+    assert spec.instructions == (
+        "Compute the result carefully.\n  Keep the indentation of this line.\n"
+        "Reply with the number only."
+    )
+
+
+def test_dspy_layout_instructions_move_the_oracle() -> None:
+    from dspex.providers.simlm import datasets, oracle, tasks
+
+    record = datasets.load("arithmetic", "dev")[0]
+    ideas = " ".join(idea.sentences[0] for idea in tasks.PROFILES["arithmetic"].ideas)
+    plain = DSPY_LAYOUT_SYSTEM.rsplit("\n", 3)[0] + "\n        Answer."
+    rich = DSPY_LAYOUT_SYSTEM.rsplit("\n", 3)[0] + "\n        " + ideas
+    user = f"[[ ## question ## ]]\n{record['question']}\n\nRespond with the fields."
+    config = oracle.OracleConfig()
+
+    def probability(system: str) -> float:
+        prompt = parse([("system", system), ("user", user)])
+        found = oracle.find_record(prompt.inputs)
+        assert found is not None
+        answer = oracle.answer_field(prompt.system.outputs, found)
+        assert answer is not None
+        return oracle.correct_probability(prompt, found, answer, config)
+
+    assert probability(rich) > probability(plain) + 0.1
