@@ -59,6 +59,8 @@ log = logging.getLogger("dspex.optimizers")
 
 #: demos shown with each proposal, and bootstrapped per set when optimizing zero-shot
 DEMOS_IN_PROPOSAL = 3
+#: trials TPE draws at random before it models the results (optuna's default, as in DSPy)
+TPE_STARTUP_TRIALS = 10
 
 
 class SearchFailedError(DspexError):
@@ -209,27 +211,59 @@ class MIPROv2(Teleprompter):
         # Grounding (dataset summary, program description) does not need the demo
         # sets, so it runs while they are bootstrapped; proposals then need both.
         grounding = asyncio.ensure_future(proposer.ground(program, trainset))
+        # The default program (own instructions, no demos) needs no candidates: its full
+        # evaluation, the search's baseline, runs from the start as well.
+        baseline = asyncio.ensure_future(
+            self._score_baseline(run, program, plan.zeroshot, valset_used)
+        )
         try:
             demo_sets = await self.demo_candidates(run, program, trainset, plan, options)
-        except BaseException:
-            grounding.cancel()
-            await asyncio.gather(grounding, return_exceptions=True)
-            raise
-        instructions = await self.instruction_candidates(
-            run, program, trainset, plan, options, demo_sets, proposer=proposer, grounding=await grounding
-        )
-        await optuna_ready
-        search = _Search(
-            self,
+            instructions = await self.instruction_candidates(
+                run,
+                program,
+                trainset,
+                plan,
+                options,
+                demo_sets,
+                proposer=proposer,
+                grounding=await grounding,
+            )
+            await optuna_ready
+            search = _Search(
+                self,
+                run,
+                program,
+                instructions,
+                None if plan.zeroshot else demo_sets,
+                valset_used,
+                plan,
+                options,
+            )
+            return await search.run(await baseline)
+        finally:
+            for task in (grounding, baseline):
+                task.cancel()
+            await asyncio.gather(grounding, baseline, return_exceptions=True)
+
+    async def _score_baseline(
+        self, run: Run, program: Any, zeroshot: bool, valset: list[Any]
+    ) -> _Scored:
+        params = default_params(len(program.named_predictors()), with_demos=not zeroshot)
+        candidate = program.deepcopy()
+        if not zeroshot:
+            for _, predictor in candidate.named_predictors():
+                predictor.demos = []  # demo set 0 is the empty set
+        outcome = await score_program(
             run,
-            program,
-            instructions,
-            None if plan.zeroshot else demo_sets,
-            valset_used,
-            plan,
-            options,
+            f"mipro/full/{params_key(params)}",
+            candidate,
+            valset,
+            self.metric,
+            num_threads=self.num_threads,
+            max_errors=self.max_errors,
+            lm=self.task_model,
         )
-        return await search.run()
+        return _Scored(-1, params, "full", outcome, candidate)
 
     def plan(self, program: Any, valset_size: int, options: CompileOptions) -> SearchPlan:
         """The search sizes for ``program`` (see `presets.resolve_plan`)."""
@@ -393,18 +427,6 @@ class MIPROv2(Teleprompter):
 
 
 @dataclass
-class _Pending:
-    """A full evaluation to run: of an asked trial (the default program), or of params."""
-
-    trial: Any
-    params: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.trial is not None:
-            self.params = dict(self.trial.params)
-
-
-@dataclass
 class _Scored:
     number: int
     params: dict[str, int]
@@ -440,57 +462,98 @@ class _Search:
         self.minibatch_scores: dict[str, list[float]] = {}
         self.combos: dict[str, dict[str, int]] = {}
         self.fully_evaluated: set[str] = set()
+        self.example_scores: dict[str, dict[int, float]] = {}
         self.history: list[_Scored] = []
         self.eval_calls = 0
 
-    async def run(self) -> Any:
-        # The default program (own instructions, first demo set) is trial 0, scored on
-        # the full valset alongside the first batch.
-        self.study.enqueue_trial(self._default_params())
-        pending: list[_Pending] = [_Pending(self.study.ask(self.distributions))]
+    async def run(self, baseline: _Scored) -> Any:
+        """Ask, score and tell batches of trials; score chosen combinations fully.
+
+        Full evaluations chosen after a batch run alongside the next batch and join
+        the study before the ask after it, so every ask sees the same results
+        whatever order the work finishes in. The last ones start as soon as the last
+        trials are told, not when the full evaluations before them end.
+        """
+        # The default program's full score is the study's first trial, as in DSPy.
+        self._settle_full(baseline)
+        running: asyncio.Future[list[_Scored]] | None = None
         done = 0
-        while done < self.plan.num_trials or pending:
-            size = min(self.owner.num_parallel_trials, self.plan.num_trials - done)
-            asked = [self.study.ask(self.distributions) for _ in range(size)]
-            fulls, trials = await self._evaluate_batch(pending, asked)
-            for item, scored in zip(pending, fulls, strict=True):
-                self._settle_full(item, scored)
-            for trial, scored in zip(asked, trials, strict=True):
-                self._tell(trial, scored)
-            previous, done = done, done + size
-            pending = (
-                [_Pending(None, p) for p in self._next_full_evaluations(previous, done)]
-                if size
-                else []
-            )
+        try:
+            while done < self.plan.num_trials:
+                size = min(self._batch_size(), self.plan.num_trials - done)
+                asked = [self.study.ask(self.distributions) for _ in range(size)]
+                # Every trial is a stored step: finished ones land even if a sibling fails.
+                scored = await gather_settled(
+                    self._trial(trial.number, dict(trial.params)) for trial in asked
+                )
+                for trial, result in zip(asked, scored, strict=True):
+                    self._tell(trial, result)
+                previous, done = done, done + size
+                chosen = self._next_full_evaluations(previous, done)
+                launched = asyncio.ensure_future(gather_settled(self._full(p) for p in chosen))
+                earlier, running = running, launched
+                if earlier is not None:
+                    self._settle_fulls(await earlier)
+            if running is not None:
+                self._settle_fulls(await running)
+        except asyncio.CancelledError:
+            if running is not None:
+                running.cancel()
+            raise
+        except BaseException:
+            if running is not None:  # let stored work land before the error surfaces
+                await asyncio.gather(running, return_exceptions=True)
+            raise
         return self._best()
+
+    def _settle_fulls(self, results: list[_Scored]) -> None:
+        for scored in results:
+            self._settle_full(scored)
 
     # --- one batch -------------------------------------------------------------------
 
-    async def _evaluate_batch(
-        self, pending: list[_Pending], asked: list[Any]
-    ) -> tuple[list[_Scored], list[_Scored]]:
-        jobs = [self._full(item.params) for item in pending]
-        jobs += [self._trial(trial.number, dict(trial.params)) for trial in asked]
-        # Every job is a stored step: let finished ones land even if a sibling hits the budget.
-        results = await gather_settled(jobs)
-        return results[: len(pending)], results[len(pending) :]
+    def _batch_size(self) -> int:
+        """Trials to ask for at once: ``num_parallel_trials``, or more while TPE is in
+        its start-up phase. Until ``TPE_STARTUP_TRIALS`` trials are complete it draws
+        at random, whatever the results, so asking for all of those now gives the
+        very draws a one-at-a-time search would make."""
+        from optuna.trial import TrialState
+
+        complete = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return max(self.owner.num_parallel_trials, TPE_STARTUP_TRIALS - complete)
 
     async def _trial(self, number: int, params: dict[str, int]) -> _Scored:
         if not self.plan.minibatch:
             return await self._full(params, number)
         rng = random.Random(f"{self.options.seed}:minibatch:{number}")
-        batch = rng.sample(self.valset, min(self.plan.minibatch_size, len(self.valset)))
+        picked = rng.sample(
+            range(len(self.valset)), min(self.plan.minibatch_size, len(self.valset))
+        )
         candidate = self._build(params)
         key = f"mipro/trial/{number}/{params_key(params)}"
-        outcome = await self._score(key, candidate, batch)
+        outcome = await self._score(key, candidate, [self.valset[i] for i in picked])
+        if len(outcome.example_scores) == len(picked):
+            # Remembered for this combination's full evaluation, which then sends only
+            # the rest of the valset (what an LM cache would answer anyway).
+            self.example_scores.setdefault(params_key(params), {}).update(
+                zip(picked, outcome.example_scores, strict=True)
+            )
         return _Scored(number, params, "minibatch", outcome, candidate)
 
     async def _full(self, params: dict[str, int], number: int = -1) -> _Scored:
         candidate = self._build(params)
+        known = dict(self.example_scores.get(params_key(params), {}))
+        rest = [i for i in range(len(self.valset)) if i not in known]
         # Keyed by content: the same combination on the same valset is the same work.
         key = f"mipro/full/{params_key(params)}"
-        outcome = await self._score(key, candidate, self.valset)
+        if rest:
+            outcome = await self._score(key, candidate, [self.valset[i] for i in rest])
+        else:
+            outcome = TrialOutcome(0.0)
+        if known and outcome.score is not None:
+            total = sum(known.values()) + sum(outcome.example_scores)
+            score = round(100 * total / len(self.valset), 2)
+            outcome = replace(outcome, score=score, example_scores=())
         return _Scored(number, params, "full", outcome, candidate)
 
     async def _score(self, key: str, candidate: Any, devset: list[Any]) -> TrialOutcome:
@@ -504,6 +567,7 @@ class _Search:
             num_threads=owner.num_threads,
             max_errors=owner.max_errors,
             lm=owner.task_model,
+            keep_example_scores=True,
         )
 
     # --- telling optuna, recording ------------------------------------------------------
@@ -524,11 +588,9 @@ class _Search:
             self.combos.setdefault(combo, scored.params)
             self.minibatch_scores.setdefault(combo, []).append(outcome.score)
 
-    def _settle_full(self, item: _Pending, scored: _Scored) -> None:
-        if item.trial is not None:
-            self._tell(item.trial, replace(scored, number=item.trial.number))
-            return
-        # A full evaluation picked from the minibatch results joins the study as its own trial.
+    def _settle_full(self, scored: _Scored) -> None:
+        # A full evaluation (the baseline, or a combination picked from the minibatch
+        # results) joins the study as a finished trial of its own.
         import optuna
         from optuna.trial import TrialState
 
@@ -615,12 +677,12 @@ class _Search:
             # multivariate TPE is flagged experimental; DSPy uses it too.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(
-                seed=self.options.seed, multivariate=True, constant_liar=True
+                seed=self.options.seed,
+                multivariate=True,
+                constant_liar=True,
+                n_startup_trials=TPE_STARTUP_TRIALS,
             )
         return optuna.create_study(direction="maximize", sampler=sampler)
-
-    def _default_params(self) -> dict[str, int]:
-        return dict.fromkeys(self.distributions, 0)
 
     def _build(self, params: dict[str, int]) -> Any:
         candidate = self.program.deepcopy()
@@ -679,6 +741,16 @@ def _candidate(scored: _Scored) -> dict[str, Any]:
         "trial": scored.number,
         "full_eval": scored.kind == "full",
     }
+
+
+def default_params(num_predictors: int, *, with_demos: bool) -> dict[str, int]:
+    """The default program's choices: each predictor's own instruction and demo set 0."""
+    params: dict[str, int] = {}
+    for index in range(num_predictors):
+        params[f"{index}_predictor_instruction"] = 0
+        if with_demos:
+            params[f"{index}_predictor_demos"] = 0
+    return params
 
 
 def _demos_of(program: Any) -> list[list[Any]]:

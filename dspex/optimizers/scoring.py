@@ -41,6 +41,9 @@ class TrialOutcome:
     error: str | None = None
     n_errors: int = 0
     n_examples: int = 0
+    example_scores: tuple[float, ...] = ()
+    """Each example's metric value in devset order (failures at ``failure_score``),
+    when the caller asked to keep them."""
 
     @property
     def failed(self) -> bool:
@@ -62,12 +65,14 @@ async def score_program(
     num_threads: int | None = None,
     max_errors: int | None = None,
     lm: Any = None,
+    keep_example_scores: bool = False,
 ) -> TrialOutcome:
     """Evaluate ``program`` on ``devset`` as the durable step ``key``.
 
     The outcome is failed when the evaluation raised (for example more than
     ``max_errors`` examples failed) or when every example failed: a score
     computed from no successful example says nothing about the candidate.
+    ``keep_example_scores`` stores each example's metric value with the outcome.
     """
 
     async def evaluate() -> TrialOutcome:
@@ -79,19 +84,22 @@ async def score_program(
             raise
         except Exception as exc:
             return TrialOutcome(None, type(exc).__name__, str(exc), n_examples=len(devset))
-        return _outcome_of(result)
+        return _outcome_of(result, keep_example_scores)
 
     return await run.step(key, evaluate)
 
 
-def _outcome_of(result: Any) -> TrialOutcome:
+def _outcome_of(result: Any, keep_example_scores: bool = False) -> TrialOutcome:
     rows = len(result.results)
     errors = list(getattr(result, "errors", []))
     if rows and len(errors) >= rows:
         first = errors[0]
         message = f"all {rows} examples failed; first: {first.message}"
         return TrialOutcome(None, first.error_type, message, len(errors), rows)
-    return TrialOutcome(float(result.score), n_errors=len(errors), n_examples=rows)
+    scores = tuple(float(score) for _, _, score in result.results) if keep_example_scores else ()
+    return TrialOutcome(
+        float(result.score), n_errors=len(errors), n_examples=rows, example_scores=scores
+    )
 
 
 @contextlib.contextmanager

@@ -161,7 +161,24 @@ async def test_mipro_beats_the_zero_shot_student(lm: dspex.LM, store: RunStore) 
     assert compiled.candidate_programs[0]["score"] == compiled.score
     assert len(compiled.mb_candidate_programs) == 8
     assert [name for name, _ in compiled.named_predictors()] == ["self"]
-    assert compiled.total_calls == 3 * len(VAL) + 8 * 20
+    # Full evaluations after the default one send only what their minibatches did not score.
+    assert len(VAL) + 8 * 20 < compiled.total_calls < 3 * len(VAL) + 8 * 20
+
+
+async def test_full_evaluations_reuse_minibatch_scores_exactly(lm: dspex.LM, store: RunStore) -> None:
+    with dspex.context(lm=lm):
+        compiled = await small().acompile(
+            dspex.Predict("question -> answer"), trainset=TRAIN, valset=VAL, store=store, **SMALL
+        )
+        fulls = [entry for entry in compiled.trial_logs.values() if entry["kind"] == "full"]
+        # The simulated LM answers a prompt the same way every time, so a full
+        # evaluation from scratch must give each combined score exactly.
+        for entry in fulls:
+            fresh = await Evaluate(devset=VAL, metric=dspex.answer_exact_match).acall(entry["full_eval_program"])
+            assert entry["full_eval_score"] == fresh.score
+
+    sent = compiled.total_calls - 8 * 20
+    assert len(fulls) == 3 and len(VAL) < sent < 3 * len(VAL)
 
 
 class TwoSteps(dspex.Module):
@@ -209,8 +226,10 @@ async def test_auto_light_runs_the_preset_plan(lm: dspex.LM, store: RunStore) ->
     assert {len(t.params) for t in trials} == {2}
     assert max(t.params["0_predictor_instruction"] for t in trials) <= 2  # 3 instructions
     assert max(t.params["0_predictor_demos"] for t in trials) <= 5  # 6 demo sets
-    # Valset: the last 80 of the 100 trainset examples; minibatches of 35.
-    assert compiled.total_calls == 35 * 10 + 80 * (len(trials) - 10)
+    # Valset: the last 80 of the 100 trainset examples; minibatches of 35. The default
+    # program is scored on all 80; later full evaluations skip what minibatches scored.
+    fulls = len(trials) - 10
+    assert 35 * 10 + 80 < compiled.total_calls < 35 * 10 + 80 * fulls
 
 
 async def test_same_seed_same_program_whatever_the_completion_order(store: RunStore) -> None:
