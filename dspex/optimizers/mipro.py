@@ -551,8 +551,10 @@ class _Search:
         else:
             outcome = TrialOutcome(0.0)
         if known and outcome.score is not None:
-            total = sum(known.values()) + sum(outcome.example_scores)
-            score = round(100 * total / len(self.valset), 2)
+            scores = outcome.example_scores
+            # An evaluator that returns no per-example rows still gives the mean.
+            rest_total = sum(scores) if len(scores) == len(rest) else outcome.score * len(rest) / 100
+            score = round(100 * (sum(known.values()) + rest_total) / len(self.valset), 2)
             outcome = replace(outcome, score=score, example_scores=())
         return _Scored(number, params, "full", outcome, candidate)
 
