@@ -10,11 +10,14 @@
    ``minibatch_full_eval_steps`` trials the combination with the best mean
    minibatch score is scored on the full valset, and the best full score wins.
 
-DSPy runs each of these serially. Here step 3 asks optuna for a batch of
-``num_parallel_trials`` trials, scores them concurrently (next to the full
-evaluations picked after the previous batch) and tells optuna the results in
-trial-number order, so a fixed seed gives the same search whatever order the
-work finishes in. Every LM-backed unit of work is a durable run step: a resumed
+DSPy runs each of these serially. Here the default program's full evaluation
+(the baseline) starts with steps 1 and 2, and step 3 asks optuna for a batch of
+``num_parallel_trials`` trials (all of TPE's random start-up trials in the first
+batch: they do not depend on results), scores them concurrently next to the
+full evaluations picked after the previous batch, and tells optuna the results
+in trial-number order, so a fixed seed gives the same search whatever order the
+work finishes in. A full evaluation reuses the per-example scores its
+combination earned on minibatches and sends only the rest of the valset. Every LM-backed unit of work is a durable run step: a resumed
 compile replays what the interrupted one finished. A trial whose evaluation
 fails is recorded as failed with its error and told to optuna as failed; it is
 never scored 0.
