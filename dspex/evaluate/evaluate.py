@@ -50,6 +50,9 @@ class EvaluationResult:
     """LM usage summed over the predictions that report it."""
     elapsed: float = 0.0
     """Wall-clock seconds."""
+    budget_charged: bool = False
+    """``usage`` is already counted in the active run budget (the Ray runner charges
+    it as results arrive, so a run's budget stops an evaluation on the workers)."""
 
     @property
     def n_errors(self) -> int:
@@ -165,6 +168,7 @@ class Evaluate:
             errors=outcome.failures,
             usage=outcome.usage,
             elapsed=time.perf_counter() - started,
+            budget_charged=outcome.budget_charged,
         )
         logger.info(
             "evaluated %d examples: score %.2f%%, %d errors",

@@ -51,6 +51,7 @@ from dspex.evaluate.runner import (
 )
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import settings
+from dspex.providers.budget import active_budget
 from dspex.providers.types import Usage
 
 __all__ = [
@@ -210,6 +211,11 @@ class _Dispatch:
         self.next_chunk_id = 0
         self.stopped = False
         self.aborted: BaseException | None = None
+        self.recorded = 0
+        self.source_done = False
+        # The workers' LM calls never reserve from the run's budget: charge it here,
+        # per result, so a spent budget stops the evaluation instead of after it.
+        self.budget = active_budget()
 
     # --- the loop ---------------------------------------------------------------
 
@@ -260,6 +266,7 @@ class _Dispatch:
                 chunk = next(source, None)
                 if chunk is None:
                     source = None
+                    self.source_done = True
                     continue
             else:
                 break
@@ -316,13 +323,34 @@ class _Dispatch:
             if self.aborted is None:
                 self.aborted = BudgetExceededError(value.message)
             self.stopped = True
+            return
         else:
             self._fail(index, example, value)
+        self._charge(usage)
+
+    def _charge(self, usage: Usage | None) -> None:
+        if self.budget is None:
+            return
+        if usage is not None:
+            self.budget.charge(usage)
+        # (The source is known to be empty only once read past its end, so a budget
+        # spent by exactly the last result may stop the evaluation too; the run
+        # stops at that point either way.)
+        finished = self.source_done and self.recorded == len(self.rows)
+        if self.budget.exhausted and not finished and not self.stopped:
+            # What an in-process evaluation does at its next reservation: stop, score nothing.
+            self.aborted = BudgetExceededError(
+                f"the run's LM budget ran out during an evaluation on the EvalWorkers "
+                f"({self.budget.calls} calls, ${self.budget.cost:.4f}); "
+                "raise max_lm_calls=/max_cost= to let it go further"
+            )
+            self.stopped = True
 
     def _succeed(
         self, index: int, example: Any, prediction: Any, score: float, usage: Usage | None
     ) -> None:
         self.rows[index] = (example, prediction, score)
+        self.recorded += 1
         if usage is not None:
             self.usage = usage if self.usage is None else self.usage + usage
         self.progress.advance(score, usage, False)
@@ -338,6 +366,7 @@ class _Dispatch:
         if error.traceback:
             logger.warning("%s", error.traceback)
         self.rows[index] = (example, Prediction(), options.failure_score)
+        self.recorded += 1
         self.failures.append(failure)
         limit = options.max_errors
         if limit is not None:
@@ -429,7 +458,12 @@ class _Dispatch:
         rows = [row for row in self.rows if row is not None]
         # Devset order: arrival order across workers is not reproducible.
         failures = sorted(self.failures, key=lambda failure: failure.index)
-        return RunOutcome(results=rows, failures=failures, usage=self.usage)
+        return RunOutcome(
+            results=rows,
+            failures=failures,
+            usage=self.usage,
+            budget_charged=self.budget is not None,
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -79,6 +79,8 @@ class RunOutcome:
     results: list[Row]
     failures: list[EvaluationFailure]
     usage: Usage | None
+    budget_charged: bool = False
+    """The runner charged ``usage`` to the active run budget itself, as results arrived."""
 
 
 # --- reading examples and predictions by duck type ---------------------------

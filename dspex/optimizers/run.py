@@ -161,18 +161,22 @@ class Run:
                 raise BudgetExceededError(f"the budget ran out during an evaluation: {failure.message}")
         remote = getattr(self.evaluator, "remote", False) if self.evaluator else _evaluated_remotely()
         if remote:
-            self._charge_remote(getattr(result, "usage", None))
+            self._charge_remote(
+                getattr(result, "usage", None), getattr(result, "budget_charged", False)
+            )
         return result
 
-    def _charge_remote(self, usage: Usage | None) -> None:
+    def _charge_remote(self, usage: Usage | None, budget_charged: bool = False) -> None:
         """Count LM work done on EvalWorkers, which this process's trackers cannot see.
 
-        The budget is charged after the evaluation, so on the Ray runner a budget
-        can be overshot by at most one evaluation; the next step then stops.
+        The Ray runner charges the budget itself as results arrive (and stops the
+        evaluation when it runs out, overshooting by at most the chunks in
+        flight); an evaluator that does not is charged here, after the fact.
         """
         if usage is None or not usage.calls:
             return
-        self.budget.charge(usage)
+        if not budget_charged:
+            self.budget.charge(usage)
         from dspex.primitives.settings import settings
 
         model = getattr(settings.lm, "model", None) or "unknown"

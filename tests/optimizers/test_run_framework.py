@@ -227,3 +227,27 @@ async def test_usage_of_remote_evaluations_is_charged_to_the_run(tmp_path) -> No
     await run.evaluate(object(), [], None)
     assert run.budget.calls == 7 and run.budget.cost == 0.5
     assert sum(u["calls"] for u in run.store.usage(run.run_id).values()) == 7
+
+
+async def test_remote_usage_the_runner_already_charged_is_not_charged_twice(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from dspex.optimizers.run import Run
+    from dspex.optimizers.run_store import RunStore
+    from dspex.providers.budget import active_budget
+    from dspex.providers.types import Usage
+
+    class ChargingEvaluator:
+        """Charges the active budget per result, as the Ray runner does."""
+
+        remote = True
+
+        async def __call__(self, program, devset, metric, **options):
+            usage = Usage(10, 5, calls=7, cost=0.5)
+            active_budget().charge(usage)
+            return SimpleNamespace(results=[], errors=[], usage=usage, budget_charged=True)
+
+    run = Run.open("Test", store=RunStore(tmp_path / "r.db"), evaluator=ChargingEvaluator(), max_lm_calls=100)
+    await run.step("eval", lambda: run.evaluate(object(), [], None))
+    assert run.budget.calls == 7 and run.budget.cost == 0.5
+    assert sum(u["calls"] for u in run.store.usage(run.run_id).values()) == 7
