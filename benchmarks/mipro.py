@@ -202,7 +202,8 @@ def run_dspy(
 def report(outcomes: list[Outcome], problems: list[str], args: argparse.Namespace) -> None:
     print(
         f"\nMIPROv2 auto='light', task={args.task}, trainset={args.train}, dev={args.dev}, "
-        f"latency={args.latency_ms:g} ms, threads={args.threads}, seeds={args.seeds}"
+        f"latency={args.latency_ms:g} ms, threads={args.threads}, "
+        f"seeds={','.join(map(str, args.seeds))}"
     )
     print(f"{'system':<14}{'seed':>5}{'wall s':>8}{'LM calls':>10}{'dev score':>11}{'demos':>7}")
     for o in outcomes:
@@ -237,6 +238,16 @@ def _means(outcomes: list[Outcome]) -> tuple[float, float, float]:
     )
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+    return seeds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=100.0)
@@ -245,7 +256,10 @@ def main() -> None:
     parser.add_argument("--dev", type=int, default=200)
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument(
-        "--seeds", default="9", help="comma-separated optimizer seeds; each runs on both systems"
+        "--seeds",
+        type=_seed_list,
+        default=[9],
+        help="comma-separated optimizer seeds; each runs on both systems",
     )
     parser.add_argument("--show-programs", action="store_true", help="print chosen instructions")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per system")
@@ -259,10 +273,9 @@ def main() -> None:
     train, dev = load_rows(args.task, "train", args.train), load_rows(args.task, "dev", args.dev)
     outcomes: list[Outcome] = []
     problems: list[str] = []
-    seeds = [int(part) for part in args.seeds.split(",") if part.strip()]
     with spawn_sim_lm(seed=0, latency_ms=args.latency_ms) as server:
         print(f"simulated LM at {server.url}, {args.latency_ms:g} ms per request", file=sys.stderr)
-        for seed in seeds:
+        for seed in args.seeds:
             outcomes.append(
                 asyncio.run(
                     asyncio.wait_for(

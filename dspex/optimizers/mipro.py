@@ -17,8 +17,9 @@ batch: they do not depend on results), scores them concurrently next to the
 full evaluations picked after the previous batch, and tells optuna the results
 in trial-number order, so a fixed seed gives the same search whatever order the
 work finishes in. A full evaluation reuses the per-example scores its
-combination earned on minibatches and sends only the rest of the valset. Every LM-backed unit of work is a durable run step: a resumed
-compile replays what the interrupted one finished. A trial whose evaluation
+combination earned on minibatches and sends only the rest of the valset.
+Every LM-backed unit of work is a durable run step: a resumed compile replays
+what the interrupted one finished. A trial whose evaluation
 fails is recorded as failed with its error and told to optuna as failed; it is
 never scored 0.
 """
@@ -256,17 +257,22 @@ class MIPROv2(Teleprompter):
         if not zeroshot:
             for _, predictor in candidate.named_predictors():
                 predictor.demos = []  # demo set 0 is the empty set
-        outcome = await score_program(
+        outcome = await self._score(run, f"mipro/full/{params_key(params)}", candidate, valset)
+        return _Scored(-1, params, "full", outcome, candidate)
+
+    async def _score(self, run: Run, key: str, candidate: Any, devset: list[Any]) -> TrialOutcome:
+        """Score ``candidate`` as the step ``key``, keeping per-example scores for reuse."""
+        return await score_program(
             run,
-            f"mipro/full/{params_key(params)}",
+            key,
             candidate,
-            valset,
+            devset,
             self.metric,
             num_threads=self.num_threads,
             max_errors=self.max_errors,
             lm=self.task_model,
+            keep_example_scores=True,
         )
-        return _Scored(-1, params, "full", outcome, candidate)
 
     def plan(self, program: Any, valset_size: int, options: CompileOptions) -> SearchPlan:
         """The search sizes for ``program`` (see `presets.resolve_plan`)."""
@@ -562,18 +568,7 @@ class _Search:
         return _Scored(number, params, "full", outcome, candidate)
 
     async def _score(self, key: str, candidate: Any, devset: list[Any]) -> TrialOutcome:
-        owner = self.owner
-        return await score_program(
-            self.run_,
-            key,
-            candidate,
-            devset,
-            owner.metric,
-            num_threads=owner.num_threads,
-            max_errors=owner.max_errors,
-            lm=owner.task_model,
-            keep_example_scores=True,
-        )
+        return await self.owner._score(self.run_, key, candidate, devset)
 
     # --- telling optuna, recording ------------------------------------------------------
 
