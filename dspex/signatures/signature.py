@@ -59,9 +59,15 @@ class SignatureMeta(type):
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any):
         data = namespace.pop(_DATA, None)
-        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        # Field objects do not stay in the class dict (as in a pydantic model): the
+        # SignatureData record is their one home, and a class dict without them is
+        # one cloudpickle can rebuild by value (it re-sets every attribute it finds).
+        field_values = {k: v for k, v in namespace.items() if field_role(v) is not None}
+        cls = super().__new__(
+            mcs, name, bases, {k: v for k, v in namespace.items() if k not in field_values}, **kwargs
+        )
         if data is None:
-            data = _collect_class_fields(cls, bases, namespace)
+            data = _collect_class_fields(cls, bases, {**namespace, **field_values})
         type.__setattr__(cls, _DATA, data)
         return cls
 
@@ -80,8 +86,12 @@ class SignatureMeta(type):
         return make_signature(signature, instructions, custom_types=custom_types)
 
     def __setattr__(cls, name: str, value: Any) -> None:
-        if name.startswith("__"):
-            # Python and pickling machinery set dunder attributes; allow them.
+        # What a signature means (its fields, its instructions and the operations on
+        # them) cannot be changed in place. Other attributes (a user's helper method,
+        # a class constant) are left to Python: cloudpickle re-sets them when it
+        # rebuilds a class defined in a user's script on a Ray worker.
+        protected = name in cls.fields or (hasattr(SignatureMeta, name) and not name.startswith("__"))
+        if not protected:
             type.__setattr__(cls, name, value)
             return
         raise SignatureError(

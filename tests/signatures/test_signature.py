@@ -209,3 +209,62 @@ def test_type_name_rendering() -> None:
     assert sigs.type_name(Optional[int]) == "Optional[int]"
     assert sigs.type_name(Literal["x", "y"]) == "Literal['x', 'y']"
     assert sigs.type_name(Answer) == "Answer"
+
+
+_SCRIPT_WITH_MAIN_CLASSES = '''
+import pickle, sys
+import cloudpickle, pydantic
+import dspex
+
+class Item(pydantic.BaseModel):
+    name: str
+    qty: int
+
+class Order(dspex.Signature):
+    """Read the order."""
+    text: str = dspex.InputField()
+    item: Item = dspex.OutputField()
+    def describe(self) -> str:
+        return "helper"
+
+class LongOrder(Order):
+    note: str = dspex.InputField()
+
+sys.stdout.buffer.write(cloudpickle.dumps((Order, LongOrder, Order.with_instructions("Tuned."))))
+'''
+
+_UNPICKLE = '''
+import pickle, sys
+order, long_order, tuned = pickle.loads(sys.stdin.buffer.read())
+print(list(order.fields), list(long_order.input_fields), tuned.instructions, order.instructions)
+print(order.output_fields["item"].annotation.model_validate({"name": "a", "qty": 2}))
+try:
+    order.item = 1
+except Exception as exc:
+    print(type(exc).__name__)
+'''
+
+
+def test_signature_classes_in_a_script_pickle_by_value(tmp_path) -> None:
+    """A Signature (and its pydantic type) written in a user's script reach another process."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_program.py"
+    script.write_text(_SCRIPT_WITH_MAIN_CLASSES)
+    payload = subprocess.run([sys.executable, str(script)], capture_output=True, check=True).stdout
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE], input=payload, capture_output=True, check=True, cwd=tmp_path.parent
+    )
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "['text', 'item'] ['text', 'note'] Tuned. Read the order."
+    assert lines[1] == "name='a' qty=2"
+    assert lines[2] == "SignatureError"
+
+
+def test_setting_a_field_or_the_instructions_is_refused_but_helpers_are_free() -> None:
+    with pytest.raises(SignatureError, match="immutable"):
+        QA.answer = 3  # type: ignore[misc]
+    with pytest.raises(SignatureError, match="immutable"):
+        QA.with_instructions = None  # type: ignore[method-assign]
+    assert "answer" not in QA.__dict__  # field objects live in the signature's data only
