@@ -202,7 +202,7 @@ def _start_ray(address: str | None, num_cpus: int | None, kwargs: dict[str, Any]
                 f"{address} has the CPUs its nodes were started with (ray start --num-cpus)"
             )
         _check_reachable(address)
-        _use_token_if_available()
+        _use_token_if_required(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -244,12 +244,51 @@ def _unreachable_message(address: str, exc: BaseException) -> str:
     )
 
 
-def _use_token_if_available() -> None:
-    # Ray 2.60 sends the cluster's token from an explicit-address driver only
-    # when RAY_AUTH_MODE=token is in the driver's environment (measured: the
-    # token file alone is not enough). A cluster without auth accepts it too.
-    if "RAY_AUTH_MODE" not in os.environ and _token_available():
-        os.environ["RAY_AUTH_MODE"] = "token"
+def _use_token_if_required(address: str) -> None:
+    """Turn on token auth for this driver exactly when the cluster asks for it.
+
+    Ray 2.60 sends the cluster's token from an explicit-address driver only when
+    RAY_AUTH_MODE=token is in the driver's environment (the token file alone is
+    not enough). Token mode must not be turned on for a cluster without auth: the
+    driver's own RPC server then rejects the cluster's calls, so the cluster
+    decides the driver dropped its actors and kills them (measured: every
+    EvalWorker the driver started died). So the cluster is asked first.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user decided
+    wants_token = _cluster_requires_token(address)
+    if wants_token is None:  # could not tell: a token that exists is the best guess
+        wants_token = _token_available()
+    if not wants_token:
+        return
+    if not _token_available():
+        raise ConfigurationError(
+            f"the Ray cluster at {address} requires an auth token and none was found here: "
+            "export RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file> (on the head node, "
+            "`ray get-auth-token` prints it; `dspex cluster start` writes ~/.ray/auth_token)"
+        )
+    os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _cluster_requires_token(address: str) -> bool | None:
+    """Ask the GCS at ``address`` a harmless question without a token; None if unsure."""
+    target = _host_port(address)
+    if target is None:
+        return None
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return None
+    channel = grpc.insecure_channel(f"{target[0]}:{target[1]}")
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_TIMEOUT_S)
+        return False
+    except grpc.RpcError as exc:
+        return True if exc.code() == grpc.StatusCode.UNAUTHENTICATED else None
+    finally:
+        channel.close()
 
 
 def _token_available() -> bool:

@@ -148,7 +148,9 @@ def test_a_second_driver_finds_the_same_tree_and_leaves_it_up(
     assert seen["root"] == rt.root._actor_id.hex()
     assert seen["children"] == list(CHILDREN)
     assert (seen["owns_root"], seen["started_ray"]) == (False, False)
-    assert seen["auth_mode"] == "token"  # a token was found, so the driver sends it
+    # A token lies there, but this cluster runs without auth: token mode would make the
+    # driver reject the cluster's own calls (and lose the actors it starts).
+    assert seen["auth_mode"] is None
     assert ray.get(rt.root.ready.remote(), timeout=30)  # its shutdown left the tree running
 
 
@@ -197,6 +199,12 @@ def test_without_an_address_init_starts_and_shutdown_stops_a_local_ray(session: 
     assert seen["answer"] == "LOCAL"
     assert seen["worker_env"] == "1"  # workers route LM calls through the pools
     print(f"local init {seen['init_s']:.1f}s, serve 1 replica {seen['serve_s']:.1f}s")
+
+
+def test_the_cluster_is_asked_whether_it_wants_a_token(session: Any) -> None:
+    assert runtime._cluster_requires_token(session.address) is False
+    assert runtime._cluster_requires_token(f"127.0.0.1:{closed_port()}") is None  # cannot tell
+    assert runtime._cluster_requires_token("auto") is None
 
 
 # --- provider pools --------------------------------------------------------------------------
