@@ -1,5 +1,12 @@
-"""A DSPy-style program written the way users write one: every class in __main__."""
+"""A DSPy-style program written the way users write one: every class in __main__.
 
+    python user_program.py PHASE RUN_ID     # PHASE: evaluate, compile, resume, serve, job
+
+It attaches to RAY_ADDRESS (a submitted job's is set by Ray) and uses the simulated LM
+at SIM_LM_URL, or starts one itself when none is given.
+"""
+
+import contextlib
 import json
 import os
 import sys
@@ -8,7 +15,7 @@ import pydantic
 
 import dspex
 from dspex.optimizers import BootstrapFewShotWithRandomSearch
-from dspex.providers.simlm import datasets
+from dspex.providers.simlm import datasets, start_sim_lm
 
 
 class Verdict(pydantic.BaseModel):
@@ -59,19 +66,25 @@ def report(**values: object) -> None:
 
 def main() -> None:
     phase, run_id = sys.argv[1], sys.argv[2]
-    dspex.init(address=os.environ["RAY_ADDRESS"])
-    lm = dspex.LM("openai/sim-1", api_base=os.environ["SIM_LM_URL"], api_key="local", cache=False)
-    dspex.configure(lm=lm)
+    with contextlib.ExitStack() as stack:
+        url = os.environ.get("SIM_LM_URL") or stack.enter_context(start_sim_lm(seed=3, latency_ms=20)).url
+        dspex.init(address=os.environ.get("RAY_ADDRESS"))
+        lm = dspex.LM("openai/sim-1", api_base=url, api_key="local", cache=False)
+        dspex.configure(lm=lm)
+        run_phase(phase, run_id)
+
+
+def run_phase(phase: str, run_id: str) -> None:
     optimizer = BootstrapFewShotWithRandomSearch(
         metric=right_and_checked, max_bootstrapped_demos=2, num_candidate_programs=4, num_threads=2
     )
     trainset, valset = examples("train", 12), examples("dev", 16)
     try:
-        if phase == "evaluate":
+        if phase in ("evaluate", "job"):
             evaluate = dspex.Evaluate(devset=valset, metric=right_and_checked, num_threads=8)
             result = evaluate(SolveAndCheck())
             report(phase=phase, score=result.score, n=len(result.results), errors=result.n_errors)
-        elif phase in ("compile", "resume"):
+        if phase in ("compile", "resume", "job"):
             program = optimizer.compile(SolveAndCheck(), trainset=trainset, valset=valset, run_id=run_id)
             answer = program(question=valset[0].question)
             report(
