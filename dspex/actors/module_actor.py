@@ -494,9 +494,9 @@ class ServiceHandle:
     async def _dead_letter(
         self, inputs: dict[str, Any], error: ReplicaDiedError, attempts: int, first: float
     ) -> None:
+        from dspex.observability.redact import redact_data as redact
         from dspex.supervisors.application import record_dead_letter
         from dspex.supervisors.dead_letters import DeadLetter
-        from dspex.supervisors.events import redact
 
         entry = DeadLetter.from_exception(
             f"{SERVICE_PREFIX}{self.name}",

@@ -1,7 +1,13 @@
-"""Masking secrets (API keys, bearer tokens) in text bound for logs and traces.
+"""The one rule for what is a secret, used everywhere a value leaves a process.
 
-One set of patterns serves both the logging filter and the span attributes, so
-"secrets never reach logs or traces" means the same thing in both places. The
+``is_secret_name`` decides whether a field holds a secret by its name (``api_key``,
+``auth_token``; not ``max_tokens``), ``redact`` masks credentials inside text. On
+top of them: ``redact_data`` for structured records that are shown (events,
+dashboard, span attributes: the entry stays, its value becomes ``[REDACTED]``)
+and ``without_secrets`` for records that are read back (saved programs, the run
+store: the entry is left out, so a placeholder is never loaded as a key).
+Logs, tracing, events, saving and the run store all call these, so "secrets
+never reach logs, events, saved programs or stored runs" means one thing. The
 patterns err towards masking: a long random-looking value after a word like
 ``key`` or ``token`` is masked even when it is, say, a cache key, because a
 missed secret costs far more than a masked hash.
@@ -10,7 +16,7 @@ missed secret costs far more than a masked hash.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -66,4 +72,30 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["REDACTED", "is_secret_name", "redact", "redact_value"]
+def redact_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` to show: secret-named values masked, text redacted, nesting kept."""
+    return {str(key): _shown(str(key), value) for key, value in data.items()}
+
+
+def _shown(key: str, value: Any) -> Any:
+    if is_secret_name(key):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return redact_data(value)
+    return redact_value(value)
+
+
+def without_secrets(value: Any) -> Any:
+    """A copy of nested dicts/lists/tuples without the entries under secret names."""
+    if isinstance(value, Mapping):
+        return {
+            key: without_secrets(item)
+            for key, item in value.items()
+            if not (isinstance(key, str) and is_secret_name(key))
+        }
+    if isinstance(value, list | tuple):
+        return [without_secrets(item) for item in value]
+    return value
+
+
+__all__ = ["REDACTED", "is_secret_name", "redact", "redact_data", "redact_value", "without_secrets"]

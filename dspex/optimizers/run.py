@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dspex.errors import BudgetExceededError
+from dspex.observability.redact import is_secret_name
 from dspex.observability.tracing import record_trial_result
 from dspex.optimizers.run_store import RunStore
 from dspex.providers.budget import CallBudget, budget_scope
@@ -258,7 +259,7 @@ def _plain(value: Any) -> Any:
         return {
             str(k): _plain(v)
             for k, v in value.items()
-            if not any(word in str(k).lower() for word in ("key", "secret", "token", "password"))
+            if not is_secret_name(str(k))
         }
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]

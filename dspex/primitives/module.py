@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from dspex.errors import ConfigurationError
+from dspex.observability.redact import without_secrets
 from dspex.observability.tracing import module_span
 from dspex.primitives import saving
 from dspex.primitives.parameter import Parameter, deepcopy_attributes
@@ -249,7 +250,7 @@ class Module:
 
     def dump_state(self) -> dict[str, Any]:
         """{predictor name: its dump_state()}, with secret-named entries removed."""
-        return {name: saving.scrub_secrets(p.dump_state()) for name, p in self.named_parameters()}
+        return {name: without_secrets(p.dump_state()) for name, p in self.named_parameters()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Load what `dump_state` returned; all or nothing.

@@ -25,43 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from dspex.errors import ConfigurationError
+from dspex.observability.redact import without_secrets
 from dspex.primitives.example import Example
 
 METADATA_KEY = "metadata"
 PROGRAM_FILE = "program.pkl"
 METADATA_FILE = "metadata.json"
-
-# Compared lower-cased. A key ending in "_api_key" is a secret too.
-_SECRET_KEYS = frozenset(
-    {
-        "api_key",
-        "apikey",
-        "api_secret",
-        "secret",
-        "secret_key",
-        "password",
-        "access_token",
-        "auth_token",
-        "authorization",
-    }
-)
-
-
-def is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
-    lowered = key.lower()
-    return lowered in _SECRET_KEYS or lowered.endswith("_api_key")
-
-
-def scrub_secrets(value: Any) -> Any:
-    """A copy of ``value`` (nested dicts/lists) without entries named like secrets."""
-    if isinstance(value, dict):
-        return {k: scrub_secrets(v) for k, v in value.items() if not is_secret_key(k)}
-    if isinstance(value, (list, tuple)):
-        return [scrub_secrets(v) for v in value]
-    return value
-
 
 def metadata() -> dict[str, str]:
     """Versions that matter when reading a saved file back."""
@@ -127,7 +96,7 @@ def write_state(state: dict[str, Any], path: Path) -> None:
             f"cannot save: a predictor is named {METADATA_KEY!r}, which is the key the JSON "
             "file uses for version metadata; rename that attribute"
         )
-    document = {**scrub_secrets(state), METADATA_KEY: metadata()}
+    document = {**without_secrets(state), METADATA_KEY: metadata()}
     text = json.dumps(document, indent=2, ensure_ascii=False, default=json_default)
     atomic_write(path, text.encode("utf-8"))
 

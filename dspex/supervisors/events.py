@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 import threading
 import time
@@ -30,13 +29,13 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspex.observability.redact import redact_data
+
 logger = logging.getLogger(__name__)
 
 EVENT_LOG_NAME = "dspex.events"
 #: identifies this process, so an event read back from the log is not delivered twice
 ORIGIN = uuid.uuid4().hex[:12]
-REDACTED = "[redacted]"
-_SECRET_KEY = re.compile(r"api[_-]?key|secret|password|passwd|token|authorization|credential", re.I)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class EventBus:
         """Publish an event to local subscribers and to the cluster log (if connected)."""
         if not (self._subs or self._sinks):
             return None
-        event = Event(kind, source, redact(data), time.time(), ORIGIN)
+        event = Event(kind, source, redact_data(data), time.time(), ORIGIN)
         self.deliver(event)
         for sink in self._sinks:
             _call(sink, event)
@@ -147,19 +146,6 @@ def _call(callback: Callable[[Event], None], event: Event) -> None:
     except Exception:
         # One broken subscriber must not break the emitter (a supervisor's restart path).
         logger.exception("event subscriber %r failed on %s", callback, event.kind)
-
-
-def redact(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` with values under credential-like keys replaced."""
-    return {key: _redact_value(key, value) for key, value in data.items()}
-
-
-def _redact_value(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key):
-        return REDACTED
-    if isinstance(value, dict):
-        return {str(k): _redact_value(str(k), v) for k, v in value.items()}
-    return value
 
 
 # --- the process-wide bus ------------------------------------------------

@@ -49,3 +49,35 @@ def test_secret_names(name: str) -> None:
 )
 def test_ordinary_names(name: str) -> None:
     assert not is_secret_name(name)
+
+
+def test_one_rule_for_structured_records_shown_and_stored() -> None:
+    from dspex.observability.redact import redact_data, without_secrets
+
+    record = {
+        "max_tokens": 512,
+        "usage": {"total_tokens": 90, "prompt_tokens": 60},
+        "api_key": "sk-proj-abcdefghijklmnop1234",
+        "lm": {"model": "openai/x", "OPENAI_API_KEY": "x", "auth_token": "y"},
+        "note": "sent with Bearer abcdef123456789",
+        "demos": [{"question": "q", "password": "p"}],
+    }
+    shown = redact_data(record)
+    assert shown["max_tokens"] == 512 and shown["usage"] == {"total_tokens": 90, "prompt_tokens": 60}
+    assert shown["api_key"] == "[REDACTED]"
+    assert shown["lm"] == {"model": "openai/x", "OPENAI_API_KEY": "[REDACTED]", "auth_token": "[REDACTED]"}
+    assert shown["note"] == "sent with Bearer [REDACTED]"
+    stored = without_secrets(record)
+    assert stored["max_tokens"] == 512 and stored["usage"]["total_tokens"] == 90
+    assert "api_key" not in stored and stored["lm"] == {"model": "openai/x"}
+    assert stored["demos"] == [{"question": "q"}]
+
+
+def test_events_keep_token_counts_and_mask_keys() -> None:
+    from dspex.supervisors.events import EventBus
+
+    bus = EventBus()
+    bus.subscribe(lambda event: None)
+    event = bus.emit("lm.request", "test", max_tokens=512, api_key="sk-abcdefghijklmnopqrstu")
+    assert event is not None
+    assert event.data["max_tokens"] == 512 and event.data["api_key"] == "[REDACTED]"

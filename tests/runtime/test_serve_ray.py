@@ -149,7 +149,7 @@ async def test_a_request_that_kills_every_replica_becomes_a_dead_letter(
     letter = letters[0]
     assert letter.source == f"dspex.serve.{handle.name}" and letter.attempts == 2
     assert letter.error_type.endswith("ReplicaDiedError")
-    assert letter.input["api_key"] == "[redacted]" and letter.input["crash"] is True
+    assert letter.input["api_key"] == "[REDACTED]" and letter.input["crash"] is True
     assert runtime.status()["dead_letters"]["count"] >= 1
 
     # Both replicas died (one per attempt) and both come back.

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from dspex.supervisors.events import REDACTED, Event, EventBus, EventLog
+from dspex.observability.redact import REDACTED
+from dspex.supervisors.events import Event, EventBus, EventLog
 
 
 def test_emit_without_subscribers_builds_nothing() -> None:
