@@ -304,28 +304,29 @@ def _check_auth(address: str) -> None:
     target = _host_port(address)
     if target is None:
         return
-    token = _token_value() if os.environ.get("RAY_AUTH_MODE") == "token" else None
-    verdict = _probe_gcs(target, None if token is None else token[0])
+    verdict = _probe_gcs(target, None)
     if verdict == "unreachable":
         raise ClusterUnreachableError(_unreachable_message(address, ConnectionError("no GCS")))
     if verdict != "unauthenticated":
-        if verdict == "ok" and token is not None and not _ray_sends_token():
-            raise ClusterAuthError(
-                f"the Ray cluster at {address} needs its auth token, but `ray` was imported in "
-                "this process before RAY_AUTH_MODE=token was set, and Ray reads it only at "
-                "import. Export RAY_AUTH_MODE=token before starting Python, or call "
-                "dspex.init() before importing ray."
-            )
-        return  # "ok", or a server that does not know the call: let ray.init decide
+        return  # no auth, or a server that does not know the call: let ray.init decide
+    token = _token_value()
     if token is None:
         raise ClusterAuthError(
             f"the Ray cluster at {address} requires an auth token and none was found here "
             f"(looked at $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token). {TOKEN_HELP}"
         )
-    raise ClusterAuthError(
-        f"the Ray cluster at {address} rejected the auth token from {token[1]}: it is not this "
-        f"cluster's token. {TOKEN_HELP}"
-    )
+    if _probe_gcs(target, token[0]) == "unauthenticated":
+        raise ClusterAuthError(
+            f"the Ray cluster at {address} rejected the auth token from {token[1]}: it is not "
+            f"this cluster's token. {TOKEN_HELP}"
+        )
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not _ray_sends_token():
+        raise ClusterAuthError(
+            f"the Ray cluster at {address} needs its auth token, and Ray in this process will "
+            "not send it: RAY_AUTH_MODE is not 'token', or `ray` was imported before it was set "
+            "(Ray reads it only at import). Export RAY_AUTH_MODE=token before starting Python, "
+            "or call dspex.init() before importing ray."
+        )
 
 
 def _probe_gcs(target: tuple[str, int], token: str | None) -> str:
