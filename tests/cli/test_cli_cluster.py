@@ -285,9 +285,30 @@ def test_three_node_cluster_runs_a_submitted_job(
         runtime_status = _dspex(cluster_env, "status", "--json", timeout=60.0)
         assert runtime_status.returncode == 0, runtime_status.stderr
         assert "InvalidAuthToken" not in runtime_status.stderr
-        assert "dspex.root [supervisor one_for_one] running" in json.loads(
-            runtime_status.stdout
-        )["tree_text"]
+        assert (
+            "dspex.root [supervisor one_for_one] running"
+            in json.loads(runtime_status.stdout)["tree_text"]
+        )
+        assert "starting the dspex runtime" in start.stderr
+
+        # The README's driver step: RAY_ADDRESS only; the example says what it waits for.
+        example_dir = Path(__file__).resolve().parents[2] / "examples"
+        driver = subprocess.run(
+            [sys.executable, str(example_dir / "evaluate_on_cluster.py"), "--size", "60"],
+            env={**cluster_env, "RAY_ADDRESS": info["gcs_address"]},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert driver.returncode == 0, driver.stdout + driver.stderr
+        for line in (
+            "connecting to the Ray cluster",
+            "connected: 3 node(s)",
+            "starting evaluation workers",
+        ):
+            assert line in driver.stdout, driver.stdout
+        assert "over 60 examples, 0 errors" in driver.stdout
 
         job = _dspex(
             cluster_env,

@@ -310,6 +310,7 @@ def test_saving_a_run_without_a_program_fails_and_writes_nothing(
     assert result.exit_code == 1
     assert "stored no program" in result.stderr
     assert not target.exists()
-    assert json.loads(_invoke(runner, store, "show", "run-failed", "--json").stdout)[
-        "program_stored"
-    ] is False
+    assert (
+        json.loads(_invoke(runner, store, "show", "run-failed", "--json").stdout)["program_stored"]
+        is False
+    )
