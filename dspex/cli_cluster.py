@@ -6,6 +6,7 @@ this module is the command-line surface: options, messages, exit codes.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated, Any, Optional
 
@@ -59,6 +60,13 @@ def start(
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for all nodes to come up.")
     ] = 120.0,
+    runtime: Annotated[
+        bool,
+        typer.Option(
+            help="Start the dspex runtime (supervision tree) on the cluster and keep it up until "
+            "`dspex cluster stop`, so `dspex status` shows it between drivers."
+        ),
+    ] = True,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the addresses as JSON.")
     ] = False,
@@ -67,6 +75,11 @@ def start(
 
     Prints the address to connect with and where the auth token is. Run
     `dspex cluster stop` to stop everything it started.
+
+    With --runtime (the default) the dspex supervision tree starts with the
+    cluster, as detached actors: drivers attach to it with dspex.init() and
+    leave it running at dspex.shutdown(), the way Ray Serve outlives the
+    scripts that use it.
 
     Examples:
 
@@ -90,11 +103,38 @@ def start(
         fail(str(exc), exc.code)
     except KeyboardInterrupt:
         fail("interrupted; the nodes that had started were stopped", ExitCode.INTERRUPTED)
+    runtime_error = _start_runtime(state) if runtime else None
     info = _connection_info(state)
+    info["runtime"] = runtime and runtime_error is None
     if json_output:
         emit_json(info)
     else:
         _print_connection_info(info)
+
+
+def _start_runtime(state: Any) -> str | None:
+    """Start the dspex tree on the new cluster from a short-lived driver; None when it runs.
+
+    The root supervisor is a detached actor, so the tree outlives this process;
+    a driver that attaches later does not own it, so its dspex.shutdown() leaves
+    it up. A tree that fails to start is reported, not fatal: the cluster itself
+    is up, and the first driver's dspex.init() starts a tree as before.
+    """
+    from dspex import runtime
+    from dspex.cli_common import waiting
+
+    try:
+        with waiting("starting the dspex runtime (supervision tree) on the cluster"):
+            runtime.init(address=state.gcs_address, logging_level=logging.WARNING)
+            runtime.shutdown(stop_tree=False)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        note(
+            f"warning: the cluster is up but the dspex runtime did not start ({message}); "
+            "the first driver's dspex.init() starts it instead"
+        )
+        return message
+    return None
 
 
 def _connection_info(state: Any) -> dict[str, Any]:
@@ -146,6 +186,10 @@ def _print_connection_info(info: dict[str, Any]) -> None:
     if info["auth_mode"] == "token":
         lines.append(
             f"Auth token: {info['token_origin']} (`ray get-auth-token` prints it for other machines)."
+        )
+    if info.get("runtime"):
+        lines.append(
+            "dspex runtime up: drivers attach to it and leave it running; `dspex status` shows it."
         )
     lines.append(f"Logs under {info['logs']}. Stop with: dspex cluster stop")
     typer.echo("\n".join(lines))

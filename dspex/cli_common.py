@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
@@ -72,3 +74,20 @@ def emit_json(value: Any) -> None:
     """Print `value` as JSON on stdout (non-JSON values, e.g. paths, as strings)."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def waiting(message: str) -> Iterator[None]:
+    """Say what a command is waiting for, so seconds of silence never look like a hang.
+
+    On a terminal: a spinner on stderr that disappears when the wait is over.
+    Otherwise (a pipe, a CI log): the message once, as a line on stderr.
+    """
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(message):
+            yield
+    else:
+        note(f"{message} ...")
+        yield

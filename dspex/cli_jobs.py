@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from dspex.cli_common import CliError, ExitCode, emit_json, exit_codes_help, fail, note
+from dspex.cli_common import (
+    CliError,
+    ExitCode,
+    emit_json,
+    exit_codes_help,
+    fail,
+    note,
+    waiting,
+)
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -134,8 +142,9 @@ def submit(
             script, script_args or [], working_dir, env or [], requirements, python
         )
         url = _address(address)
+        _share_run_store(url, runtime_env)
         client = _client(url)
-        with _job_errors(url):
+        with _job_errors(url), waiting(f"uploading {runtime_env['working_dir']} to {url}"):
             job_id = client.submit_job(
                 entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id
             )
@@ -145,6 +154,7 @@ def submit(
     if no_wait:
         typer.echo(job_id)
         raise typer.Exit(int(ExitCode.OK))
+    note("waiting for the job's driver to start on the cluster; its output follows")
     raise typer.Exit(int(_follow_to_end(client, job_id, url)))
 
 
@@ -184,6 +194,25 @@ def _prepare(
         runtime_env["pip"] = str(requirements.resolve())
     entrypoint = shlex.join([python, relative.as_posix(), *script_args])
     return entrypoint, runtime_env
+
+
+def _share_run_store(url: str, runtime_env: dict[str, Any]) -> None:
+    """Point a job on this machine's `dspex cluster start` cluster at this shell's run store.
+
+    The job's driver runs on the head node, here: with the same DSPEX_RUNS_DB its
+    runs (and their optimized programs) show up in `dspex runs` in this shell,
+    whatever the nodes' environment says. A remote cluster keeps its own store.
+    """
+    from dspex.local_cluster import load_state
+    from dspex.optimizers.run_store import default_store_path
+
+    try:
+        state = load_state()
+    except CliError:
+        return
+    if state is None or state.dashboard_url is None or url != state.dashboard_url.rstrip("/"):
+        return
+    runtime_env["env_vars"].setdefault("DSPEX_RUNS_DB", str(default_store_path().resolve()))
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -312,6 +341,11 @@ def _report_status(client: JobSubmissionClient, job_id: str, status: str) -> Exi
         note(f"job {job_id} {status}" + (f": {message}" if message else ""))
     else:
         note(f"job {job_id} SUCCEEDED")
+        # Files the job wrote stay in its working directory on the cluster; runs do not.
+        note(
+            "optimization runs of the job are in the run store: `dspex runs list`, then "
+            "`dspex runs show RUN_ID --save program.json` writes a run's program"
+        )
     return _STATUS_EXIT.get(status, ExitCode.FAILED)
 
 

@@ -7,6 +7,7 @@ never created by these commands: a path that does not exist means "no runs".
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from dspex.cli_common import CliError, ExitCode, emit_json, exit_codes_help, fail
+from dspex.cli_common import (
+    CliError,
+    ExitCode,
+    emit_json,
+    exit_codes_help,
+    fail,
+    note,
+    waiting,
+)
 
 if TYPE_CHECKING:
     from dspex.optimizers.run_store import RunRecord, RunStore
@@ -36,8 +45,14 @@ DbOption = Annotated[
     ),
 ]
 RunIdArgument = Annotated[
-    str, typer.Argument(help="The run's ID (see `dspex runs list`).", show_default=False)
+    str,
+    typer.Argument(
+        help="The run's ID, or a prefix of it that matches one run (see `dspex runs list`).",
+        show_default=False,
+    ),
 ]
+# A prefix that matches several runs is a usage error: say so in every epilog.
+AMBIGUOUS = {ExitCode.USAGE: "a run ID prefix that matches several runs (they are listed)"}
 
 
 @app.callback()
@@ -60,15 +75,30 @@ def _open_store(db: Path | None) -> RunStore | None:
 
 
 def _get_run(db: Path | None, run_id: str) -> tuple[RunStore, RunRecord]:
+    """The run named by `run_id`: its full id, or a prefix that matches only it."""
     store = _open_store(db)
-    if store is None or not store.has_run(run_id):
-        where = _store_path(db)
+    if store is not None and store.has_run(run_id):
+        return store, store.get_run(run_id)
+    matches = store.runs_with_prefix(run_id, limit=_SHOWN_MATCHES + 1) if store and run_id else []
+    if len(matches) == 1:
+        return store, store.get_run(matches[0])  # type: ignore[union-attr]
+    where = _store_path(db)
+    if matches:
+        listed = "\n  ".join(matches[:_SHOWN_MATCHES])
+        more = "\n  ..." if len(matches) > _SHOWN_MATCHES else ""
         raise CliError(
-            f"no run {run_id!r} in {where}; `dspex runs list` shows the runs there "
-            "(use --db or DSPEX_RUNS_DB for another store)",
-            ExitCode.NOT_FOUND,
+            f"{run_id!r} is the start of several runs in {where}:\n  {listed}{more}\n"
+            "give more of the run ID",
+            ExitCode.USAGE,
         )
-    return store, store.get_run(run_id)
+    raise CliError(
+        f"no run {run_id!r} in {where}; `dspex runs list` shows the runs there "
+        "(use --db or DSPEX_RUNS_DB for another store)",
+        ExitCode.NOT_FOUND,
+    )
+
+
+_SHOWN_MATCHES = 10
 
 
 def _when(timestamp: float | None) -> str:
@@ -112,15 +142,18 @@ def list_runs(
     _print_run_table(rows)
 
 
-def _print_run_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+_RUN_COLUMNS = ("RUN", "OPTIMIZER", "STATUS", "BEST", "TRIALS", "UPDATED")
 
-    table = Table()
-    for column in ("run", "optimizer", "status", "best score", "trials", "updated"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
+
+def _print_run_table(rows: list[dict[str, Any]]) -> None:
+    """Aligned plain-text columns (as `kubectl get` prints them), run ids never cut.
+
+    The id is what users copy into `runs show`, so it is printed whole at any
+    terminal width; a rich table would crop or wrap it to fit the terminal.
+    A line wider than the terminal wraps there, with the id still in one piece.
+    """
+    cells = [
+        (
             row["run_id"],
             row["optimizer"],
             row["status"],
@@ -128,23 +161,54 @@ def _print_run_table(rows: list[dict[str, Any]]) -> None:
             str(row["trials"]),
             _when(row["updated"]),
         )
-    Console().print(table)
+        for row in rows
+    ]
+    columns = zip(_RUN_COLUMNS, *cells, strict=True)
+    widths = [max(len(text) for text in column) for column in columns]
+    for line in (_RUN_COLUMNS, *cells):
+        padded = (text.ljust(width) for text, width in zip(line, widths, strict=True))
+        typer.echo("  ".join(padded).rstrip())
 
 
 # --- show --------------------------------------------------------------------------------
 
 
-@app.command(epilog=exit_codes_help(ExitCode.OK, ExitCode.NOT_FOUND))
+@app.command(
+    epilog=exit_codes_help(
+        ExitCode.OK,
+        ExitCode.FAILED,
+        ExitCode.USAGE,
+        ExitCode.NOT_FOUND,
+        overrides={
+            **AMBIGUOUS,
+            ExitCode.FAILED: "--save: the run stored no program (it failed, was cancelled, or "
+            "is still running), or the file could not be written",
+        },
+    )
+)
 def show(
     run_id: RunIdArgument,
     db: DbOption = None,
+    save: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Write the run's optimized program to this JSON file (load it with "
+            "program.load(FILE)).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
 ) -> None:
     """Show a run: its status and config, every trial (score, status, error) and LM usage and cost.
 
+    A finished (or budget-stopped) run also holds its optimized program, whichever
+    machine or job ran it: --save writes it to a file.
+
     Examples:
 
         dspex runs show 3f2a9c
+
+        dspex runs show bootstrapfewshot-3f --save program.json
 
         dspex runs show 3f2a9c --json | jq '.trials[] | select(.status == "failed")'
     """
@@ -152,17 +216,37 @@ def show(
         store, run = _get_run(db, run_id)
     except CliError as exc:
         fail(str(exc), exc.code)
+    run_id = run.run_id  # the full id, when a prefix was given
     usage = store.usage(run_id)
+    program = store.get_program(run_id)
     report = {
         "run": asdict(run),
         "trials": [asdict(trial) for trial in store.trials(run_id)],
         "usage": usage,
         "total_cost": sum(float(model["cost"]) for model in usage.values()),
+        "program_stored": program is not None,
     }
+    if save is not None:
+        _save_program(run, program, save)
     if json_output:
         emit_json(report)
     else:
         _print_run(report)
+    if save is not None:
+        note(f"saved the program of run {run_id} to {save}")
+
+
+def _save_program(run: RunRecord, program: str | None, path: Path) -> None:
+    if program is None:
+        fail(
+            f"run {run.run_id} is {run.status} and stored no program: only a finished or "
+            "budget-stopped run has one (runs made before dspex stored programs have none either)",
+            ExitCode.FAILED,
+        )
+    try:
+        path.write_text(program + "\n", encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc}", ExitCode.FAILED)
 
 
 def _print_run(report: dict[str, Any]) -> None:
@@ -180,6 +264,13 @@ def _print_run(report: dict[str, Any]) -> None:
     )
     if run["error"]:
         console.print(f"[red]error:[/red] {run['error']}", markup=True, highlight=False)
+    if report["program_stored"]:
+        console.print(
+            f"program: stored; `dspex runs show {run['run_id']} --save program.json` writes it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"config: {json.dumps(run['config'], sort_keys=True, default=str)}", markup=False)
     trials = Table(title=f"{len(report['trials'])} trial(s)")
     for column in ("#", "kind", "status", "score", "params", "error"):
@@ -216,9 +307,11 @@ def _print_run(report: dict[str, Any]) -> None:
     epilog=exit_codes_help(
         ExitCode.OK,
         ExitCode.FAILED,
+        ExitCode.USAGE,
         ExitCode.UNREACHABLE,
         ExitCode.NOT_FOUND,
         overrides={
+            **AMBIGUOUS,
             ExitCode.OK: "resumed and finished (or, for an in-process run, resumable)",
             ExitCode.FAILED: "not resumable (finished or cancelled), or the resumed run failed",
         },
@@ -251,6 +344,7 @@ def resume(
         store, run = _get_run(db, run_id)
     except CliError as exc:
         fail(str(exc), exc.code)
+    run_id = run.run_id  # the full id, when a prefix was given
     if run.status not in RESUMABLE:
         fail(
             f"run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed. Start a new run instead.",
@@ -275,9 +369,12 @@ def _resume_on_cluster(store: RunStore, run_id: str, address: str | None, output
     from dspex.optimizers.runs_api import resume as resume_run
 
     try:
-        dspex.runtime.init(address=address)
+        target = address or os.environ.get("RAY_ADDRESS") or "a new local Ray"
+        with waiting(f"connecting to {target}"):
+            dspex.runtime.init(address=address)
     except ConfigurationError as exc:
         fail(str(exc), ExitCode.UNREACHABLE)
+    note(f"resuming run {run_id} from its last checkpoint")
     try:
         program = resume_run(run_id, store=store)
     except Exception as exc:
@@ -292,8 +389,10 @@ def _resume_on_cluster(store: RunStore, run_id: str, address: str | None, output
     epilog=exit_codes_help(
         ExitCode.OK,
         ExitCode.FAILED,
+        ExitCode.USAGE,
         ExitCode.NOT_FOUND,
         overrides={
+            **AMBIGUOUS,
             ExitCode.OK: "cancelled (or already was)",
             ExitCode.FAILED: "the run had finished",
         },
@@ -313,6 +412,7 @@ def cancel(run_id: RunIdArgument, db: DbOption = None) -> None:
         store, run = _get_run(db, run_id)
     except CliError as exc:
         fail(str(exc), exc.code)
+    run_id = run.run_id  # the full id, when a prefix was given
     if run.status == "cancelled":
         typer.echo(f"run {run_id} was already cancelled")
         return

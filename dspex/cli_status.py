@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Annotated, Any, Optional
 
@@ -21,11 +22,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 EPILOG = exit_codes_help(
     ExitCode.OK,
     ExitCode.UNREACHABLE,
+    ExitCode.AUTH,
     overrides={ExitCode.UNREACHABLE: "no cluster answered, or no dspex runtime runs on it"},
 )
 RECENT_DEAD_LETTERS = 5
 _STATE_STYLES = {"running": "green", "restarting": "yellow", "terminated": "red"}
 _BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "red"}
+NO_RUNTIME_HINT = (
+    "The dspex runtime (the supervision tree) runs while a driver that called dspex.init() "
+    "holds it, and stops with that driver's dspex.shutdown(); a cluster started with "
+    "`dspex cluster start` keeps one running until `dspex cluster stop`. Run `dspex status` "
+    "while your driver runs, or start the cluster with `dspex cluster start`."
+)
 
 
 def status(
@@ -40,46 +48,68 @@ def status(
 ) -> None:
     """Show the dspex runtime on a cluster: supervision tree, provider pools, dead letters.
 
+    Uses the cluster's Ray auth token the way Ray does ($RAY_AUTH_TOKEN,
+    $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token); RAY_AUTH_MODE need not be set.
+
     Examples:
 
         dspex status
 
         dspex status --address 127.0.0.1:6379 --json
     """
-    from dspex.runtime import ClusterUnreachableError, RuntimeNotRunningError
+    from dspex.runtime import ClusterAuthError, ClusterUnreachableError, RuntimeNotRunningError
 
+    target, ours = _resolve_address(address)
     try:
-        report = _read(_resolve_address(address))
-    except (ClusterUnreachableError, RuntimeNotRunningError) as exc:
+        report = _read(target)
+    except ClusterAuthError as exc:
+        fail(str(exc) + _our_token_hint(ours), ExitCode.AUTH)
+    except ClusterUnreachableError as exc:
         fail(str(exc), ExitCode.UNREACHABLE)
+    except RuntimeNotRunningError as exc:
+        fail(f"{exc}. {NO_RUNTIME_HINT}", ExitCode.UNREACHABLE)
     if json_output:
         emit_json(report)
     else:
         _print(report)
 
 
-def _resolve_address(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    if os.environ.get("RAY_ADDRESS"):
-        return os.environ["RAY_ADDRESS"]
+def _resolve_address(explicit: str | None) -> tuple[str, Any]:
+    """The address to read, and the `dspex cluster start` state when it is that cluster."""
     try:
         from dspex.local_cluster import load_state
 
         state = load_state()
     except CliError:
         state = None  # a damaged state file: `dspex cluster status` reports it
-    return state.gcs_address if state is not None else "auto"
+    address = explicit or os.environ.get("RAY_ADDRESS") or (state.gcs_address if state else "auto")
+    return address, state if state is not None and address == state.gcs_address else None
+
+
+def _our_token_hint(state: Any) -> str:
+    origin = getattr(state, "token_origin", None)
+    if not origin:
+        return ""
+    path = origin.split(" (", 1)[0]
+    if path.startswith("$"):
+        return f" This cluster was started with the token in {path}."
+    return (
+        f" This cluster (`dspex cluster start`) uses the token in {path}: "
+        f"export RAY_AUTH_TOKEN_PATH={path}"
+    )
 
 
 def _read(address: str) -> dict[str, Any]:
-    import ray
-
     from dspex import runtime
+    from dspex.cli_common import waiting
 
-    if not ray.is_initialized():
-        runtime.connect(address, logging_level=logging.WARNING)  # stdout stays clean for --json
-    return runtime.status(recent=RECENT_DEAD_LETTERS)
+    with waiting(f"connecting to the Ray cluster at {address}"):
+        # Ray is imported only inside connect(), after the token is set up (Ray reads
+        # RAY_AUTH_MODE once, at import); its logging stays quiet so --json output is clean.
+        ray = sys.modules.get("ray")
+        if ray is None or not ray.is_initialized():
+            runtime.connect(address, logging_level=logging.WARNING)
+        return runtime.status(recent=RECENT_DEAD_LETTERS)
 
 
 # --- printing ----------------------------------------------------------------------------

@@ -46,6 +46,10 @@ class ClusterUnreachableError(ConfigurationError):
     """No Ray cluster answered at the given address."""
 
 
+class ClusterAuthError(ConfigurationError):
+    """The cluster wants a Ray auth token and none was found, or it rejected the one sent."""
+
+
 @dataclass
 class Runtime:
     """What ``dspex.init`` set up in this process."""
@@ -98,6 +102,8 @@ def init(
         if _runtime is not None:
             return _runtime
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if address or os.environ.get("RAY_ADDRESS"):
+            _use_token_if_required(address or os.environ.get("RAY_ADDRESS"))
         import ray
 
         started = False
@@ -163,12 +169,14 @@ def status(address: str | None = None, *, recent: int = 5, timeout: float = 10.0
 
     Not connected yet: connects to ``address`` (else ``RAY_ADDRESS``, else the
     local cluster, ``"auto"``) without starting anything. Raises
-    ``ClusterUnreachableError`` or ``RuntimeNotRunningError``.
+    ``ClusterUnreachableError``, ``ClusterAuthError`` or ``RuntimeNotRunningError``.
     """
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    _use_token_if_required(address)  # before Ray's import, which is when Ray reads it
     import ray
 
     if not ray.is_initialized():
-        connect(address or os.environ.get("RAY_ADDRESS") or "auto")
+        connect(address)
     from dspex.supervisors.application import collect_status
 
     return collect_status(recent=recent, timeout=timeout)
@@ -178,6 +186,7 @@ def connect(address: str, **ray_kwargs: Any) -> None:
     """Attach this process to the cluster at ``address`` without starting the
     runtime (for readers such as ``dspex status``)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _use_token_if_required(address)  # before Ray's import, which is when Ray reads it
     _start_ray(address, None, ray_kwargs)
 
 
@@ -203,6 +212,7 @@ def _start_ray(address: str | None, num_cpus: int | None, kwargs: dict[str, Any]
             )
         _check_reachable(address)
         _use_token_if_required(address)
+        _check_auth(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -244,63 +254,124 @@ def _unreachable_message(address: str, exc: BaseException) -> str:
     )
 
 
-def _use_token_if_required(address: str) -> None:
-    """Turn on token auth for this driver exactly when the cluster asks for it.
+def _use_token_if_required(address: str | None) -> None:
+    """Decide whether this driver sends the cluster's token, before ``ray`` is imported.
 
-    Ray 2.60 sends the cluster's token from an explicit-address driver only when
-    RAY_AUTH_MODE=token is in the driver's environment (the token file alone is
-    not enough). Token mode must not be turned on for a cluster without auth: the
-    driver's own RPC server then rejects the cluster's calls, so the cluster
-    decides the driver dropped its actors and kills them (measured: every
-    EvalWorker the driver started died). So the cluster is asked first.
+    Ray 2.60 sends the token from an explicit-address driver only when
+    RAY_AUTH_MODE=token is in the driver's environment (measured: the token file
+    alone is not enough), and reads that variable once, when ``ray`` is imported:
+    call this before the import. Token mode must not be turned on for a cluster
+    without auth: the driver's own RPC server then rejects the cluster's calls, the
+    cluster decides the driver dropped its actors and kills them (measured: every
+    EvalWorker such a driver started died). So the cluster is asked first; only
+    when it cannot be asked (``auto``, TLS) does a token that exists decide.
     """
-    if "RAY_AUTH_MODE" in os.environ:
-        return  # the user decided
-    wants_token = _cluster_requires_token(address)
-    if wants_token is None:  # could not tell: a token that exists is the best guess
-        wants_token = _token_available()
-    if not wants_token:
+    if "RAY_AUTH_MODE" in os.environ or not _token_available():
         return
-    if not _token_available():
-        raise ConfigurationError(
-            f"the Ray cluster at {address} requires an auth token and none was found here: "
-            "export RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file> (on the head node, "
-            "`ray get-auth-token` prints it; `dspex cluster start` writes ~/.ray/auth_token)"
-        )
+    target = _host_port(address) if address else None
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+    if target is not None and not tls and _probe_gcs(target, None) == "ok":
+        return  # the cluster answers without a token: it runs without auth
     os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _cluster_requires_token(address: str) -> bool | None:
-    """Ask the GCS at ``address`` a harmless question without a token; None if unsure."""
-    target = _host_port(address)
-    if target is None:
-        return None
-    try:
-        import grpc
-        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    except ImportError:
-        return None
-    channel = grpc.insecure_channel(f"{target[0]}:{target[1]}")
-    try:
-        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_TIMEOUT_S)
-        return False
-    except grpc.RpcError as exc:
-        return True if exc.code() == grpc.StatusCode.UNAUTHENTICATED else None
-    finally:
-        channel.close()
-
-
 def _token_available() -> bool:
-    """Whether Ray would find a token here (the value itself is never read into dspex)."""
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return True
+    """Whether Ray would find a token here."""
+    return _token_value() is not None
+
+
+def _token_value() -> tuple[str, str] | None:
+    """``(token, where it came from)`` in Ray's order, or None. Only ever sent to the
+    cluster in a header; never logged."""
+    direct = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if direct:
+        return direct, "$RAY_AUTH_TOKEN"
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     candidate = Path(path) if path else Path.home() / ".ray" / "auth_token"
     try:
-        return candidate.is_file() and candidate.stat().st_size > 0
+        value = candidate.read_text(encoding="utf-8").strip()
     except OSError:
-        return False
+        return None
+    return (value, str(candidate)) if value else None
+
+
+TOKEN_HELP = (
+    "On the head node `ray get-auth-token` prints the cluster's token (a `dspex cluster start` "
+    "cluster uses the file its start message names). Before starting Python, export "
+    "RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file holding it> (or save it as "
+    "~/.ray/auth_token), and RAY_AUTH_MODE=token."
+)
+
+
+def _check_auth(address: str) -> None:
+    """Fail in milliseconds, with what to export, when the cluster refuses this driver.
+
+    Without this Ray retries for 20 s, printing an ``InvalidAuthToken`` warning a
+    second, and then reports a connection error. The probe is the first call
+    Ray's own client makes (``GetClusterId`` on the GCS), over plain gRPC, with
+    the token Ray would send.
+    """
+    target = _host_port(address)
+    if target is None or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return  # a TLS cluster needs Ray's certificates: leave it to ray.init
+    verdict = _probe_gcs(target, None)
+    if verdict == "unreachable":
+        raise ClusterUnreachableError(_unreachable_message(address, ConnectionError("no GCS")))
+    if verdict != "unauthenticated":
+        return  # no auth, or a server that does not know the call: let ray.init decide
+    token = _token_value()
+    if token is None:
+        raise ClusterAuthError(
+            f"the Ray cluster at {address} requires an auth token and none was found here "
+            f"(looked at $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token). {TOKEN_HELP}"
+        )
+    if _probe_gcs(target, token[0]) == "unauthenticated":
+        raise ClusterAuthError(
+            f"the Ray cluster at {address} rejected the auth token from {token[1]}: it is not "
+            f"this cluster's token. {TOKEN_HELP}"
+        )
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not _ray_sends_token():
+        raise ClusterAuthError(
+            f"the Ray cluster at {address} needs its auth token, and Ray in this process will "
+            "not send it: RAY_AUTH_MODE is not 'token', or `ray` was imported before it was set "
+            "(Ray reads it only at import). Export RAY_AUTH_MODE=token before starting Python, "
+            "or call dspex.init() before importing ray."
+        )
+
+
+def _probe_gcs(target: tuple[str, int], token: str | None) -> str:
+    """``ok``, ``unauthenticated``, ``unreachable`` or ``other``: how the GCS answers."""
+    import grpc  # a dependency of Ray; importing it does not import (or configure) Ray
+
+    host, port = target
+    endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    metadata = [] if token is None else [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(endpoint) as channel:
+        # GetClusterIdRequest has no fields: its encoding is empty bytes.
+        call = channel.unary_unary(
+            "/ray.rpc.NodeInfoGcsService/GetClusterId",
+            request_serializer=lambda _: b"",
+            response_deserializer=lambda data: data,
+        )
+        try:
+            call(None, timeout=PROBE_TIMEOUT_S, metadata=metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                return "unauthenticated"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return "unreachable"
+            return "other"
+    return "ok"
+
+
+def _ray_sends_token() -> bool:
+    """Whether the imported Ray is in token mode (it fixed that at import)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:  # another Ray version: nothing to check against
+        return True
+    return bool(is_token_auth_enabled())
 
 
 def _merged_runtime_env(user: dict[str, Any] | None) -> dict[str, Any]:
@@ -363,6 +434,7 @@ def _stop_eval_workers() -> None:
 
 
 __all__ = [
+    "ClusterAuthError",
     "ClusterUnreachableError",
     "NAMESPACE",
     "ROOT_SUPERVISOR",

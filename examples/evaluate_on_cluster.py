@@ -31,8 +31,12 @@ def main() -> None:
         )
         for i in range(args.size)
     ]
+    # Say what each wait is for: connecting, and starting the workers, take seconds
+    # before the progress bar's first step.
+    print(f"connecting to the Ray cluster at {args.address or 'a new local Ray'} ...", flush=True)
     dspex.init(address=args.address)
     try:
+        print(f"connected: {_cluster_size()}; starting the simulated LM", flush=True)
         with start_sim_lm(seed=0, latency_ms=100) as server:
             lm = dspex.LM("openai/sim-1", api_base=server.url, api_key="local", cache=False)
             with dspex.context(lm=lm):
@@ -42,11 +46,21 @@ def main() -> None:
                     num_threads=args.concurrency,
                     display_progress=True,
                 )
+                print("starting evaluation workers on the nodes (the bar moves once they are up)",
+                      flush=True)
                 result = evaluator(dspex.ChainOfThought("question -> answer: int"))
         print(f"score {result.score:.1f}% over {len(result.results)} examples, {result.n_errors} errors, "
               f"{result.elapsed:.1f} s")
     finally:
         dspex.shutdown()
+
+
+def _cluster_size() -> str:
+    import ray
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    cpus = sum(node.get("Resources", {}).get("CPU", 0) for node in nodes)
+    return f"{len(nodes)} node(s), {cpus:g} CPU(s)"
 
 
 if __name__ == "__main__":

@@ -105,12 +105,12 @@ class Teleprompter:
         )
         try:
             program = await self._compile(run, student, trainset=list(trainset), valset=valset, **kwargs)
-            info = run.finish("finished")
+            info = run.finish("finished", program=program)
         except BudgetExceededError as exc:
             log.warning("run %s stopped at its budget: %s", run.run_id, exc)
             program = run.best.program if run.best.program is not None else student.deepcopy()
             program = program.deepcopy()
-            info = run.finish("budget_limited")
+            info = run.finish("budget_limited", program=program)
         except BaseException as exc:
             # A cancelled or interrupted compile can be resumed; say so rather than "failed".
             interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)

@@ -10,6 +10,7 @@ every step" by construction, and nothing a finished step computed is lost.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -223,9 +224,15 @@ class Run:
 
     # --- ending ---------------------------------------------------------------------
 
-    def finish(self, status: str, error: BaseException | None = None) -> RunInfo:
+    def finish(
+        self, status: str, error: BaseException | None = None, *, program: Any = None
+    ) -> RunInfo:
+        """End the run with ``status``; ``program`` (the one compile returns) is stored
+        with it, so the run store can hand it out wherever the run ran."""
         budget_limited = status == "budget_limited"
         best_score = None if self.best.program is None else self.best.score
+        if program is not None:
+            self._store_program(program)
         self.store.update_run(
             self.run_id,
             status=status,
@@ -245,6 +252,25 @@ class Run:
             replayed_steps=self.replayed_steps,
             elapsed=time.monotonic() - self.started,
         )
+
+
+    def _store_program(self, program: Any) -> None:
+        # The JSON `program.save("x.json")` writes: learned state only, secret-named
+        # entries scrubbed (dump_state does it; scrubbing again costs nothing).
+        from dspex.primitives import saving
+
+        dump = getattr(program, "dump_state", None)
+        if dump is None:
+            name = type(program).__name__
+            log.warning("run %s: a %s has no dump_state(); no program stored", self.run_id, name)
+            return
+        try:
+            document = {**saving.scrub_secrets(dump()), saving.METADATA_KEY: saving.metadata()}
+            text = json.dumps(document, indent=2, ensure_ascii=False, default=saving.json_default)
+        except Exception as exc:  # the run's result stands; only its stored copy is missing
+            log.warning("run %s: program not stored: %s: %s", self.run_id, type(exc).__name__, exc)
+            return
+        self.store.put_program(self.run_id, text)
 
 
 def _evaluated_remotely() -> bool:

@@ -3,8 +3,12 @@
 SQLite in WAL mode, so a coordinator writing and a CLI reading at the same time
 both work. A run's *steps* are its checkpoints: each finished unit of work
 (a bootstrap, a proposal, a trial's score) is stored under a stable key, and a
-resumed run replays them instead of recomputing. Nothing stored here may hold
-an API key: configs are reduced to plain values before they are written.
+resumed run replays them instead of recomputing. A run that ends with a program
+(finished, or stopped by its budget) stores that program's saved state, the JSON
+``program.save("x.json")`` writes, so ``dspex runs show RUN_ID --save x.json``
+can hand it out wherever the run ran. Nothing stored here may hold an API key:
+configs are reduced to plain values and program states are scrubbed of
+secret-named entries before they are written.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ CREATE TABLE IF NOT EXISTS trials (
     kind TEXT NOT NULL DEFAULT 'trial',
     created REAL NOT NULL,
     PRIMARY KEY (run_id, number)
+);
+CREATE TABLE IF NOT EXISTS programs (
+    run_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS usage (
     run_id TEXT NOT NULL,
@@ -155,6 +164,16 @@ class RunStore:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
 
+    def runs_with_prefix(self, prefix: str, limit: int = 20) -> list[str]:
+        """Run ids that start with ``prefix`` (at most ``limit``), in id order."""
+        with self._connect() as db:
+            # substr, not LIKE: '_' and '%' in a prefix are literal characters.
+            rows = db.execute(
+                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id LIMIT ?",
+                (len(prefix), prefix, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def list_runs(self, limit: int = 100) -> list[RunRecord]:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
@@ -207,6 +226,22 @@ class RunStore:
             rows = db.execute("SELECT key FROM steps WHERE run_id=? ORDER BY created", (run_id,)).fetchall()
         return [r[0] for r in rows]
 
+    # --- the run's program ---------------------------------------------------------
+
+    def put_program(self, run_id: str, state_json: str) -> None:
+        """Store the run's program as the JSON document ``program.save`` writes."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO programs (run_id, state, created) VALUES (?, ?, ?)",
+                (run_id, state_json, time.time()),
+            )
+
+    def get_program(self, run_id: str) -> str | None:
+        """The run's stored program (JSON text), or None when it has none."""
+        with self._connect() as db:
+            row = db.execute("SELECT state FROM programs WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     # --- trials and usage -------------------------------------------------------------
 
     def record_trial(
@@ -258,7 +293,7 @@ class RunStore:
 
     def delete_run(self, run_id: str) -> None:
         with self._connect() as db:
-            for table in ("runs", "steps", "trials", "usage"):
+            for table in ("runs", "steps", "trials", "usage", "programs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
 
 

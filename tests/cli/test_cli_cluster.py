@@ -223,6 +223,7 @@ def cluster_env(cli_env: Path) -> dict[str, str]:
     }
     env.update(
         DSPEX_STATE_DIR=str(cli_env / "state"),
+        DSPEX_RUNS_DB=str(cli_env / "runs.sqlite3"),
         RAY_AUTH_TOKEN_PATH=str(token),
         RAY_USAGE_STATS_ENABLED="0",
         HOME=os.environ.get("HOME", str(Path.home())),
@@ -278,6 +279,37 @@ def test_three_node_cluster_runs_a_submitted_job(
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["alive"] == 3
 
+        # No RAY_AUTH_MODE in this shell: `dspex status` finds the token as submit does,
+        # and the dspex runtime `cluster start` started is up with no driver holding it.
+        assert "RAY_AUTH_MODE" not in cluster_env and info["runtime"] is True
+        runtime_status = _dspex(cluster_env, "status", "--json", timeout=60.0)
+        assert runtime_status.returncode == 0, runtime_status.stderr
+        assert "InvalidAuthToken" not in runtime_status.stderr
+        assert (
+            "dspex.root [supervisor one_for_one] running"
+            in json.loads(runtime_status.stdout)["tree_text"]
+        )
+        assert "starting the dspex runtime" in start.stderr
+
+        # The README's driver step: RAY_ADDRESS only; the example says what it waits for.
+        example_dir = Path(__file__).resolve().parents[2] / "examples"
+        driver = subprocess.run(
+            [sys.executable, str(example_dir / "evaluate_on_cluster.py"), "--size", "60"],
+            env={**cluster_env, "RAY_ADDRESS": info["gcs_address"]},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert driver.returncode == 0, driver.stdout + driver.stderr
+        for line in (
+            "connecting to the Ray cluster",
+            "connected: 3 node(s)",
+            "starting evaluation workers",
+        ):
+            assert line in driver.stdout, driver.stdout
+        assert "over 60 examples, 0 errors" in driver.stdout
+
         job = _dspex(
             cluster_env,
             "submit",
@@ -324,7 +356,13 @@ def test_three_node_cluster_runs_a_submitted_job(
         assert followed.returncode == 3, followed.stderr
         listed = json.loads(_dspex(cluster_env, "jobs", "list", "--json").stdout)
         assert {job["job_id"]: job["status"] for job in listed}[job_id] == "STOPPED"
-        assert sorted(job["status"] for job in listed) == ["FAILED", "STOPPED", "SUCCEEDED"]
+        # Ray lists every driver as a job; these are the submitted scripts.
+        submitted = [
+            job
+            for job in listed
+            if any(name in str(job["entrypoint"]) for name in ("spread.py", "fail.py", "sleep.py"))
+        ]
+        assert sorted(job["status"] for job in submitted) == ["FAILED", "STOPPED", "SUCCEEDED"]
 
         # An evaluation spread over the nodes loses no example when a worker node stops mid-job.
         (job_dir / "evaluate.py").write_text(EVAL_JOB_SCRIPT)
@@ -351,6 +389,42 @@ def test_three_node_cluster_runs_a_submitted_job(
         finished = _dspex(cluster_env, "jobs", "logs", eval_id, "--follow", timeout=240.0)
         assert finished.returncode == 0, finished.stdout + finished.stderr
         assert "scored 600 unique 600 errors 0 score 100.0" in finished.stdout, finished.stdout
+
+        # The optimization example as a job: its program is in the run store this shell
+        # reads, not only in the job's working directory on the cluster.
+        example = Path(__file__).resolve().parents[2] / "examples" / "optimize_on_cluster.py"
+        (job_dir / "optimize.py").write_text(example.read_text())
+        optimized = _dspex(
+            cluster_env,
+            "submit",
+            "optimize.py",
+            "--working-dir",
+            str(job_dir),
+            "--python",
+            sys.executable,
+            timeout=240.0,
+        )
+        assert optimized.returncode == 0, optimized.stdout + optimized.stderr
+        assert "uploading" in optimized.stderr and "dspex runs list" in optimized.stderr
+        found = re.search(r"run (\S+): dev score", optimized.stdout)
+        assert found, optimized.stdout
+        run_id = found.group(1)
+        runs = json.loads(_dspex(cluster_env, "runs", "list", "--json").stdout)
+        assert {run["run_id"]: run["status"] for run in runs}[run_id] == "finished"
+        program_file = cli_env / "optimized.json"
+        shown = _dspex(
+            cluster_env, "runs", "show", run_id[:-4], "--save", str(program_file), "--json"
+        )
+        assert shown.returncode == 0, shown.stderr
+        saved = json.loads(program_file.read_text())
+        assert saved["predict"]["demos"], saved  # the optimized program, with its demos
+
+        # Both jobs' drivers called dspex.shutdown(): the tree they attached to stays up.
+        after = _dspex(cluster_env, "status", "--json", timeout=60.0)
+        assert after.returncode == 0, after.stderr
+        report = json.loads(after.stdout)
+        assert "dspex.optimizers [supervisor one_for_one] running" in report["tree_text"]
+        assert any("sim-1" in str(pool.get("model")) for pool in report["pools"]), report
     finally:
         stop = _dspex(cluster_env, "cluster", "stop", "--timeout", "60")
         if stop.returncode != 0 or any(pid_alive(pid) for pid in pids):

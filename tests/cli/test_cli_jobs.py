@@ -200,3 +200,34 @@ def test_help_documents_examples_and_exit_codes(runner: CliRunner) -> None:
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0
         assert "Exit codes:" in result.stdout and "Examples" in result.stdout
+
+
+def test_a_job_on_the_local_dspex_cluster_uses_this_shells_run_store(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job's driver runs on the head node, on this machine: pointed at the store
+    # `dspex runs` reads here, its runs and programs are found without copying anything.
+    from dspex.cli_jobs import _share_run_store
+    from dspex.local_cluster import ClusterState, save_state
+
+    store = cli_env / "mine.sqlite3"
+    monkeypatch.setenv("DSPEX_RUNS_DB", str(store))
+    save_state(
+        ClusterState(
+            base_dir=str(cli_env / "base"),
+            gcs_address="127.0.0.1:6380",
+            dashboard_url="http://127.0.0.1:8265",
+            client_address="",
+            auth_mode="token",
+            token_origin=None,
+        )
+    )
+    local: dict = {"env_vars": {}}
+    _share_run_store("http://127.0.0.1:8265", local)
+    assert local["env_vars"]["DSPEX_RUNS_DB"] == str(store.resolve())
+    remote: dict = {"env_vars": {}}
+    _share_run_store("http://10.0.0.5:8265", remote)
+    assert "DSPEX_RUNS_DB" not in remote["env_vars"]  # a remote cluster keeps its own store
+    chosen: dict = {"env_vars": {"DSPEX_RUNS_DB": "/shared/runs.sqlite3"}}
+    _share_run_store("http://127.0.0.1:8265", chosen)
+    assert chosen["env_vars"]["DSPEX_RUNS_DB"] == "/shared/runs.sqlite3"  # --env wins

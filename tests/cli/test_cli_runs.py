@@ -200,3 +200,117 @@ def test_resume_of_a_coordinator_run_finishes_it_and_saves_the_program(
     assert result.exit_code == 0, result.output
     assert calls == ["init 10.0.0.1:6379", "resume run-failed", "shutdown"]
     assert json.loads(output.read_text())["demos"] == [{"question": "q", "answer": "a"}]
+
+
+# --- run id prefixes ---------------------------------------------------------------------
+
+
+def test_show_resume_and_cancel_accept_a_unique_prefix(runner: CliRunner, store: RunStore) -> None:
+    shown = _invoke(runner, store, "show", "run-d", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["run"]["run_id"] == "run-done"
+    resumed = _invoke(runner, store, "resume", "run-f")
+    assert resumed.exit_code == 0, resumed.output
+    assert 'run_id="run-failed"' in resumed.stdout  # the full id, not the prefix
+    cancelled = _invoke(runner, store, "cancel", "run-l")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert store.get_run("run-live").status == "cancelled"
+
+
+@pytest.mark.parametrize("command", ["show", "resume", "cancel"])
+def test_an_ambiguous_prefix_is_a_usage_error_listing_the_matches(
+    runner: CliRunner, store: RunStore, command: str
+) -> None:
+    result = _invoke(runner, store, command, "run-")
+    assert result.exit_code == 2, result.output
+    for run_id in ("run-done", "run-failed", "run-live"):
+        assert run_id in result.stderr
+    assert store.get_run("run-live").status == "running"  # nothing was done to any of them
+
+
+def test_prefix_characters_are_literal_and_an_unmatched_prefix_is_not_found(
+    runner: CliRunner, store: RunStore
+) -> None:
+    store.create_run("mipro_x", "MIPROv2", {})
+    assert _invoke(runner, store, "show", "run%").exit_code == 6
+    assert _invoke(runner, store, "show", "run_").exit_code == 6  # '_' is no wildcard
+    assert _invoke(runner, store, "show", "mipro_").exit_code == 0
+
+
+def test_every_command_taking_a_run_id_documents_the_ambiguous_prefix(runner: CliRunner) -> None:
+    for command in ("show", "resume", "cancel"):
+        result = runner.invoke(app, ["runs", command, "--help"])
+        assert "several runs" in " ".join(result.stdout.split())
+
+
+# --- whole run ids at any terminal width ----------------------------------------------------
+
+LONG_IDS = ("bootstrapfewshotwithrandomsearch-0123456789", "miprov2-" + "f" * 30)
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_list_prints_every_run_id_whole_at_any_width(
+    runner: CliRunner, cli_env: Path, monkeypatch: pytest.MonkeyPatch, columns: str
+) -> None:
+    store = RunStore(cli_env / "long.sqlite3")
+    store.create_run(LONG_IDS[0], "BootstrapFewShotWithRandomSearch", {})
+    store.create_run(LONG_IDS[1], "MIPROv2", {})
+    store.update_run(LONG_IDS[1], status="budget_limited", best_score=0.8125)
+    monkeypatch.setenv("COLUMNS", columns)
+    result = runner.invoke(app, ["runs", "list", "--db", str(store.path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for run_id in LONG_IDS:
+        assert any(line.split()[0] == run_id for line in lines), result.stdout
+    assert "budget_limited" in result.stdout and "0.8125" in result.stdout
+
+
+# --- the run's program ------------------------------------------------------------------------
+
+
+def test_a_finished_run_stores_its_program_without_the_api_key_and_show_saves_it(
+    runner: CliRunner, cli_env: Path
+) -> None:
+    import dspex
+    from dspex.optimizers import LabeledFewShot
+
+    secret = "sk-must-never-be-stored-0451"
+    store = RunStore(cli_env / "runs.sqlite3")
+    student = dspex.Predict("question -> answer: int")
+    student.lm = dspex.LM("openai/sim-1", api_base="http://127.0.0.1:9", api_key=secret)
+    trainset = [
+        dspex.Example(question=f"What is {i} + 1?", answer=i + 1).with_inputs("question")
+        for i in range(6)
+    ]
+    compiled = LabeledFewShot(k=3).compile(
+        student, trainset=trainset, store=store, coordinator=False
+    )
+    run_id = compiled.run_info.run_id
+
+    target = cli_env / "program.json"
+    result = runner.invoke(
+        app, ["runs", "show", run_id[:-3], "--save", str(target), "--db", str(store.path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "program: stored" in result.stdout
+    fresh = dspex.Predict("question -> answer: int")
+    fresh.load(target)
+    assert [demo.toDict() for demo in fresh.demos] == [demo.toDict() for demo in compiled.demos]
+    assert len(fresh.demos) == 3
+    for path in store.path.parent.glob("runs.sqlite3*"):  # the database and its WAL
+        assert secret.encode() not in path.read_bytes()
+    assert secret not in target.read_text()
+
+
+def test_saving_a_run_without_a_program_fails_and_writes_nothing(
+    runner: CliRunner, store: RunStore, cli_env: Path
+) -> None:
+    target = cli_env / "program.json"
+    result = _invoke(runner, store, "show", "run-failed", "--save", str(target))
+    assert result.exit_code == 1
+    assert "stored no program" in result.stderr
+    assert not target.exists()
+    assert (
+        json.loads(_invoke(runner, store, "show", "run-failed", "--json").stdout)["program_stored"]
+        is False
+    )

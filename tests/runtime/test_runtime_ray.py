@@ -202,9 +202,9 @@ def test_without_an_address_init_starts_and_shutdown_stops_a_local_ray(session: 
 
 
 def test_the_cluster_is_asked_whether_it_wants_a_token(session: Any) -> None:
-    assert runtime._cluster_requires_token(session.address) is False
-    assert runtime._cluster_requires_token(f"127.0.0.1:{closed_port()}") is None  # cannot tell
-    assert runtime._cluster_requires_token("auto") is None
+    host, port = session.address.rsplit(":", 1)
+    assert runtime._probe_gcs((host, int(port)), None) == "ok"  # no auth here
+    assert runtime._probe_gcs(("127.0.0.1", closed_port()), None) == "unreachable"
 
 
 # --- provider pools --------------------------------------------------------------------------

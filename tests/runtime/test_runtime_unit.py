@@ -127,7 +127,7 @@ def token_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_no_token_leaves_auth_mode_alone(token_env: Path) -> None:
-    runtime._use_token_if_available()
+    runtime._use_token_if_required("auto")
     assert "RAY_AUTH_MODE" not in os.environ
 
 
@@ -145,14 +145,14 @@ def test_a_token_turns_token_mode_on(
     else:
         (token_env / ".ray").mkdir()
         (token_env / ".ray" / "auth_token").write_text("t0ken")
-    runtime._use_token_if_available()
+    runtime._use_token_if_required("auto")
     assert os.environ["RAY_AUTH_MODE"] == "token"
 
 
 def test_an_explicit_auth_mode_is_respected(token_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_AUTH_TOKEN", "t0ken")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    runtime._use_token_if_available()
+    runtime._use_token_if_required("auto")
     assert os.environ["RAY_AUTH_MODE"] == "disabled"
 
 
