@@ -119,7 +119,8 @@ def test_max_cost_reserves_the_worst_case_and_holds(server: SimLMServer, tmp_pat
     billed = (stats["prompt_tokens"] * price[0] + stats["completion_tokens"] * price[1]) / 1e6
     assert 0 < billed <= 0.004
     assert program.run_info.status == "budget_limited"
-    assert billed <= program.run_info.cost <= 0.004
+    # Settled to the real cost (a request cancelled in flight keeps its worst case).
+    assert billed <= program.run_info.cost + 1e-9 and program.run_info.cost <= 0.004
 
 
 def test_max_cost_without_max_tokens_is_refused_before_any_request(
