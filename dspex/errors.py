@@ -145,7 +145,15 @@ class CircuitOpenError(LMError):
 
 
 class BudgetExceededError(DspexError):
-    """A run reached its `max_lm_calls` or `max_cost` budget."""
+    """A run reached its `max_lm_calls` or `max_cost` budget.
+
+    ``needed`` is the claim (calls, worst-case cost) of the request that was
+    refused, when one was: a request is refused before it is sent, never after.
+    """
+
+    def __init__(self, message: str, *, needed: Any = None) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class EvaluationError(DspexError):

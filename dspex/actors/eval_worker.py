@@ -11,6 +11,14 @@ the first chunk it sees and keeps the last few, so a program evaluated again
 `EvalWorkerPool` keeps the actors (one pool per Ray session by default,
 `default_pool()`); Ray is imported only when a pool is used.
 
+Under a run budget the driver sends each chunk with a lease (`LeaseGrant`): a
+block of the run's LM calls and cost carved out of its `CallBudget`. The chunk's
+LM requests reserve from that lease locally (no round trip per call) and the
+chunk's answer says what it spent, so the driver takes the rest back. An
+example whose request the lease cannot cover is answered as budget-stopped
+(``ExampleError.budget``, with the claim it needed): not a failure of the
+program, the driver runs it again once budget is free or stops the evaluation.
+
 Rows are plain data the driver can always unpickle: a failed example's
 exception becomes an `ExampleError` (type, message, traceback), because many
 exception classes (keyword-only constructors) cannot be rebuilt by pickle.
@@ -19,6 +27,7 @@ exception classes (keyword-only constructors) cannot be rebuilt by pickle.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import traceback as tb
@@ -30,6 +39,7 @@ from typing import Any
 from dspex.errors import BudgetExceededError
 from dspex.evaluate.runner import MetricCaller, ProgramCaller, evaluate_example
 from dspex.primitives.settings import context
+from dspex.providers.budget import BudgetLease, Claim, LeaseGrant, budget_scope
 from dspex.providers.types import Usage
 
 __all__ = [
@@ -37,6 +47,7 @@ __all__ = [
     "EvalWorker",
     "EvalWorkerPool",
     "ExampleError",
+    "LeasedChunk",
     "RunSpec",
     "SHIPPED_SETTINGS",
     "alive_nodes",
@@ -69,7 +80,9 @@ class ExampleError:
     message: str
     traceback: str | None = None
     budget: bool = False
-    """The run's LM budget ran out (`BudgetExceededError`): the driver aborts the run."""
+    """The example's LM request did not fit in the run's budget (`BudgetExceededError`)."""
+    needed: Claim | None = None
+    """The claim of the request that was refused, when the budget said."""
 
 
 ChunkRow = tuple[int, bool, float, Any, "Usage | None"]
@@ -91,6 +104,14 @@ class RunSpec:
     """Examples of this run in flight at once on one worker."""
     failure_score: float = 0.0
     provide_traceback: bool = False
+
+
+@dataclass(frozen=True)
+class LeasedChunk:
+    """A chunk's rows and what its lease spent (the driver takes back the rest)."""
+
+    rows: list[ChunkRow]
+    spent: Claim
 
 
 def pack_payload(program: Any, metric: Any, settings: dict[str, Any]) -> tuple[str, bytes]:
@@ -126,6 +147,8 @@ class _RunState:
     slots: asyncio.Semaphore
     spec: RunSpec
     chunks: set[asyncio.Task[Any]] = field(default_factory=set)
+    unreported: dict[int, Claim] = field(default_factory=dict)
+    """What leased chunks that never answered (cancelled) spent, for `lease_spent`."""
 
 
 class EvalWorker:
@@ -150,6 +173,33 @@ class EvalWorker:
         finally:
             state.chunks.discard(rows)
 
+    async def run_leased_chunk(
+        self, spec: RunSpec, chunk_id: int, items: Sequence[tuple[int, Any]], grant: LeaseGrant
+    ) -> LeasedChunk:
+        """`run_chunk` with the LM requests reserving from a lease of the run's budget."""
+        state = await self._run_state(spec)
+        lease = BudgetLease(grant)
+        rows = asyncio.gather(*(self._one(state, index, example, lease) for index, example in items))
+        state.chunks.add(rows)
+        answered = False
+        try:
+            result = LeasedChunk(list(await rows), lease.spent())
+            answered = True
+            return result
+        finally:
+            state.chunks.discard(rows)
+            if not answered:
+                # Cancelled (or failed): the driver asks what was spent with `lease_spent`.
+                state.unreported[chunk_id] = lease.spent()
+
+    async def lease_spent(self, run_id: str, chunk_ids: Sequence[int]) -> dict[int, Claim]:
+        """What the leases of chunks that never answered spent (a chunk not known here
+        is left out: the driver then counts its whole lease as spent)."""
+        state = self._runs.get(run_id)
+        if state is None:
+            return {}
+        return {c: state.unreported.pop(c) for c in chunk_ids if c in state.unreported}
+
     async def end_run(self, run_id: str) -> None:
         """Drop a finished evaluation's state (its thread pool, its bound)."""
         state = self._runs.pop(run_id, None)
@@ -167,13 +217,17 @@ class EvalWorker:
 
     # --- internals ----------------------------------------------------------
 
-    async def _one(self, state: _RunState, index: int, example: Any) -> ChunkRow:
+    async def _one(
+        self, state: _RunState, index: int, example: Any, lease: BudgetLease | None = None
+    ) -> ChunkRow:
         async with state.slots:
             try:
-                with context(**state.settings):
+                with context(**state.settings), budget_scope(lease):
                     prediction, score = await evaluate_example(state.program, state.metric, example)
             except BudgetExceededError as exc:
-                return (index, False, 0.0, self._error(exc, state.spec, budget=True), None)
+                error = self._error(exc, state.spec, budget=True)
+                needed = exc.needed if isinstance(exc.needed, Claim) else None
+                return (index, False, 0.0, dataclasses.replace(error, needed=needed), None)
             except Exception as exc:
                 error = self._error(exc, state.spec)
                 return (index, False, state.spec.failure_score, error, None)

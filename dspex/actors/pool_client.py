@@ -340,12 +340,19 @@ def _forget(name: str, handle: Any) -> None:
 
 
 async def route_through_pool(
-    lm: LM, messages: Sequence[Message], params: dict[str, Any], key: str | None = None
+    lm: LM,
+    messages: Sequence[Message],
+    params: dict[str, Any],
+    key: str | None = None,
+    *,
+    num_retries: int | None = None,
 ) -> LMResponse:
     """Send one request to ``lm``'s pool and await its response (or its typed error).
 
     ``key`` (the request's cache key) lets identical in-flight requests from any
-    process share one HTTP call; None never shares.
+    process share one HTTP call; None never shares. ``num_retries`` overrides the
+    LM's for the pool's attempts (0 under a run budget: the caller retries, so
+    each attempt is reserved before it is sent).
     """
     from dspex.actors.provider_pool import PoolRequest
 
@@ -355,7 +362,7 @@ async def route_through_pool(
         key=key,
         deadline=_deadline.get(),
         timeout=lm.timeout,
-        num_retries=lm.num_retries,
+        num_retries=lm.num_retries if num_retries is None else num_retries,
     )
     loop = asyncio.get_running_loop()
     name = _name_of(lm)

@@ -13,6 +13,17 @@ ignored; an example whose worker died `max_attempts` times is recorded as a
 `WorkerLostError` failure (retried alone after its second loss, so one example
 that kills its process cannot take its chunk-mates down with it).
 
+Budgets: under a run's ``max_lm_calls=``/``max_cost=`` (an active `CallBudget`)
+each chunk goes out with a lease carved from the budget (`_Leases`), which the
+worker's LM requests reserve from before they are sent; the answer says what
+the lease spent and the rest goes back. Leases come out of what is free, so the
+requests that reach the LM never exceed the budget, on any number of workers
+and nodes. An example a lease could not cover is run again once budget is free
+(chunks in flight give back what they did not use); when nothing is in flight
+and the free budget cannot cover the smallest request refused, the evaluation
+stops with `BudgetExceededError`. A lost chunk's lease counts as spent whole:
+its requests may have reached the LM.
+
 Workers live in an `EvalWorkerPool` reused across evaluations (by default one
 per Ray session, `default_pool()`); each evaluation ships its program, metric
 and settings once through the object store (see `dspex.actors.eval_worker`).
@@ -34,6 +45,7 @@ from dspex.actors.eval_worker import (
     ChunkRow,
     EvalWorkerPool,
     ExampleError,
+    LeasedChunk,
     RunSpec,
     alive_nodes,
     default_pool,
@@ -51,7 +63,8 @@ from dspex.evaluate.runner import (
 )
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import settings
-from dspex.providers.budget import active_budget
+from dspex.providers.budget import Budget, Claim, LeaseGrant, active_budget
+from dspex.providers.lease_planner import LeasePlanner
 from dspex.providers.types import Usage
 
 __all__ = [
@@ -148,6 +161,8 @@ class _Sent:
     slot: _Slot
     handle: Any
     ref: Any
+    grant: LeaseGrant | None = None
+    """The lease of the run's budget this chunk spends from, if the run has a budget."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,7 @@ class _Dispatch:
         progress: Progress,
         stats: DispatchStats,
         max_attempts: int,
+        calls_per_example: int = 1,
     ) -> None:
         self.pool = pool
         self.spec = spec
@@ -213,9 +229,21 @@ class _Dispatch:
         self.aborted: BaseException | None = None
         self.recorded = 0
         self.source_done = False
-        # The workers' LM calls never reserve from the run's budget: charge it here,
-        # per result, so a spent budget stops the evaluation instead of after it.
-        self.budget = active_budget()
+        # Under a run budget every chunk spends from a lease of it (see the module doc).
+        self.budget: Budget | None = active_budget()
+        self.leases = (
+            None
+            if self.budget is None
+            else LeasePlanner(
+                self.budget,
+                slots=run_plan.workers * run_plan.cap,
+                calls_per_example=calls_per_example,
+            )
+        )
+        self.budget_blocked = False
+        """A chunk is waiting for budget that no lease could give."""
+        self.budget_stopped = 0
+        """Examples the budget stopped (each ran again, or was left when the budget ran out)."""
 
     # --- the loop ---------------------------------------------------------------
 
@@ -225,6 +253,8 @@ class _Dispatch:
             while not self.stopped:
                 source = self._fill(source)
                 if not self.sent:
+                    if self.budget_blocked:
+                        self._out_of_budget(source)
                     return
                 done, _ = await asyncio.wait(self.sent, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
@@ -270,17 +300,29 @@ class _Dispatch:
                     continue
             else:
                 break
-            self._send(chunk, slot)
+            grant = None
+            if self.leases is not None:
+                grant = self.leases.lease(len(chunk.items))
+                if grant is None:
+                    # Wait for budget: chunks in flight give back what they do not use.
+                    self.budget_blocked = True
+                    self.retry.appendleft(chunk)
+                    break
+                self.budget_blocked = False
+            self._send(chunk, slot, grant)
         return source
 
     def _roomiest(self) -> _Slot | None:
         live = [s for s in self.slots if not s.retired and s.outstanding < self.plan.cap]
         return min(live, key=lambda s: s.outstanding, default=None)
 
-    def _send(self, chunk: _Chunk, slot: _Slot) -> None:
-        ref = slot.handle.run_chunk.remote(self.spec, chunk.id, chunk.items)
+    def _send(self, chunk: _Chunk, slot: _Slot, grant: LeaseGrant | None = None) -> None:
+        if grant is None:
+            ref = slot.handle.run_chunk.remote(self.spec, chunk.id, chunk.items)
+        else:
+            ref = slot.handle.run_leased_chunk.remote(self.spec, chunk.id, chunk.items, grant)
         future = asyncio.wrap_future(ref.future())
-        self.sent[future] = _Sent(chunk, slot, slot.handle, ref)
+        self.sent[future] = _Sent(chunk, slot, slot.handle, ref, grant)
         slot.outstanding += 1
         self.stats.chunks_sent += 1
         self.stats.max_outstanding = max(self.stats.max_outstanding, len(self.sent))
@@ -295,21 +337,64 @@ class _Dispatch:
         if sent.chunk.suspect:
             self.suspect_out = False
         try:
-            rows: list[ChunkRow] = future.result()
+            answer: list[ChunkRow] | LeasedChunk = future.result()
         except _lost_errors() as exc:
+            self._lease_lost(sent)
             self._lost(sent, exc)
         except Exception as exc:
             # run_chunk itself raised (the payload failed to load, say): the
             # chunk's examples cannot run anywhere, so each is a failure.
+            self._lease_lost(sent)
             cause = getattr(exc, "cause", None) or exc
             error = ExampleError(type(cause).__name__, str(cause))
             for index, example in sent.chunk.items:
                 self._fail(index, example, error)
         else:
+            rows = answer.rows if isinstance(answer, LeasedChunk) else answer
+            if isinstance(answer, LeasedChunk) and sent.grant is not None:
+                self._lease_returned(sent, answer)
             examples = dict(sent.chunk.items)
             for row in rows:
                 # Keyed by the row's own index: the ledger, not the order, decides.
                 self._record(row[0], examples[row[0]], row)
+            self._run_again(sent.chunk, rows)
+
+    # --- the budget -------------------------------------------------------------
+
+    def _lease_returned(self, sent: _Sent, answer: LeasedChunk) -> None:
+        assert self.leases is not None and sent.grant is not None
+        refused = [_needed(row) for row in answer.rows if _budget_stopped(row)]
+        done = len(answer.rows) - len(refused)
+        self.leases.returned(sent.grant, answer.spent, examples_done=done, refused=refused)
+
+    def _lease_lost(self, sent: _Sent, spent: Claim | None = None) -> None:
+        if self.leases is not None and sent.grant is not None:
+            self.leases.lost(sent.grant, spent)
+            sent.grant = None
+
+    def _run_again(self, chunk: _Chunk, rows: list[ChunkRow]) -> None:
+        """Examples the budget stopped are not failures: they run again when budget frees up."""
+        stopped = {row[0] for row in rows if _budget_stopped(row)}
+        again = [(i, e) for i, e in chunk.items if i in stopped and self.rows[i] is None]
+        if again and not self.stopped:
+            self.budget_stopped += len(again)
+            self.retry.append(self._chunk(again))
+
+    def _out_of_budget(self, source: Iterator[_Chunk] | None) -> None:
+        """Nothing in flight and no lease to be had: the budget is spent."""
+        waiting = sum(len(chunk.items) for chunk in self.retry)
+        if source is not None and not self.source_done:
+            waiting_note = f"{waiting} examples (and those not read yet) were not run"
+        else:
+            waiting_note = f"{waiting} examples were not run"
+        budget = self.budget
+        assert budget is not None
+        self.aborted = BudgetExceededError(
+            f"the run's LM budget ran out during an evaluation on the EvalWorkers "
+            f"({budget.calls} calls, ${budget.cost:.4f} spent; {waiting_note}); "
+            "raise max_lm_calls=/max_cost= to let it go further"
+        )
+        self.stopped = True
 
     def _record(self, index: int, example: Any, row: ChunkRow) -> None:
         if self.rows[index] is not None or self.stopped:
@@ -318,33 +403,16 @@ class _Dispatch:
         _, ok, score, value, usage = row
         if ok:
             self._succeed(index, example, value, score, usage)
-        elif isinstance(value, ExampleError) and value.budget:
-            # Not the example's fault: the whole evaluation stops, nothing is scored.
-            if self.aborted is None:
-                self.aborted = BudgetExceededError(value.message)
-            self.stopped = True
-            return
+        elif _budget_stopped(row):
+            if self.leases is None:
+                # No lease was given, yet a budget stopped it (the program set its
+                # own): the evaluation stops as an in-process one would, scoring nothing.
+                if self.aborted is None:
+                    self.aborted = BudgetExceededError(value.message)
+                self.stopped = True
+            # Under a lease: not the example's fault; `_run_again` queues it.
         else:
             self._fail(index, example, value)
-        self._charge(usage)
-
-    def _charge(self, usage: Usage | None) -> None:
-        if self.budget is None:
-            return
-        if usage is not None:
-            self.budget.charge(usage)
-        # (The source is known to be empty only once read past its end, so a budget
-        # spent by exactly the last result may stop the evaluation too; the run
-        # stops at that point either way.)
-        finished = self.source_done and self.recorded == len(self.rows)
-        if self.budget.exhausted and not finished and not self.stopped:
-            # What an in-process evaluation does at its next reservation: stop, score nothing.
-            self.aborted = BudgetExceededError(
-                f"the run's LM budget ran out during an evaluation on the EvalWorkers "
-                f"({self.budget.calls} calls, ${self.budget.cost:.4f}); "
-                "raise max_lm_calls=/max_cost= to let it go further"
-            )
-            self.stopped = True
 
     def _succeed(
         self, index: int, example: Any, prediction: Any, score: float, usage: Usage | None
@@ -444,10 +512,42 @@ class _Dispatch:
                 logger.debug("could not cancel an evaluation chunk", exc_info=True)
         # Wait (bounded) so the cancelled chunks' errors are observed, not leaked.
         await asyncio.wait(self.sent, timeout=CANCEL_GRACE_S)
-        for future in self.sent:
-            if future.done() and not future.cancelled():
-                future.exception()
+        unanswered: list[_Sent] = []
+        for future, sent in self.sent.items():
+            answer = None
+            if future.done() and not future.cancelled() and future.exception() is None:
+                answer = future.result()
+            if isinstance(answer, LeasedChunk) and sent.grant is not None:
+                self._lease_returned(sent, answer)
+            elif sent.grant is not None:
+                unanswered.append(sent)
         self.sent.clear()
+        if unanswered:
+            await self._collect_leases(unanswered)
+
+    async def _collect_leases(self, unanswered: list[_Sent]) -> None:
+        """Ask the workers what the leases of cancelled chunks spent; a worker that
+        does not say (gone, slow) has its chunks' leases counted as spent whole."""
+        by_handle: dict[Any, list[_Sent]] = {}
+        for sent in unanswered:
+            by_handle.setdefault(sent.handle, []).append(sent)
+
+        async def ask(handle: Any, chunks: list[_Sent]) -> None:
+            reported: dict[int, Claim] = {}
+            try:
+                ids = [sent.chunk.id for sent in chunks]
+                reported = await asyncio.wait_for(
+                    asyncio.wrap_future(
+                        handle.lease_spent.remote(self.spec.run_id, ids).future()
+                    ),
+                    CANCEL_GRACE_S,
+                )
+            except Exception:  # the worker is gone or stuck: assume the worst
+                logger.debug("no lease report from a cancelled chunk's worker", exc_info=True)
+            for sent in chunks:
+                self._lease_lost(sent, reported.get(sent.chunk.id))
+
+        await asyncio.gather(*(ask(handle, chunks) for handle, chunks in by_handle.items()))
 
     def _end_run(self) -> None:
         for slot in self.slots:
@@ -464,6 +564,17 @@ class _Dispatch:
             usage=self.usage,
             budget_charged=self.budget is not None,
         )
+
+
+def _budget_stopped(row: ChunkRow) -> bool:
+    value = row[3]
+    return not row[1] and isinstance(value, ExampleError) and value.budget
+
+
+def _needed(row: ChunkRow) -> Claim:
+    value = row[3]
+    needed = getattr(value, "needed", None)
+    return needed if isinstance(needed, Claim) else Claim(1, 0.0)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -552,6 +663,7 @@ async def run_ray(
         progress or NullProgress(),
         stats,
         max_attempts,
+        calls_per_example=_predictor_count(program),
     )
     await dispatch.run(devset)
     if dispatch.aborted is not None:
@@ -559,6 +671,17 @@ async def run_ray(
     if dispatch.stopped and dispatch.failures and _over_limit(dispatch):
         raise too_many_errors(dispatch.failures, dispatch.exceptions, options.max_errors)
     return dispatch.outcome()
+
+
+def _predictor_count(program: Any) -> int:
+    """A first guess at an example's LM calls (one per predictor), for sizing leases."""
+    predictors = getattr(program, "predictors", None)
+    if not callable(predictors):
+        return 1
+    try:
+        return max(1, len(predictors()))
+    except Exception:  # a program whose predictors() fails still evaluates
+        return 1
 
 
 def _over_limit(dispatch: _Dispatch) -> bool:

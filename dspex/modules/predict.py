@@ -19,7 +19,7 @@ from dspex.primitives.module import Module, record_usage
 from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import record_trace, settings
-from dspex.providers.budget import active_budget
+from dspex.providers.budget import ONE_CALL, Claim, active_budget
 from dspex.providers.types import Usage
 from dspex.signatures.signature import Signature, ensure_signature
 
@@ -59,7 +59,7 @@ class Predict(Module, Parameter):
             )
         config = _sampling_config(config, lm)
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
-        result = await _call_within_budget(adapter.acall(lm, config, signature, demos, inputs))
+        result = await _call_within_budget(lm, adapter.acall(lm, config, signature, demos, inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
         prediction.usage = result.usage
         record_usage(result.usage)
@@ -94,22 +94,34 @@ class Predict(Module, Parameter):
         return f"{type(self).__name__}({self.signature!r}, demos={len(self.demos)})"
 
 
-async def _call_within_budget(call: Coroutine[Any, Any, AdapterResult]) -> AdapterResult:
+async def _call_within_budget(
+    lm: Any, call: Coroutine[Any, Any, AdapterResult]
+) -> AdapterResult:
+    # dspex's LM reserves each HTTP request it sends (retries and cache hits
+    # included, see dspex.providers.lm); another LM object is reserved here, one
+    # call per predictor call, settled to the calls its usage reports.
     budget = active_budget()
-    if budget is None:
+    if budget is None or getattr(lm, "reserves_budget", False):
         return await call
     try:
-        budget.reserve()
+        reservation = budget.reserve(ONE_CALL)
     except BaseException:
         call.close()
         raise
     try:
         result = await call
     except AdapterParseError as exc:
-        budget.settle(exc.usage or Usage(calls=1))
+        reservation.settle(_spent(exc.usage or Usage(calls=1)))
         raise
-    budget.settle(result.usage)
+    except BaseException:
+        reservation.settle(ONE_CALL)
+        raise
+    reservation.settle(_spent(result.usage))
     return result
+
+
+def _spent(usage: Usage) -> Claim:
+    return Claim(usage.calls, usage.cost or 0.0)
 
 
 def _reject_positional(args: tuple[Any, ...], signature: Any) -> None:

@@ -80,6 +80,8 @@ class Teleprompter:
         _check_dataset("trainset", trainset)
         if valset is not None:
             _check_dataset("valset", valset)
+        if max_cost is not None:
+            _check_cost_bounded(student)
         if _use_coordinator(coordinator):
             from dspex.optimizers.runs_api import compile_remote
 
@@ -139,6 +141,21 @@ def _use_coordinator(choice: bool | None) -> bool:
     from dspex import runtime
 
     return runtime.active()
+
+
+def _check_cost_bounded(student: Any) -> None:
+    """Refuse a ``max_cost=`` run up front when a request's worst case is unknown (no
+    price or no max_tokens): the LM would refuse each request, one example at a time."""
+    from dspex.primitives.settings import settings
+
+    lms = [settings.lm]
+    predictors = getattr(student, "predictors", None)
+    if callable(predictors):
+        lms += [getattr(predictor, "lm", None) for predictor in predictors()]
+    for lm in lms:
+        require = getattr(lm, "require_cost_bound", None)
+        if callable(require):
+            require()
 
 
 def _check_dataset(name: str, data: Any) -> None:

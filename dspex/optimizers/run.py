@@ -111,8 +111,7 @@ class Run:
         if found:
             self.replayed_steps += 1
             return value
-        if self.budget.exhausted:
-            self.budget.reserve()  # raises BudgetExceededError with the reason
+        self.budget.check()  # a spent budget raises BudgetExceededError with the reason
         from dspex.providers.usage import track_usage
 
         with budget_scope(self.budget), track_usage() as tracker:
@@ -171,9 +170,9 @@ class Run:
     def _charge_remote(self, usage: Usage | None, budget_charged: bool = False) -> None:
         """Count LM work done on EvalWorkers, which this process's trackers cannot see.
 
-        The Ray runner charges the budget itself as results arrive (and stops the
-        evaluation when it runs out, overshooting by at most the chunks in
-        flight); an evaluator that does not is charged here, after the fact.
+        The Ray runner spends the budget itself, through leases its workers
+        reserve from before each request (``budget_charged``), so the limit holds
+        exactly; an evaluator that does not is charged here, after the fact.
         """
         if usage is None or not usage.calls:
             return

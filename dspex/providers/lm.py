@@ -10,6 +10,11 @@ per-process concurrency semaphore) -> protocol decodes or raises a typed
 `LMError` -> retries on retryable errors -> cache store -> usage, history and
 request hooks.
 
+Budgets. Inside a run with ``max_lm_calls=``/``max_cost=`` every HTTP request
+(each retry too) reserves its claim from the active budget right before it is
+sent, and is not sent when the claim does not fit (`dspex.providers.budget`).
+A cache hit never reaches that point, so it costs nothing.
+
 API keys. The key is a secret: it never appears in ``repr``, ``dump_state``,
 history, hooks, cache keys or pickles. An explicit ``api_key=`` is kept in a
 module-level registry under a random token; the LM holds only the token. So an
@@ -28,16 +33,17 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from dspex.actors.pool_client import pool_routing_enabled, route_through_pool
-from dspex.errors import ConfigurationError, LMError
+from dspex.errors import CircuitOpenError, ConfigurationError, LMError
 from dspex.providers.anthropic_protocol import AnthropicProtocol
+from dspex.providers.budget import Budget, Claim, active_budget
 from dspex.providers.cache import CachedValue, LMCache, cache_key, get_cache
 from dspex.providers.history import MAX_HISTORY, make_entry, record
 from dspex.providers.openai_protocol import OpenAIProtocol
-from dspex.providers.pricing import Price, cost_usd, lookup_price
+from dspex.providers.pricing import Price, cost_usd, lookup_price, worst_case_cost
 from dspex.providers.retry import RetryPolicy, call_with_retries
 from dspex.providers.transport import Transport
 from dspex.providers.types import LMResponse, Message, Usage
@@ -83,6 +89,10 @@ def parse_model(model: str) -> tuple[str, str]:
 
 class LM:
     """A language model behind an HTTP API (OpenAI Chat Completions or Anthropic Messages)."""
+
+    #: every request this client sends reserves from the active run budget itself
+    #: (Predict reserves on behalf of LM objects that do not)
+    reserves_budget = True
 
     def __init__(
         self,
@@ -321,7 +331,10 @@ class LM:
         self, messages: Sequence[Message], params: dict[str, Any], key: str | None = None
     ) -> LMResponse:
         if pool_routing_enabled():  # the runtime is up: the endpoint's ProviderPool calls
-            return await route_through_pool(self, messages, params, key)
+            budget = active_budget()
+            if budget is None:
+                return await route_through_pool(self, messages, params, key)
+            return await self._pooled_within_budget(budget, messages, params, key)
         n = params.get("n", 1)
         if n > 1 and not self._protocol.supports_n:
             # Providers without `n` get n parallel single requests, merged.
@@ -342,16 +355,25 @@ class LM:
         )
         transport = self.transport or _get_default_transport()
         semaphore = self._semaphore() if self.max_concurrency else None
+        budget = active_budget()
+        claim = None if budget is None else self._claim(budget, messages, params, calls=1)
+
+        async def send() -> LMResponse:
+            http = await transport.post(url, headers=headers, body=body, timeout=self.timeout)
+            return self._protocol.parse_response(http, model=self.model)
+
+        async def post() -> LMResponse:
+            # Reserved here, after any wait for a concurrency slot: a queued request
+            # must not hold budget that a request ready to go could use.
+            if budget is None or claim is None:
+                return await send()
+            return await _spend(budget, claim, send, self._price)
 
         async def attempt() -> LMResponse:
             if semaphore is None:
-                http = await transport.post(url, headers=headers, body=body, timeout=self.timeout)
-            else:
-                async with semaphore:
-                    http = await transport.post(
-                        url, headers=headers, body=body, timeout=self.timeout
-                    )
-            return self._protocol.parse_response(http, model=self.model)
+                return await post()
+            async with semaphore:
+                return await post()
 
         response = await call_with_retries(attempt, self.retry_policy)
         if self._price is None:
@@ -365,6 +387,54 @@ class LM:
             cached=False,
             finish_reasons=response.finish_reasons,
         )
+
+    async def _pooled_within_budget(
+        self, budget: Budget, messages: Sequence[Message], params: dict[str, Any], key: str | None
+    ) -> LMResponse:
+        # A pool retries out of this budget's sight, so under a budget the pool makes
+        # one attempt per request and the retries happen here, each reserved again.
+        n = params.get("n", 1)
+        sends = n if n > 1 and not self._protocol.supports_n else 1
+        shape = params if sends == 1 else {k: v for k, v in params.items() if k != "n"}
+        claim = self._claim(budget, messages, shape, calls=sends)
+
+        async def send() -> LMResponse:
+            return await route_through_pool(self, messages, params, key, num_retries=0)
+
+        async def attempt() -> LMResponse:
+            return await _spend(budget, claim, send, self._price)
+
+        return await call_with_retries(attempt, self.retry_policy)
+
+    def _claim(
+        self, budget: Budget, messages: Sequence[Message], params: dict[str, Any], *, calls: int
+    ) -> Claim:
+        """What ``calls`` requests shaped like ``params`` reserve: their worst-case cost too
+        when the budget limits cost."""
+        if not budget.limits_cost:
+            return Claim(calls, 0.0)
+        max_tokens = self.require_cost_bound(params)
+        per_call = worst_case_cost(self._price, messages, params, max_tokens, params.get("n", 1))
+        return Claim(calls, per_call * calls)
+
+    def require_cost_bound(self, params: dict[str, Any] | None = None) -> int:
+        """The max_tokens that bounds a request's cost (``params`` override the LM's);
+        raises ConfigurationError when a ``max_cost=`` budget could not be held."""
+        params = self.kwargs if params is None else params
+        if self._price is None:
+            raise ConfigurationError(
+                f"max_cost= cannot be held for {self.model!r}: its price is unknown. Pass "
+                "LM(..., price=(usd_per_1M_input_tokens, usd_per_1M_output_tokens)), or use "
+                "max_lm_calls= instead"
+            )
+        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ConfigurationError(
+                f"max_cost= needs every request's worst case to be known, but requests to "
+                f"{self.model!r} have no max_tokens: set LM(..., max_tokens=...) (or pass "
+                "max_tokens in the call's config)"
+            )
+        return max_tokens
 
     def _semaphore(self) -> asyncio.Semaphore:
         # Shared by every LM (copies, unpickled clones) of the same model and endpoint,
@@ -440,6 +510,36 @@ _CONSTRUCTOR_ARGS = frozenset(
         "max_concurrency",
     }
 )
+
+
+async def _spend(
+    budget: Budget, claim: Claim, send: Callable[[], Awaitable[LMResponse]], price: Price | None
+) -> LMResponse:
+    """Reserve ``claim``, send, then settle to what the request really spent."""
+    # Waits while requests in flight hold what it needs; raises BudgetExceededError
+    # (nothing is sent) once it cannot fit.
+    reservation = await budget.areserve(claim)
+    try:
+        response = await send()
+    except CircuitOpenError:
+        reservation.release()  # failed fast: nothing was sent
+        raise
+    except LMError as error:
+        # It was sent. Answered with an error status, it produced no billable tokens;
+        # unanswered (timeout, dropped connection) it may have: keep the worst case.
+        answered = error.status is not None and error.status >= 400
+        reservation.settle(Claim(claim.calls, 0.0 if answered else claim.cost))
+        raise
+    except BaseException:
+        reservation.settle(claim)  # cancelled in flight: it may have reached the LM
+        raise
+    if response.cached:
+        reservation.release()  # another request's call answered it (pool single-flight)
+    else:
+        usage = response.usage
+        cost = cost_usd(price, usage.prompt_tokens, usage.completion_tokens)
+        reservation.settle(Claim(claim.calls, cost or 0.0))
+    return response
 
 
 def _get_default_transport() -> Transport:

@@ -275,33 +275,3 @@ async def test_the_ray_runner_without_ray_says_how_to_start_it(
     options = RunOptions(num_threads=2, max_errors=None)
     with pytest.raises(dspex.ConfigurationError, match=r"dspex.runtime.init\(\)"):
         await run_ray(Adder(), exact, devset(3), options)
-
-
-async def test_a_run_budget_stops_the_evaluation_as_results_arrive(pool: EvalWorkerPool) -> None:
-    from dspex.errors import BudgetExceededError
-    from dspex.providers.budget import CallBudget, budget_scope
-
-    budget, stats = CallBudget(max_calls=40), DispatchStats()
-    options = RunOptions(num_threads=8, max_errors=None)
-
-    with budget_scope(budget), pytest.raises(BudgetExceededError, match="max_lm_calls"):
-        await run_ray(Adder(), exact, devset(2000), options, workers=2, pool=pool, stats=stats)
-
-    # Charged per result: overshoot is bounded by the chunks that were in flight,
-    # not by the evaluation (2,000 calls).
-    in_flight = stats.workers * stats.max_outstanding_per_worker * stats.chunk_size
-    assert 40 <= budget.calls <= 40 + in_flight
-    assert stats.chunks_sent * stats.chunk_size <= 40 + 2 * in_flight
-
-
-def test_evaluate_on_ray_charges_the_active_budget_once(pool: EvalWorkerPool) -> None:
-    from dspex.providers.budget import CallBudget, budget_scope
-
-    budget = CallBudget(max_calls=10_000)
-    with budget_scope(budget):
-        result = Evaluate(devset=devset(60), metric=exact, runner="ray", num_threads=8)(Adder())
-
-    assert result.budget_charged and result.usage is not None
-    assert budget.calls == result.usage.calls == 60 - 6  # multiples of 11 raise before a call
-    unbudgeted = Evaluate(devset=devset(10), metric=exact, runner="ray", num_threads=8)(Adder())
-    assert not unbudgeted.budget_charged

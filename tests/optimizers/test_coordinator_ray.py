@@ -283,6 +283,44 @@ def test_runs_lists_runs_with_their_status(optimizers: None, store: RunStore) ->
         resume("budget", store=store)
 
 
+@pytest.mark.parametrize(
+    "limit",
+    [{"max_lm_calls": 60, "max_cost": None}, {"max_lm_calls": None, "max_cost": 0.03}],
+    ids=["max_lm_calls", "max_cost"],
+)
+async def test_a_budget_holds_exactly_in_the_coordinator_with_workers_on_two_nodes(
+    optimizers: None, store: RunStore, ray_cluster: Any, limit: dict[str, Any]
+) -> None:
+    price = (1.0, 4.0)
+    node = ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    ray_cluster.wait_for_nodes()
+    try:
+        with start_sim_lm(seed=0, latency_ms=2) as server:
+            lm = dspex.LM("openai/sim-lm", api_base=server.url, cache=False, price=price, max_tokens=200)
+            optimizer = BootstrapRS(
+                exact, max_bootstrapped_demos=2, max_labeled_demos=4, num_candidate_programs=8, num_threads=8
+            )
+            with dspex.context(lm=lm):
+                job = make_job(
+                    optimizer, student(), trainset=TRAIN, valset=examples("dev", 40), kwargs={}, **limit
+                )
+            # As after dspex.init(): the coordinator fans evaluations out to EvalWorkers.
+            save_job(store, "exact", dataclasses.replace(job, fan_out=True))
+            program = await aresume("exact", store=store)
+            stats = server.stats()
+    finally:
+        ray_cluster.remove_node(node)
+
+    if limit["max_lm_calls"] is not None:
+        assert stats["total"] <= limit["max_lm_calls"]
+    else:
+        billed = (stats["prompt_tokens"] * price[0] + stats["completion_tokens"] * price[1]) / 1e6
+        assert 0 < billed <= limit["max_cost"]
+    assert store.get_run("exact").status == "budget_limited"
+    assert program.run_info.status == "budget_limited" and program.run_info.best_score is not None
+    assert isinstance(program, dspex.ChainOfThought)
+
+
 def test_runs_reads_the_default_store(tmp_path: Path) -> None:
     # DSPEX_RUNS_DB points into tmp_path (tests/optimizers/conftest.py).
     store = RunStore()

@@ -13,7 +13,7 @@ from dspex.errors import BudgetExceededError, ConfigurationError
 from dspex.optimizers import Teleprompter
 from dspex.optimizers.run import Run
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.budget import CallBudget, active_budget, budget_scope
+from dspex.providers.budget import CallBudget, Claim, active_budget, budget_scope
 from dspex.providers.types import Usage
 
 # --- RunStore ----------------------------------------------------------------------
@@ -132,13 +132,10 @@ def test_config_secrets_never_reach_the_store(store: RunStore) -> None:
 
 def test_budget_reserve_settle_release() -> None:
     budget = CallBudget(max_calls=2)
-    budget.reserve()
-    budget.settle(Usage(calls=0))  # a cache hit gives its reservation back
+    budget.reserve().settle(Claim(0, 0.0))  # a cache hit gives its reservation back
     assert budget.calls == 0
-    budget.reserve()
-    budget.settle(Usage(10, 5, 1, 0.01))
-    budget.reserve()
-    budget.release()  # the request never reached the LM
+    budget.reserve().settle(Claim(1, 0.01))
+    budget.reserve().release()  # the request never reached the LM
     assert (budget.calls, round(budget.cost, 4), budget.exhausted) == (1, 0.01, False)
     budget.reserve()
     assert budget.exhausted
@@ -150,8 +147,7 @@ def test_cost_budget_and_scope() -> None:
     budget = CallBudget(max_cost=0.05)
     with budget_scope(budget):
         assert active_budget() is budget
-        budget.reserve()
-        budget.settle(Usage(calls=1, cost=0.06))
+        budget.reserve(Claim(1, 0.05)).settle(Claim(1, 0.06))
     assert active_budget() is None
     with pytest.raises(BudgetExceededError, match=r"budget of \$0\.0500"):
         budget.reserve()
@@ -215,7 +211,6 @@ async def test_usage_of_remote_evaluations_is_charged_to_the_run(tmp_path) -> No
 
     from dspex.optimizers.run import Run
     from dspex.optimizers.run_store import RunStore
-    from dspex.providers.types import Usage
 
     class RemoteEvaluator:
         remote = True
@@ -235,7 +230,6 @@ async def test_remote_usage_the_runner_already_charged_is_not_charged_twice(tmp_
     from dspex.optimizers.run import Run
     from dspex.optimizers.run_store import RunStore
     from dspex.providers.budget import active_budget
-    from dspex.providers.types import Usage
 
     class ChargingEvaluator:
         """Charges the active budget per result, as the Ray runner does."""
