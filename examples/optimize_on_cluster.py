@@ -21,9 +21,39 @@ from __future__ import annotations
 import argparse
 import os
 
+import pydantic
+
 import dspex
 from dspex.optimizers import BootstrapFewShot
 from dspex.providers.simlm import datasets, start_sim_lm
+
+
+# Written the way a DSPy program is: its classes live in this script (__main__), and
+# Ray ships them by value to the coordinator and the workers on every node.
+class Working(pydantic.BaseModel):
+    operation: str
+    steps: list[str]
+
+
+class Solve(dspex.Signature):
+    """Answer the arithmetic question with a whole number."""
+
+    question: str = dspex.InputField()
+    working: Working = dspex.OutputField(desc="how the answer was found")
+    answer: int = dspex.OutputField()
+
+
+class Solver(dspex.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.solve = dspex.ChainOfThought(Solve)
+
+    def forward(self, question: str) -> dspex.Prediction:
+        return self.solve(question=question)
+
+
+def same_number(example: dspex.Example, prediction: dspex.Prediction, trace: object = None) -> bool:
+    return int(example.answer) == prediction.answer
 
 
 def examples(split: str) -> list[dspex.Example]:
@@ -50,10 +80,9 @@ def main() -> None:
         else:
             lm = dspex.LM(args.lm)
         dspex.configure(lm=lm)
-        program = dspex.ChainOfThought("question -> answer: int")
-        optimizer = BootstrapFewShot(metric=dspex.answer_exact_match, max_bootstrapped_demos=4)
-        compiled = optimizer.compile(program, trainset=examples("train"), run_id=args.run_id)
-        score = dspex.Evaluate(devset=examples("dev")[:100], metric=dspex.answer_exact_match)(compiled)
+        optimizer = BootstrapFewShot(metric=same_number, max_bootstrapped_demos=4)
+        compiled = optimizer.compile(Solver(), trainset=examples("train"), run_id=args.run_id)
+        score = dspex.Evaluate(devset=examples("dev")[:100], metric=same_number)(compiled)
         run_id = compiled.run_info.run_id
         print(f"run {run_id}: dev score {score.score:.1f}%")
         print(f"get the program with: dspex runs show {run_id} --save optimized_program.json")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dspex.errors import BudgetExceededError
-from dspex.observability.redact import is_secret_name
+from dspex.observability.redact import is_secret_name, without_secrets
 from dspex.observability.tracing import record_trial_result
 from dspex.optimizers.run_store import RunStore
 from dspex.providers.budget import CallBudget, budget_scope
@@ -264,7 +264,7 @@ class Run:
             log.warning("run %s: a %s has no dump_state(); no program stored", self.run_id, name)
             return
         try:
-            document = {**saving.scrub_secrets(dump()), saving.METADATA_KEY: saving.metadata()}
+            document = {**without_secrets(dump()), saving.METADATA_KEY: saving.metadata()}
             text = json.dumps(document, indent=2, ensure_ascii=False, default=saving.json_default)
         except Exception as exc:  # the run's result stands; only its stored copy is missing
             log.warning("run %s: program not stored: %s: %s", self.run_id, type(exc).__name__, exc)

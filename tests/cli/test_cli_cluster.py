@@ -417,7 +417,7 @@ def test_three_node_cluster_runs_a_submitted_job(
         )
         assert shown.returncode == 0, shown.stderr
         saved = json.loads(program_file.read_text())
-        assert saved["predict"]["demos"], saved  # the optimized program, with its demos
+        assert saved["solve.predict"]["demos"], saved  # the optimized program, with its demos
 
         # Both jobs' drivers called dspex.shutdown(): the tree they attached to stays up.
         after = _dspex(cluster_env, "status", "--json", timeout=60.0)
