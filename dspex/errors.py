@@ -149,8 +149,18 @@ class BudgetExceededError(DspexError):
 
 
 class EvaluationError(DspexError):
-    """An evaluation stopped because too many examples failed."""
+    """An evaluation stopped because too many examples failed, or measured nothing
+    (every example failed, or the devset was empty)."""
 
-    def __init__(self, message: str, *, failures: list[tuple[Any, BaseException]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: list[tuple[Any, BaseException]] | None = None,
+        records: list[Any] | None = None,
+    ) -> None:
         super().__init__(message)
+        #: (example, exception) pairs, where the evaluator kept the exceptions
         self.failures = failures or []
+        #: the per-example failure records (`dspex.evaluate.runner.EvaluationFailure`)
+        self.records = records or []
