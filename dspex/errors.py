@@ -19,6 +19,13 @@ class ConfigurationError(DspexError):
     """A setting is missing or inconsistent (no LM configured, bad option, ...)."""
 
 
+class SavedFileError(ConfigurationError):
+    """A saved state or program file cannot be read: missing, not valid JSON, the wrong
+    kind of file for the call (a state file given to `dspex.load`, a program directory
+    given to `Module.load`), from another program, or a pickle that does not load.
+    The message names the file, what is wrong with it, and what to do."""
+
+
 class SignatureError(DspexError):
     """A signature could not be built: bad syntax, names or types."""
 
