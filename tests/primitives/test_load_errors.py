@@ -82,7 +82,9 @@ def test_state_from_another_program_names_the_file(tmp_path: Path) -> None:
 
 def test_module_load_of_a_program_directory_points_to_dspex_load(tmp_path: Path) -> None:
     Program().save(tmp_path / "prog", save_program=True)
-    with pytest.raises(SavedFileError, match=r"holds a whole saved program: load it with dspex\.load"):
+    with pytest.raises(
+        SavedFileError, match=r"holds a whole saved program: load it with dspex\.load"
+    ):
         Program().load(tmp_path / "prog")
 
 
