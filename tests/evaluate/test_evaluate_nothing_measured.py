@@ -149,3 +149,19 @@ def test_a_failure_recorded_without_a_stage_is_described_from_its_type() -> None
     other = EvaluationFailure(1, example, "ValueError", "bad")
     assert lm_failure.where == "lm" and "failed in the LM call" in lm_failure.describe()
     assert other.where == "" and "failed in the program or the metric" in other.describe()
+
+
+@pytest.mark.ray
+def test_on_the_ray_runner_an_evaluation_that_measured_nothing_raises_too(
+    ray_cluster: Any,
+) -> None:
+    from dspex.evaluate.ray_runner import shutdown_pool
+
+    try:
+        with pytest.raises(EvaluationError) as caught:
+            Evaluate(devset=devset(6), metric=raising_metric, runner="ray")(Echo())
+    finally:
+        shutdown_pool()
+    # The workers report the exception's type, not where it was raised.
+    assert "raised ValueError for all 6 examples (metric bug)" in str(caught.value)
+    assert sorted(r.index for r in caught.value.records) == list(range(6))
