@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "SignatureError": "dspex.errors",
     "AdapterParseError": "dspex.errors",
     "ConfigurationError": "dspex.errors",
+    "SavedFileError": "dspex.errors",
     "InputError": "dspex.errors",
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
@@ -108,6 +109,7 @@ if TYPE_CHECKING:
         EvaluationError,
         InputError,
         LMError,
+        SavedFileError,
         SignatureError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult

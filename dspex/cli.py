@@ -72,7 +72,16 @@ def demo(
     task: Annotated[str, typer.Option(help="Bundled task to run on.")] = "arithmetic",
     dev_size: Annotated[int, typer.Option(min=10, help="Dev examples to evaluate on.")] = 100,
     latency_ms: Annotated[float, typer.Option(min=0, help="Simulated LM latency per request.")] = 50.0,
-    output: Annotated[str, typer.Option(help="Where to save the optimized program (JSON).")] = "dspex_demo_program.json",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "--out",
+            "-o",
+            help="Where to save the optimized program's state (JSON). "
+            "Default: <user data dir>/dspex/demo/RUN_ID.json, never the current directory.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Run on a local Ray runtime (default) or in-process.")] = True,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for the local Ray (default: all).")] = None,
@@ -86,6 +95,8 @@ def demo(
         dspex demo
 
         dspex demo --lm openai/gpt-4o-mini --dev-size 50
+
+        dspex demo --out ./program.json --json
     """
     from dspex.demo import run_demo
 

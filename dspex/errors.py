@@ -19,6 +19,13 @@ class ConfigurationError(DspexError):
     """A setting is missing or inconsistent (no LM configured, bad option, ...)."""
 
 
+class SavedFileError(ConfigurationError):
+    """A saved state or program file cannot be read: missing, not valid JSON, the wrong
+    kind of file for the call (a state file given to `dspex.load`, a program directory
+    given to `Module.load`), from another program, or a pickle that does not load.
+    The message names the file, what is wrong with it, and what to do."""
+
+
 class SignatureError(DspexError):
     """A signature could not be built: bad syntax, names or types."""
 
@@ -157,8 +164,18 @@ class BudgetExceededError(DspexError):
 
 
 class EvaluationError(DspexError):
-    """An evaluation stopped because too many examples failed."""
+    """An evaluation stopped because too many examples failed, or measured nothing
+    (every example failed, or the devset was empty)."""
 
-    def __init__(self, message: str, *, failures: list[tuple[Any, BaseException]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: list[tuple[Any, BaseException]] | None = None,
+        records: list[Any] | None = None,
+    ) -> None:
         super().__init__(message)
+        #: (example, exception) pairs, where the evaluator kept the exceptions
         self.failures = failures or []
+        #: the per-example failure records (`dspex.evaluate.runner.EvaluationFailure`)
+        self.records = records or []

@@ -196,6 +196,9 @@ def connect(address: str, **ray_kwargs: Any) -> None:
 def _start_ray(address: str | None, num_cpus: int | None, kwargs: dict[str, Any]) -> None:
     import ray
 
+    from dspex.ray_notices import quiet_token_auth_notice
+
+    quiet_token_auth_notice()  # Ray's "token auth is enabled" notice on every start
     kwargs = {"namespace": NAMESPACE, "log_to_driver": False, **kwargs}
     if address is None:
         # "local" always starts a fresh instance; a bare ray.init() would

@@ -26,6 +26,7 @@ from dspex.evaluate.runner import (
     RunOutcome,
     example_inputs,
     fields_of,
+    nothing_measured,
     run_local,
 )
 from dspex.primitives.settings import settings
@@ -75,7 +76,10 @@ class Evaluate:
     Examples run concurrently on asyncio, at most `num_threads` at a time. A
     failing example scores `failure_score` and is listed in the result's
     ``errors``; more than `max_errors` failures stop the run with
-    `EvaluationError`. Per-example scores and outputs are in ``result.results``.
+    `EvaluationError`. An evaluation that measured nothing (every example
+    failed, or the devset is empty) raises `EvaluationError` naming the cause
+    rather than returning a score of 0. Per-example scores and outputs are in
+    ``result.results``.
     """
 
     def __init__(
@@ -179,6 +183,10 @@ class Evaluate:
         table = self.display_table if display_table is None else display_table
         json_path = save_as_json or self.save_as_json
         self._report(result, table, json_path, save_as_csv or self.save_as_csv)
+        if result.n_errors >= len(result.results):
+            # Every example failed (or there were none): a 0.0 would look like a
+            # measured score. The reports above still show what failed.
+            raise nothing_measured(result.errors)
         return result
 
     def _devset(self, devset: Iterable[Any] | None) -> Iterable[Any]:

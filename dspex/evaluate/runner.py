@@ -13,6 +13,7 @@ contract; the Ray runner reuses them inside its workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from dspex.errors import BudgetExceededError, EvaluationError
+from dspex.errors import AdapterParseError, BudgetExceededError, EvaluationError, LMError
 from dspex.evaluate.progress import NullProgress, Progress
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
@@ -31,6 +32,7 @@ from dspex.primitives.settings import context
 from dspex.providers.types import Usage
 
 __all__ = [
+    "STAGES",
     "EvaluationFailure",
     "MetricCaller",
     "ProgramCaller",
@@ -38,7 +40,9 @@ __all__ = [
     "RunOutcome",
     "evaluate_example",
     "example_inputs",
+    "failure_stage",
     "fields_of",
+    "nothing_measured",
     "run_local",
     "to_score",
 ]
@@ -49,20 +53,58 @@ Row = tuple[Any, Any, float]
 """``(example, prediction, score)``: one evaluated example."""
 
 
+STAGES: dict[str, str] = {
+    "inputs": "failed reading its inputs",
+    "program": "failed in the program",
+    "lm": "failed in the LM call",
+    "metric": "failed in the metric",
+}
+"""Where an example can fail, and how a report says it. A failure whose stage is
+unknown (an evaluator that does not record it) reads "failed in the program or the metric"."""
+
+_UNKNOWN_STAGE = "failed in the program or the metric"
+
+
+@functools.cache
+def _lm_error_types() -> frozenset[str]:
+    """Names of the exceptions that mean the LM failed (a remote failure keeps only its name)."""
+    names = {AdapterParseError.__name__}
+    pending: list[type[BaseException]] = [LMError]
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
 @dataclass(frozen=True)
 class EvaluationFailure:
-    """An example whose program or metric raised; plain data, safe to pickle."""
+    """An example whose inputs, program, LM or metric failed; plain data, safe to pickle."""
 
     index: int
     example: Any
     error_type: str
     message: str
     traceback: str | None = None
+    stage: str = ""
+    """A key of `STAGES`, or "" when the evaluator did not record where it failed."""
+
+    @property
+    def where(self) -> str:
+        """The stage, or the best guess from the exception's type when it was not recorded."""
+        if self.stage:
+            return self.stage
+        if self.error_type in _lm_error_types():
+            return "lm"
+        if self.error_type == "InputKeysNotSetError":
+            return "inputs"
+        return ""
 
     def describe(self) -> str:
-        """One line for an error report: position, inputs, exception."""
+        """One line for an error report: position, inputs, where it failed, exception."""
         message = _clip(self.message, 200)
-        return f"#{self.index} {preview(self.example)}: {self.error_type}: {message}"
+        said = STAGES.get(self.where, _UNKNOWN_STAGE)
+        return f"#{self.index} {preview(self.example)} {said}: {self.error_type}: {message}"
 
 
 @dataclass(frozen=True)
@@ -237,16 +279,62 @@ def _accepts_args(fn: Callable[..., Any], count: int) -> bool:
     return True
 
 
+_STAGE_ATTRIBUTE = "_dspex_evaluation_stage"
+
+
+def _mark_stage(exc: BaseException, stage: str) -> None:
+    """Note on the exception where it was raised, for `failure_stage`."""
+    # An exception class with __slots__ takes no attribute: its stage stays unknown.
+    with contextlib.suppress(AttributeError):
+        setattr(exc, _STAGE_ATTRIBUTE, stage)
+
+
+def failure_stage(exc: BaseException) -> str:
+    """Where `evaluate_example` failed: a key of `STAGES`, or "" if it cannot tell.
+
+    A program failure caused by an LM error (raised directly or as the cause of
+    what the program raised) counts as the LM's.
+    """
+    stage = getattr(exc, _STAGE_ATTRIBUTE, "")
+    if stage == "program" and _caused_by_lm(exc):
+        return "lm"
+    return stage if isinstance(stage, str) else ""
+
+
+def _caused_by_lm(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (LMError, AdapterParseError)):
+            return True
+        seen.add(id(current))
+        # `raise X from None` hides the context: then the LM error was handled, not the cause.
+        context = None if current.__suppress_context__ else current.__context__
+        current = current.__cause__ or context
+    return False
+
+
 async def evaluate_example(
     program: ProgramCaller, metric: MetricCaller, example: Any
 ) -> tuple[Any, float]:
-    """Run one example under its own trace and score it; raises what they raise."""
-    inputs = example_inputs(example)
-    trace: list[Any] = []
-    with context(trace=trace):
-        prediction = await program(inputs)
-    # The metric runs outside the trace so an LM-judge's own calls stay out of it.
-    score = await metric(example, prediction, trace)
+    """Run one example under its own trace and score it; raises what they raise.
+
+    A raised exception is marked with the stage that raised it (inputs, program,
+    metric), which `failure_stage` reads.
+    """
+    stage = "inputs"
+    try:
+        inputs = example_inputs(example)
+        stage = "program"
+        trace: list[Any] = []
+        with context(trace=trace):
+            prediction = await program(inputs)
+        stage = "metric"
+        # The metric runs outside the trace so an LM-judge's own calls stay out of it.
+        score = await metric(example, prediction, trace)
+    except Exception as exc:
+        _mark_stage(exc, stage)
+        raise
     return prediction, score
 
 
@@ -339,9 +427,11 @@ class _Run:
     def _fail(self, index: int, example: Any, exc: Exception) -> None:
         options = self.options
         trace = "".join(tb.format_exception(exc)) if options.provide_traceback else None
-        failure = EvaluationFailure(index, example, type(exc).__name__, str(exc), trace)
+        failure = EvaluationFailure(
+            index, example, type(exc).__name__, str(exc), trace, failure_stage(exc)
+        )
         logger.warning(
-            "evaluation example failed: %s", failure.describe(), exc_info=exc if trace else None
+            "evaluation example %s", failure.describe(), exc_info=exc if trace else None
         )
         self.rows[index] = (example, Prediction(), options.failure_score)
         self.failures.append(failure)
@@ -401,7 +491,79 @@ def too_many_errors(
         "if they are LM errors (timeouts, rate limits, auth), check the LM configuration and "
         "the provider."
     )
-    return EvaluationError("\n".join(lines), failures=list(exceptions))
+    return EvaluationError("\n".join(lines), failures=list(exceptions), records=list(failures))
+
+
+def nothing_measured(
+    failures: list[EvaluationFailure],
+    exceptions: list[tuple[Any, BaseException]] | None = None,
+    shown: int = 3,
+) -> EvaluationError:
+    """The error for an evaluation in which every example failed (or there was none).
+
+    Its score would be a number computed from no measurement at all, so it is
+    not returned: the message names the cause and what to do about it.
+    """
+    if not failures:
+        return EvaluationError(
+            "Evaluation measured nothing: the devset is empty. Pass at least one example "
+            "(dspex.Example(...).with_inputs(...))."
+        )
+    failures = sorted(failures, key=lambda failure: failure.index)
+    total = len(failures)
+    causes: dict[tuple[str, str], list[EvaluationFailure]] = {}
+    for failure in failures:
+        causes.setdefault((failure.where, failure.error_type), []).append(failure)
+    if len(causes) == 1:
+        summary = _one_cause(*next(iter(causes)), total, failures[0])
+    else:
+        parts = [
+            f"{_cause_phrase(where, error_type)} for {len(group)}"
+            for (where, error_type), group in sorted(causes.items(), key=lambda kv: -len(kv[1]))
+        ]
+        summary = f"all {total} examples failed: " + "; ".join(parts)
+    lines = [f"Evaluation measured nothing: {summary}. First failures:"]
+    lines += [f"  {failure.describe()}" for failure in failures[:shown]]
+    advice = {_ADVICE.get(where, _ADVICE[""]) for where, _ in causes}
+    lines += [f"What to do: {text}" for text in sorted(advice)]
+    return EvaluationError(
+        "\n".join(lines), failures=list(exceptions or []), records=list(failures)
+    )
+
+
+_ADVICE = {
+    "inputs": "mark each example's input fields, e.g. "
+    "dspex.Example(question=..., answer=...).with_inputs('question').",
+    "lm": "check the LM's model name, api_base and API key, and whether the provider is up "
+    "(dspex.inspect_history() shows the last requests).",
+    "metric": "fix the metric (it is called as metric(example, prediction) and must return a "
+    "bool or a number); Evaluate(provide_traceback=True) logs where it raised.",
+    "program": "fix the program; Evaluate(provide_traceback=True) logs where it raised.",
+    "": "fix the program or the metric; Evaluate(provide_traceback=True) logs where it raised.",
+}
+
+
+def _cause_phrase(where: str, error_type: str) -> str:
+    if where == "inputs":
+        return f"the example has no inputs ({error_type})"
+    if where == "lm":
+        return f"the LM call failed ({error_type})"
+    if where in ("program", "metric"):
+        return f"the {where} raised {error_type}"
+    return f"the program or the metric raised {error_type}"
+
+
+def _one_cause(where: str, error_type: str, total: int, first: EvaluationFailure) -> str:
+    first_message = _clip(first.message, 200)
+    if where == "inputs":
+        return (
+            f"no example has inputs: call .with_inputs(...) on each example "
+            f"({error_type} for all {total})"
+        )
+    if where == "lm":
+        return f"every LM call failed, for all {total} examples: {error_type}: {first_message}"
+    who = f"the {where}" if where in ("program", "metric") else "the program or the metric"
+    return f"{who} raised {error_type} for all {total} examples ({first_message})"
 
 
 async def run_local(

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from dspex.errors import ConfigurationError
+from dspex.errors import ConfigurationError, SavedFileError
 from dspex.observability.redact import without_secrets
 from dspex.observability.tracing import module_span
 from dspex.primitives import saving
@@ -309,8 +309,16 @@ class Module:
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load learned state saved with ``save("x.json")`` into this program."""
         target = Path(path)
-        _require_json(target)
-        self.load_state(saving.read_state(target))
+        _require_json(target, loading=True)
+        state = saving.read_state(target)
+        try:
+            self.load_state(state)
+        except ConfigurationError as exc:
+            # Name the file: "state does not match" alone leaves a reader guessing which.
+            raise SavedFileError(
+                f"{target} does not fit this {type(self).__name__}: {exc}. Was it saved from "
+                "a program built the same way (the same class and predictors)?"
+            ) from exc
 
     # --- display --------------------------------------------------------------
 
@@ -404,12 +412,24 @@ def _check_state_names(owner: str, params: dict[str, Parameter], state: dict[str
         )
 
 
-def _require_json(path: Path) -> None:
-    if path.suffix != ".json":
-        raise ConfigurationError(
-            f"state files are JSON: use a path ending in .json (got {path}); to save the "
-            "whole program use save(directory, save_program=True)"
+def _require_json(path: Path, *, loading: bool = False) -> None:
+    if path.suffix == ".json":
+        return
+    if loading:
+        whole = (
+            f"{path} holds a whole saved program: load it with dspex.load({str(path)!r}, "
+            "allow_pickle=True)"
+            if (path / saving.PROGRAM_FILE).is_file()
+            else "to load a whole program saved with save(directory, save_program=True), use "
+            "dspex.load(directory, allow_pickle=True)"
         )
+        raise SavedFileError(
+            f"state files are JSON: use a path ending in .json (got {path}); {whole}"
+        )
+    raise ConfigurationError(
+        f"state files are JSON: use a path ending in .json (got {path}); to save the "
+        "whole program use save(directory, save_program=True)"
+    )
 
 
 def _api_keys(program: Module) -> list[str]:

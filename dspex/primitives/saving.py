@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dspex.errors import ConfigurationError
+from dspex.errors import ConfigurationError, SavedFileError
 from dspex.observability.redact import without_secrets
 from dspex.primitives.example import Example
 
@@ -102,15 +102,71 @@ def write_state(state: dict[str, Any], path: Path) -> None:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    """Read a JSON state file; warn on version mismatch; return the state only."""
-    with open(path, encoding="utf-8") as f:
-        document = json.load(f)
+    """Read a JSON state file; warn on version mismatch; return the state only.
+
+    Raises `SavedFileError` naming the file when it is missing, a directory, not
+    valid JSON, or not a JSON object.
+    """
+    if path.is_dir():
+        hint = (
+            f"it holds a whole saved program: load it with dspex.load({str(path)!r}, "
+            "allow_pickle=True)"
+            if (path / PROGRAM_FILE).is_file()
+            else "pass the .json file that program.save(...) wrote"
+        )
+        raise SavedFileError(f"{path} is a directory, not a state file; {hint}")
+    document = _parse_json(path, _read_text(path, "a state file"), "state")
     if not isinstance(document, dict):
-        raise ConfigurationError(f"{path} does not hold a dspex state (a JSON object)")
+        raise SavedFileError(
+            f"{path} is JSON but not a dspex state (a JSON object of predictor names, "
+            f"got a {type(document).__name__}); it was not written by program.save(...)"
+        )
     saved = document.pop(METADATA_KEY, None)
     if isinstance(saved, dict):
         check_metadata(saved, path)
     return document
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SavedFileError(f"{path} does not exist (looking for {what})") from None
+    except UnicodeDecodeError as exc:
+        raise SavedFileError(
+            f"{path} is not a text file (byte {exc.start} is not UTF-8), so not {what} "
+            "written by program.save(...)"
+        ) from exc
+
+
+def _parse_json(path: Path, text: str, kind: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if kind == "state":
+            advice = (
+                "was it written by program.save(...)? A state file cut short or edited by "
+                f"hand cannot be read: save the program's state again with "
+                f"program.save({str(path)!r})"
+            )
+        else:
+            advice = (
+                "the saved program is damaged: save it again with "
+                "save(directory, save_program=True)"
+            )
+        raise SavedFileError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            f"{advice}"
+        ) from exc
+
+
+def _is_state_file(path: Path) -> bool:
+    """Whether ``path`` reads as a state file (a JSON object) written by `write_state`."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict)
 
 
 def write_program(program: Any, directory: Path, secrets: Iterable[str]) -> None:
@@ -141,6 +197,9 @@ def load(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
     files you trust (ones you saved yourself).
     """
     directory = Path(path)
+    # What kind of path this is comes first: a state file or a typo must not be
+    # answered with a lecture about pickles.
+    program_file = _program_file(directory)
     if not allow_pickle:
         raise ConfigurationError(
             f"refusing to load {directory}: a saved program is a pickle, and loading a pickle "
@@ -148,18 +207,62 @@ def load(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
             "load(path, allow_pickle=True). To load only learned state (safe), build the "
             "program in code and call program.load('state.json')"
         )
-    program_file = directory / PROGRAM_FILE
-    if not program_file.is_file():
-        raise ConfigurationError(
-            f"{directory} is not a saved program: expected {PROGRAM_FILE} inside it "
-            "(written by module.save(directory, save_program=True))"
-        )
     meta_file = directory / METADATA_FILE
+    saved_meta: dict[str, Any] = {}
     if meta_file.is_file():
-        check_metadata(json.loads(meta_file.read_text(encoding="utf-8")), directory)
+        found = _parse_json(meta_file, _read_text(meta_file, "program metadata"), "program")
+        saved_meta = found if isinstance(found, dict) else {}
+        check_metadata(saved_meta, directory)
     import cloudpickle
 
-    return cloudpickle.loads(program_file.read_bytes())
+    try:
+        return cloudpickle.loads(program_file.read_bytes())
+    except Exception as exc:
+        versions = ", ".join(f"{k} {v}" for k, v in saved_meta.items()) or "unknown versions"
+        raise SavedFileError(
+            f"{program_file} could not be unpickled ({type(exc).__name__}: {exc}). It was saved "
+            f"with {versions}; it loads only where the same classes can be imported (the "
+            "modules that define the program's classes are installed) with compatible "
+            "versions. If the file is damaged, save the program again"
+        ) from exc
+
+
+def _program_file(directory: Path) -> Path:
+    """``directory/program.pkl``, or `SavedFileError` saying what ``directory`` is instead."""
+    written_by = (
+        f"a directory holding {PROGRAM_FILE}, written by "
+        "program.save(directory, save_program=True)"
+    )
+    if not directory.exists():
+        raise SavedFileError(f"{directory} does not exist: dspex.load reads {written_by}")
+    if directory.is_file():
+        if directory.name == PROGRAM_FILE:
+            raise SavedFileError(
+                f"{directory} is the pickle inside a saved program: pass its directory, "
+                f"dspex.load({str(directory.parent)!r}, allow_pickle=True)"
+            )
+        if _is_state_file(directory):
+            raise SavedFileError(
+                f"{directory} is a saved state, not a whole program: build the program in "
+                f"code and call program.load({str(directory)!r})"
+            )
+        if directory.suffix == ".json":
+            try:
+                _parse_json(directory, _read_text(directory, "a state file"), "state")
+                problem = "it holds JSON, but not a dspex state (a JSON object)"
+            except SavedFileError as exc:
+                problem = f"read as a state file for program.load, it fails too: {exc}"
+            raise SavedFileError(
+                f"{directory} is a JSON file, not a saved program (dspex.load reads "
+                f"{written_by}); {problem}"
+            )
+        raise SavedFileError(
+            f"{directory} is a file, not a saved program: dspex.load reads {written_by}"
+        )
+    program_file = directory / PROGRAM_FILE
+    if not program_file.is_file():
+        raise SavedFileError(f"{directory} is not a saved program: expected {written_by}")
+    return program_file
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -90,9 +90,9 @@ async def test_score_is_a_percentage_rounded_to_two_places() -> None:
     assert [score for _, _, score in result.results] == [1.0, 0.0, 0.0]
 
 
-async def test_empty_devset_scores_zero() -> None:
-    result = await Evaluate(devset=[], metric=exact).acall(Echo())
-    assert (result.score, result.results, result.errors) == (0.0, [], [])
+async def test_empty_devset_is_an_error_not_a_score_of_zero() -> None:
+    with pytest.raises(EvaluationError, match="the devset is empty"):
+        await Evaluate(devset=[], metric=exact).acall(Echo())
 
 
 async def test_usage_is_summed_over_predictions() -> None:
@@ -302,12 +302,12 @@ async def test_metric_may_return_a_prediction_with_a_score() -> None:
 
 
 async def test_metric_returning_a_non_number_is_an_error_of_that_example() -> None:
-    def metric(example: Any, pred: Any) -> str:
-        return "yes"
+    def metric(example: Any, pred: Any) -> str | bool:
+        return "yes" if index_of(example.question) else True
 
     result = await Evaluate(devset=devset(2), metric=metric).acall(Echo())
-    assert result.n_errors == 2
-    assert result.errors[0].error_type == "TypeError"
+    assert result.n_errors == 1
+    assert (result.errors[0].error_type, result.errors[0].stage) == ("TypeError", "metric")
     assert "return a bool, a number" in result.errors[0].message
 
 
@@ -335,7 +335,9 @@ async def test_failed_examples_score_failure_score_and_are_recorded() -> None:
     assert result.score == round(100 * (5 * 1.0 + 5 * 0.25) / 10, 2)
     assert [f.index for f in sorted(result.errors, key=lambda f: f.index)] == [1, 3, 5, 7, 9]
     failure = next(f for f in result.errors if f.index == 3)
-    assert failure == EvaluationFailure(3, devset(10)[3], "ValueError", "odd question 3", None)
+    assert failure == EvaluationFailure(
+        3, devset(10)[3], "ValueError", "odd question 3", None, "program"
+    )
     example, pred, score = result.results[3]
     assert (example.question, score) == ("q3", 0.25)
     assert isinstance(pred, Prediction) and len(pred) == 0
@@ -344,15 +346,17 @@ async def test_failed_examples_score_failure_score_and_are_recorded() -> None:
 async def test_provide_traceback_keeps_where_it_failed() -> None:
     evaluator = Evaluate(devset=devset(2), metric=exact, provide_traceback=True)
     result = await evaluator.acall(FailOdd())
-    (failure,) = result.errors
+    (failure,) = result.errors  # example 1 of 2; example 0 was measured
     assert failure.traceback is not None
     assert "in acall" in failure.traceback and "ValueError: odd question 1" in failure.traceback
 
 
 async def test_an_example_without_inputs_is_an_error_not_a_crash() -> None:
-    data = [Example(question="q0", answer="a0")]  # no with_inputs(...)
+    data = [*devset(1), Example(question="q1", answer="a1")]  # the second lacks with_inputs(...)
     result = await Evaluate(devset=data, metric=exact).acall(Echo())
-    assert result.errors[0].error_type == "InputKeysNotSetError"
+    assert [(f.index, f.error_type, f.stage) for f in result.errors] == [
+        (1, "InputKeysNotSetError", "inputs")
+    ]
 
 
 class Stuck:

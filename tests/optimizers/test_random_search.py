@@ -70,6 +70,18 @@ def test_a_failed_evaluation_is_recorded_as_failed_not_scored_zero(
     assert -3 not in [c["seed"] for c in best.candidate_programs]
 
 
+def test_a_candidate_whose_evaluation_measured_nothing_is_a_failed_trial(
+    lm: Any, train: list[dspex.Example], exact: Any, store: RunStore
+) -> None:
+    # An error limit above the valset's size: every zero-shot example fails, which scored 0.
+    best = search(exact, max_errors=1000).compile(NeedsDemos(), trainset=train, run_id="n", store=store)
+    trials = {t.params["seed"]: t for t in store.trials("n")}
+    assert trials[-3].status == "failed" and trials[-3].score is None
+    assert "the program raised RuntimeError for all" in (trials[-3].error or "")
+    assert all(t.status == "scored" for seed, t in trials.items() if seed != -3)
+    assert best.run_info.status == "finished"
+
+
 def test_every_candidate_failing_raises(lm: Any, train: list[dspex.Example], exact: Any) -> None:
     with pytest.raises(SearchError, match="all 1 candidates failed"):
         search(exact, max_errors=0).compile(NeedsDemos(), trainset=train, restrict=[-3])
