@@ -18,10 +18,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from typer.testing import CliRunner
 
 from dspex import runtime
-from dspex.cli import app
 from dspex.local_cluster import ClusterState, save_state
 
 TOKEN = "the-clusters-token"
@@ -76,30 +74,42 @@ def no_auth_mode(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cli_env
 
 
+def _status_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`dspex status` in its own process, as a user runs it: this test process may
+    already hold a Ray connection (the session's cluster), which status would reuse."""
+    return subprocess.run(
+        [sys.executable, "-m", "dspex.cli", "status", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_status_without_a_token_fails_fast_and_says_what_to_export(
-    runner: CliRunner, no_auth_mode: Path, gcs_address: str
+    no_auth_mode: Path, gcs_address: str
 ) -> None:
-    result = runner.invoke(app, ["status", "--address", gcs_address])
-    assert result.exit_code == 5, result.output
+    result = _status_command("--address", gcs_address)
+    assert result.returncode == 5, result.stdout + result.stderr
     assert f"connecting to the Ray cluster at {gcs_address}" in result.stderr
     assert "requires an auth token and none was found" in result.stderr
     assert "RAY_AUTH_TOKEN_PATH=" in result.stderr and "ray get-auth-token" in result.stderr
 
 
 def test_status_with_another_clusters_token_says_it_was_rejected(
-    runner: CliRunner, no_auth_mode: Path, gcs_address: str, monkeypatch: pytest.MonkeyPatch
+    no_auth_mode: Path, gcs_address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = no_auth_mode / "wrong-token"
     wrong.write_text("not-this-clusters-token\n")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(wrong))
-    result = runner.invoke(app, ["status", "--address", gcs_address])
-    assert result.exit_code == 5, result.output
+    result = _status_command("--address", gcs_address)
+    assert result.returncode == 5, result.stdout + result.stderr
     assert f"rejected the auth token from {wrong}" in result.stderr
-    assert "not-this-clusters-token" not in result.output  # the value is never printed
+    assert "not-this-clusters-token" not in result.stdout + result.stderr  # the value is never printed
 
 
 def test_status_of_a_dspex_cluster_names_the_token_file_to_export(
-    runner: CliRunner, no_auth_mode: Path, gcs_address: str
+    no_auth_mode: Path, gcs_address: str
 ) -> None:
     token_file = no_auth_mode / "cluster-token"
     token_file.write_text(TOKEN)
@@ -113,8 +123,8 @@ def test_status_of_a_dspex_cluster_names_the_token_file_to_export(
             token_origin=f"{token_file} ($RAY_AUTH_TOKEN_PATH)",
         )
     )
-    result = runner.invoke(app, ["status"])  # the address comes from the cluster's state
-    assert result.exit_code == 5, result.output
+    result = _status_command()  # the address comes from the cluster's state
+    assert result.returncode == 5, result.stdout + result.stderr
     assert f"export RAY_AUTH_TOKEN_PATH={token_file}" in result.stderr
 
 
