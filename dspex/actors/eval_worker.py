@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.errors import BudgetExceededError
-from dspex.evaluate.runner import MetricCaller, ProgramCaller, evaluate_example
+from dspex.evaluate.runner import MetricCaller, ProgramCaller, evaluate_example, failure_stage
 from dspex.primitives.settings import context
 from dspex.providers.budget import BudgetLease, Claim, LeaseGrant, budget_scope
 from dspex.providers.types import Usage
@@ -83,6 +83,8 @@ class ExampleError:
     """The example's LM request did not fit in the run's budget (`BudgetExceededError`)."""
     needed: Claim | None = None
     """The claim of the request that was refused, when the budget said."""
+    stage: str = ""
+    """Where it failed (inputs, program, lm, metric: `failure_stage`), "" if unknown."""
 
 
 ChunkRow = tuple[int, bool, float, Any, "Usage | None"]
@@ -237,7 +239,7 @@ class EvalWorker:
     @staticmethod
     def _error(exc: BaseException, spec: RunSpec, *, budget: bool = False) -> ExampleError:
         trace = "".join(tb.format_exception(exc)) if spec.provide_traceback else None
-        return ExampleError(type(exc).__name__, str(exc), trace, budget)
+        return ExampleError(type(exc).__name__, str(exc), trace, budget, stage=failure_stage(exc))
 
     async def _run_state(self, spec: RunSpec) -> _RunState:
         state = self._runs.get(spec.run_id)

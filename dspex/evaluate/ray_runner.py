@@ -428,9 +428,9 @@ class _Dispatch:
             return
         options = self.options
         failure = EvaluationFailure(
-            index, example, error.error_type, error.message, error.traceback
+            index, example, error.error_type, error.message, error.traceback, error.stage
         )
-        logger.warning("evaluation example failed: %s", failure.describe())
+        logger.warning("evaluation example %s", failure.describe())
         if error.traceback:
             logger.warning("%s", error.traceback)
         self.rows[index] = (example, Prediction(), options.failure_score)

@@ -162,6 +162,7 @@ def test_on_the_ray_runner_an_evaluation_that_measured_nothing_raises_too(
             Evaluate(devset=devset(6), metric=raising_metric, runner="ray")(Echo())
     finally:
         shutdown_pool()
-    # The workers report the exception's type, not where it was raised.
-    assert "raised ValueError for all 6 examples (metric bug)" in str(caught.value)
+    # The workers report where each example failed, as the in-process runner does.
+    assert "the metric raised ValueError for all 6 examples" in str(caught.value)
     assert sorted(r.index for r in caught.value.records) == list(range(6))
+    assert {r.where for r in caught.value.records} == {"metric"}
