@@ -7,7 +7,9 @@ Every example ends as a score or as a recorded failure; once failures exceed
 ``max_errors`` the run cancels what is in flight and raises `EvaluationError`.
 
 `evaluate_example`, `ProgramCaller` and `MetricCaller` are the per-example
-contract; the Ray runner reuses them inside its workers.
+contract; the Ray runner reuses them inside its workers. `evaluate_example`
+runs each example as batch work, so an LM request that meets an open circuit
+breaker waits for the provider instead of losing the example.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dspex.evaluate.progress import NullProgress, Progress
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import context
+from dspex.primitives.workload import batch_work
 from dspex.providers.types import Usage
 
 __all__ = [
@@ -240,13 +243,18 @@ def _accepts_args(fn: Callable[..., Any], count: int) -> bool:
 async def evaluate_example(
     program: ProgramCaller, metric: MetricCaller, example: Any
 ) -> tuple[Any, float]:
-    """Run one example under its own trace and score it; raises what they raise."""
+    """Run one example under its own trace and score it; raises what they raise.
+
+    Runs as batch work (`dspex.primitives.workload`): an LM request that meets
+    an open circuit waits for the provider's probe instead of losing the example.
+    """
     inputs = example_inputs(example)
     trace: list[Any] = []
-    with context(trace=trace):
-        prediction = await program(inputs)
-    # The metric runs outside the trace so an LM-judge's own calls stay out of it.
-    score = await metric(example, prediction, trace)
+    with batch_work():
+        with context(trace=trace):
+            prediction = await program(inputs)
+        # The metric runs outside the trace so an LM-judge's own calls stay out of it.
+        score = await metric(example, prediction, trace)
     return prediction, score
 
 
