@@ -16,6 +16,11 @@ dead letters (``dspex.dead_letters()``) and raises `ReplicaDiedError`. An
 error raised by the program itself is the caller's, raised as is, and not
 retried: another replica would run the same code on the same input.
 
+Served requests are interactive work (`dspex.primitives.workload`): an LM
+request that meets an open circuit breaker fails fast with `CircuitOpenError`,
+so the caller can fall back or report, where an evaluation would wait for the
+provider's probe.
+
 LM API keys do not travel with the program (see `dspex.providers.lm`): give
 the replicas the key through their environment (``runtime_env``).
 """
@@ -136,11 +141,14 @@ class ModuleActor:
     async def acall(self, **inputs: Any) -> Any:
         """Run the program on ``inputs`` (its own errors are raised to the caller)."""
         from dspex.primitives.settings import context
+        from dspex.primitives.workload import interactive_work
 
         async with self._slots:
             self._started()
             try:
-                with context(**self._settings):
+                # Interactive: an LM request that meets an open circuit fails fast
+                # (the caller can fall back) rather than waiting for the provider.
+                with context(**self._settings), interactive_work():
                     result = await self._caller(inputs)
             except Exception as exc:
                 self._errors += 1

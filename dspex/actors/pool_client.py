@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -48,6 +49,7 @@ from dspex.runtime import NAMESPACE
 if TYPE_CHECKING:
     from dspex.actors.provider_pool import Outcome, PoolConfig, PoolRequest
     from dspex.providers.lm import LM
+    from dspex.providers.retry import RetryPolicy
     from dspex.providers.types import LMResponse, Message
     from dspex.supervisors.child_spec import ChildSpec
 
@@ -137,7 +139,9 @@ def pool_name(provider: str, model_name: str, api_base: str) -> str:
 
 def pool_config(lm: LM, **overrides: Any) -> PoolConfig:
     """The pool settings for ``lm``'s endpoint: its rpm/tpm/concurrency, plus ``overrides``
-    (``fail_max``, ``reset_timeout``, ``count_rate_limits``, ``max_concurrency``, ...)."""
+    (the breaker's ``failure_rate_threshold``, ``window``, ``window_seconds``,
+    ``minimum_calls``, ``fail_max``, ``reset_timeout``, ``count_rate_limits``;
+    ``max_circuit_wait``, ``max_concurrency``, ...)."""
     from dspex.actors.provider_pool import DEFAULT_MAX_CONCURRENCY, PoolConfig
 
     settings: dict[str, Any] = {
@@ -352,9 +356,15 @@ async def route_through_pool(
     ``key`` (the request's cache key) lets identical in-flight requests from any
     process share one HTTP call; None never shares. ``num_retries`` overrides the
     LM's for the pool's attempts (0 under a run budget: the caller retries, so
-    each attempt is reserved before it is sent).
+    each attempt is reserved before it is sent). Inside batch work
+    (`dspex.primitives.workload.batch_work`) the request waits for an open
+    circuit's probe, up to the pool's ``max_circuit_wait`` and its deadline;
+    otherwise it fails fast with `CircuitOpenError`.
     """
     from dspex.actors.provider_pool import PoolRequest
+
+    # Here, not at the top: dspex.primitives imports the LM client, which imports us.
+    from dspex.primitives.workload import current_workload
 
     request = PoolRequest(
         messages=list(messages),
@@ -363,6 +373,9 @@ async def route_through_pool(
         deadline=_deadline.get(),
         timeout=lm.timeout,
         num_retries=lm.num_retries if num_retries is None else num_retries,
+        retry_policy=_shippable(lm.retry_policy),
+        # Batch work (Evaluate, optimizers) waits for an open circuit; serving fails fast.
+        wait_for_circuit=current_workload() == "batch",
     )
     loop = asyncio.get_running_loop()
     name = _name_of(lm)
@@ -373,6 +386,14 @@ async def route_through_pool(
     if isinstance(outcome, BaseException):
         raise outcome
     return _priced(lm, outcome)
+
+
+def _shippable(policy: RetryPolicy) -> RetryPolicy:
+    # The LM's backoff schedule travels; a sleep or random source bound to this
+    # process (a test's) does not.
+    if policy.sleep is None and policy.rand is None:
+        return policy
+    return dataclasses.replace(policy, sleep=None, rand=None)
 
 
 def _batcher_for(loop: asyncio.AbstractEventLoop, name: str, lm: LM) -> _Batcher:

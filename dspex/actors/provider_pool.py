@@ -6,8 +6,13 @@ endpoint passes through it, its limits hold cluster-wide exactly:
 
 - a bounded number of HTTP calls in flight (``max_concurrency``), made with
   the core's async transport (aiohttp);
-- a circuit breaker (`dspex.providers.breaker`): fail fast while the provider
-  is down, one probe when the reset timeout has passed;
+- a circuit breaker (`dspex.providers.breaker`), opened by the share of
+  failed calls over a sliding window (a flaky provider is not a down one), one
+  probe when the reset timeout has passed. While it is open, an interactive
+  request (a served program's) fails fast with `CircuitOpenError`; a batch
+  request (``wait_for_circuit``: an evaluation's, an optimizer's) waits for the
+  probe's outcome, up to ``max_circuit_wait`` and its deadline, without
+  holding a concurrency slot or rate budget meanwhile;
 - smooth rpm / tpm limits (`dspex.providers.limiter`), paused by a 429's
   ``Retry-After``;
 - single-flight: identical requests in flight from any process share one call.
@@ -31,9 +36,21 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspex.errors import CircuitOpenError, LMRateLimitError, LMTimeoutError
+from dspex.errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    LMRateLimitError,
+    LMTimeoutError,
+)
 from dspex.providers.breaker import BreakerState, CircuitBreaker
-from dspex.providers.limiter import RateLimiter, estimate_tokens
+from dspex.providers.breaker_state import (
+    DEFAULT_FAIL_MAX,
+    DEFAULT_FAILURE_RATE_THRESHOLD,
+    DEFAULT_RESET_TIMEOUT,
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_SECONDS,
+)
+from dspex.providers.limiter import RateLimiter, Reservation, estimate_tokens
 from dspex.providers.pricing import Price, cost_usd, lookup_price
 from dspex.providers.retry import RetryPolicy, call_with_retries
 from dspex.providers.transport import Transport
@@ -42,6 +59,10 @@ from dspex.providers.types import LMResponse, Message, Usage
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 256
+# How long a batch request waits for an open circuit when its deadline allows:
+# a few probes at the default reset timeout, so a short outage costs an
+# evaluation a pause, not its examples.
+DEFAULT_MAX_CIRCUIT_WAIT = 120.0
 RECENT_WINDOW_SECONDS = 10.0
 _LEADER_GONE = object()  # single-flight: the request making the call was cancelled
 
@@ -51,7 +72,14 @@ Outcome = LMResponse | BaseException
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """A pool's endpoint and limits. Never holds a secret: it is pickled to the actor."""
+    """A pool's endpoint and limits. Never holds a secret: it is pickled to the actor.
+
+    The breaker opens when ``failure_rate_threshold`` of the last ``window``
+    calls (none older than ``window_seconds``) failed, judged from
+    ``minimum_calls`` on, or after ``fail_max`` failures in a row (None: rate
+    only); it probes after ``reset_timeout`` s. A batch request waits at most
+    ``max_circuit_wait`` s for an open circuit (see `dspex.providers.breaker_state`).
+    """
 
     provider: str
     model: str  # as the LM spells it, "openai/gpt-4o-mini"
@@ -61,16 +89,31 @@ class PoolConfig:
     tpm: float | None = None
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     price: Price | None = None
-    fail_max: int = 5
-    reset_timeout: float = 30.0
+    fail_max: int | None = DEFAULT_FAIL_MAX
+    reset_timeout: float = DEFAULT_RESET_TIMEOUT
     count_rate_limits: bool = True
     transport: Transport | None = None  # None: the default aiohttp transport
+    failure_rate_threshold: float = DEFAULT_FAILURE_RATE_THRESHOLD
+    window: int = DEFAULT_WINDOW
+    window_seconds: float | None = DEFAULT_WINDOW_SECONDS
+    minimum_calls: int | None = None  # None: 50, or ``window`` if smaller
+    max_circuit_wait: float = DEFAULT_MAX_CIRCUIT_WAIT
+
+    def __post_init__(self) -> None:
+        if not self.max_circuit_wait >= 0:
+            raise ConfigurationError(
+                "provider pool: max_circuit_wait must be >= 0 seconds (how long batch work "
+                f"waits for an open circuit; 0 fails fast), got {self.max_circuit_wait!r}"
+            )
 
 
 @dataclass(frozen=True)
 class PoolRequest:
     """One chat request. ``key`` (the cache key) lets identical requests share a call;
-    ``deadline`` is a wall-clock time (``time.time()``) after which it is not sent."""
+    ``deadline`` is a wall-clock time (``time.time()``) after which it is not sent.
+    ``wait_for_circuit``: batch work, which waits for an open circuit's probe
+    (up to the pool's ``max_circuit_wait`` and the deadline) rather than failing
+    fast with `CircuitOpenError` as an interactive request does."""
 
     messages: Sequence[Message]
     params: dict[str, Any]
@@ -78,6 +121,9 @@ class PoolRequest:
     deadline: float | None = None
     timeout: float = 60.0
     num_retries: int = 3
+    wait_for_circuit: bool = False
+    retry_policy: RetryPolicy | None = None
+    """The LM's backoff schedule (None: the default one with ``num_retries``)."""
 
 
 @dataclass
@@ -109,12 +155,16 @@ class ProviderPool:
         self.breaker = CircuitBreaker(
             fail_max=config.fail_max,
             reset_timeout=config.reset_timeout,
+            failure_rate_threshold=config.failure_rate_threshold,
+            window=config.window,
+            window_seconds=config.window_seconds,
+            minimum_calls=config.minimum_calls,
             count_rate_limits=config.count_rate_limits,
             on_state_change=self._breaker_changed,
             name=config.model,
         )
         self.limiter = RateLimiter(rpm=config.rpm, tpm=config.tpm)
-        self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._inflight: dict[tuple[str, str, bool], asyncio.Future[Any]] = {}
         self._counters = _Counters()
         self._queued = 0
         self._in_flight = 0
@@ -176,7 +226,10 @@ class ProviderPool:
             "shared": c.shared,
             "retries": c.retries,
             "breaker": self.breaker.state,
-            "breaker_failures": self.breaker.fail_count,
+            "breaker_failures": self.breaker.fail_count,  # in a row
+            "breaker_failure_rate": self.breaker.failure_rate,  # None: an empty window
+            "breaker_window_calls": self.breaker.window_calls,
+            "circuit_waiting": self.breaker.waiting,  # batch requests waiting for the probe
             "rate_limit_paused_for": self.limiter.paused_for(),
             "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens,
@@ -218,7 +271,9 @@ class ProviderPool:
         if request.key is None:
             return await self._execute(request, api_key)
         # Keyed by credential too: a request must not borrow the outcome of another key.
-        flight = (request.key, credential)
+        # And by mode: a batch request must not fail with an interactive leader's
+        # fail-fast, nor an interactive one wait behind a batch leader's patience.
+        flight = (request.key, credential, request.wait_for_circuit)
         while (leader := self._inflight.get(flight)) is not None:
             result = await asyncio.shield(leader)
             if result is not _LEADER_GONE:
@@ -258,22 +313,64 @@ class ProviderPool:
     async def _with_retries(
         self, request: PoolRequest, params: dict[str, Any], api_key: str | None
     ) -> LMResponse:
+        wait_until = self._circuit_wait_until(request)
+        policy = request.retry_policy or RetryPolicy(num_retries=request.num_retries)
         self._queued += 1
         try:
             return await call_with_retries(
-                lambda: self._attempt(request, params, api_key),
-                RetryPolicy(num_retries=request.num_retries),
+                lambda: self._attempt(request, params, api_key, wait_until),
+                policy,
                 on_retry=self._on_retry,
             )
         finally:
             self._queued -= 1
 
+    def _circuit_wait_until(self, request: PoolRequest) -> float | None:
+        """Until when (on the breaker's clock) a batch request may wait for the
+        circuit over all its attempts; None: it fails fast (interactive)."""
+        if not request.wait_for_circuit:
+            return None
+        wait = self.config.max_circuit_wait
+        if request.deadline is not None:
+            wait = min(wait, request.deadline - time.time())
+        return self.breaker.clock() + max(0.0, wait)
+
     async def _attempt(
-        self, request: PoolRequest, params: dict[str, Any], api_key: str | None
+        self,
+        request: PoolRequest,
+        params: dict[str, Any],
+        api_key: str | None,
+        wait_until: float | None,
     ) -> LMResponse:
-        _time_left(request)
-        self.breaker.check()  # fail fast before queueing for rate budget
-        reservation = await self.limiter.acquire(estimate_tokens(request.messages, params))
+        while True:
+            _time_left(request)
+            # Before queueing for rate budget and a slot: an interactive request fails
+            # fast; a batch one waits here for the probe, holding neither.
+            if wait_until is None:
+                self.breaker.check()
+            else:
+                await self.breaker.wait_until_admissible(wait_until)
+            reservation = await self.limiter.acquire(estimate_tokens(request.messages, params))
+            try:
+                response = await self._admitted_post(request, params, api_key, reservation)
+            except CircuitOpenError:
+                reservation.cancel()  # nothing was sent
+                if wait_until is None:
+                    raise
+                continue  # another waiter took the probe, or the circuit opened: wait again
+            reservation.settle(response.usage.total_tokens)
+            self._account(response.usage)
+            return response
+
+    async def _admitted_post(
+        self,
+        request: PoolRequest,
+        params: dict[str, Any],
+        api_key: str | None,
+        reservation: Reservation,
+    ) -> LMResponse:
+        """One HTTP call within a slot, if the breaker admits it now. It never waits
+        here: a request waiting for the circuit must not hold a slot others need."""
         try:
             async with self._slots:
                 try:
@@ -281,12 +378,11 @@ class ProviderPool:
                 except LMTimeoutError:
                     reservation.cancel()  # nothing was sent
                     raise
-                response = await self.breaker.call(
+                return await self.breaker.call(
                     lambda: self._post(request.messages, params, api_key, timeout)
                 )
         except CircuitOpenError:
-            reservation.cancel()  # nothing was sent
-            raise
+            raise  # the caller cancels the reservation: nothing was sent
         except LMRateLimitError as error:
             if error.retry_after:
                 self.limiter.pause(error.retry_after)  # the whole pool backs off, not one call
@@ -295,9 +391,6 @@ class ProviderPool:
         except BaseException:
             reservation.settle(None)  # no-op if already cancelled
             raise
-        reservation.settle(response.usage.total_tokens)
-        self._account(response.usage)
-        return response
 
     async def _post(
         self,

@@ -7,7 +7,9 @@ Every example ends as a score or as a recorded failure; once failures exceed
 ``max_errors`` the run cancels what is in flight and raises `EvaluationError`.
 
 `evaluate_example`, `ProgramCaller` and `MetricCaller` are the per-example
-contract; the Ray runner reuses them inside its workers.
+contract; the Ray runner reuses them inside its workers. `evaluate_example`
+runs each example as batch work, so an LM request that meets an open circuit
+breaker waits for the provider instead of losing the example.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dspex.evaluate.progress import NullProgress, Progress
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import context
+from dspex.primitives.workload import batch_work
 from dspex.providers.types import Usage
 
 __all__ = [
@@ -320,18 +323,21 @@ async def evaluate_example(
     """Run one example under its own trace and score it; raises what they raise.
 
     A raised exception is marked with the stage that raised it (inputs, program,
-    metric), which `failure_stage` reads.
+    metric), which `failure_stage` reads. Runs as batch work
+    (`dspex.primitives.workload`): an LM request that meets an open circuit waits
+    for the provider's probe instead of losing the example.
     """
     stage = "inputs"
     try:
         inputs = example_inputs(example)
         stage = "program"
         trace: list[Any] = []
-        with context(trace=trace):
-            prediction = await program(inputs)
-        stage = "metric"
-        # The metric runs outside the trace so an LM-judge's own calls stay out of it.
-        score = await metric(example, prediction, trace)
+        with batch_work():
+            with context(trace=trace):
+                prediction = await program(inputs)
+            stage = "metric"
+            # The metric runs outside the trace so an LM-judge's own calls stay out of it.
+            score = await metric(example, prediction, trace)
     except Exception as exc:
         _mark_stage(exc, stage)
         raise

@@ -9,6 +9,9 @@ when called again with the same ``run_id``.
 Subclasses implement ``async def _compile(self, run, student, *, trainset,
 valset, **kwargs) -> Module`` and call ``run.offer(program, score)`` for every
 scored candidate, so a budget stop can return the best program so far.
+``_compile`` runs as batch work (`dspex.primitives.workload`): its LM requests
+wait for a provider whose circuit breaker is open to answer a probe, instead
+of failing.
 
 While the dspex runtime is up (or with ``coordinator=True``) ``compile`` runs
 in an `OptimizationCoordinator` actor under the ``dspex.optimizers``
@@ -26,6 +29,7 @@ from typing import Any
 from dspex.errors import BudgetExceededError, ConfigurationError
 from dspex.optimizers.run import Evaluator, Run, RunInfo
 from dspex.optimizers.run_store import RunStore
+from dspex.primitives.workload import batch_work
 from dspex.utils.aio import run_sync
 
 log = logging.getLogger("dspex.optimizers")
@@ -106,7 +110,11 @@ class Teleprompter:
             evaluator=self.evaluator,
         )
         try:
-            program = await self._compile(run, student, trainset=list(trainset), valset=valset, **kwargs)
+            # Batch work: LM requests wait for a recovering provider instead of failing.
+            with batch_work():
+                program = await self._compile(
+                    run, student, trainset=list(trainset), valset=valset, **kwargs
+                )
             info = run.finish("finished", program=program)
         except BudgetExceededError as exc:
             log.warning("run %s stopped at its budget: %s", run.run_id, exc)

@@ -6,7 +6,8 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -16,15 +17,18 @@ from dspex.actors.pool_client import pool_config, pool_name, pool_spec, request_
 from dspex.actors.provider_pool import Outcome, PoolConfig, PoolRequest, ProviderPool
 from dspex.errors import (
     CircuitOpenError,
+    ConfigurationError,
     LMAuthError,
     LMServerError,
     LMTimeoutError,
 )
+from dspex.primitives.workload import batch_work, interactive_work
 from dspex.providers.lm import LM
+from dspex.providers.retry import RetryPolicy
 from dspex.providers.simlm import start_sim_lm
 from dspex.providers.simlm.server import SimLMServer
 from dspex.providers.transport import HTTPResponse
-from dspex.providers.types import LMResponse
+from dspex.providers.types import LMResponse, Usage
 
 SECRET = "sk-test-secret-0123456789"
 
@@ -131,6 +135,21 @@ async def test_requests_with_other_keys_or_no_key_are_not_shared(slow_sim: SimLM
     assert slow_sim.stats()["total"] == 3
 
 
+async def test_batch_and_interactive_requests_do_not_share_a_call(slow_sim: SimLMServer) -> None:
+    # One would inherit the other's choice: a fail-fast error, or a long wait.
+    pool = ProviderPool(config(slow_sim))
+    await asyncio.gather(
+        pool.complete_all([request("same", key="k1")], "key-a"),
+        pool.complete_all([request("same", key="k1", wait_for_circuit=True)], "key-a"),
+    )
+    assert slow_sim.stats()["total"] == 2
+
+
+def test_a_negative_circuit_wait_is_refused(sim: SimLMServer) -> None:
+    with pytest.raises(ConfigurationError, match="max_circuit_wait must be >= 0"):
+        config(sim, max_circuit_wait=-1.0)
+
+
 async def test_breaker_opens_during_an_outage_and_fails_fast(sim: SimLMServer) -> None:
     from dspex.supervisors.events import Event, subscribe
 
@@ -151,6 +170,92 @@ async def test_breaker_opens_during_an_outage_and_fails_fast(sim: SimLMServer) -
         ("breaker.state", "pool-under-test", "closed", "open")
     ]
     assert events[0].data["model"] == "openai/sim"
+
+
+FAST_RETRIES = RetryPolicy(num_retries=5, base=0.005, cap=0.05, retry_after_cap=0.05)
+
+
+async def until_true(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_batch_requests_wait_out_an_outage_while_interactive_ones_fail_fast(
+    sim: SimLMServer,
+) -> None:
+    pool = ProviderPool(config(sim, fail_max=3, reset_timeout=1.0, max_circuit_wait=60.0))
+    sim.set_faults(outage=True, retry_after=None)
+    tripped = await pool.complete_all([request(f"trip {i}", num_retries=0) for i in range(3)])
+    assert all(isinstance(o, LMServerError) for o in tripped)
+    assert (await pool.stats())["breaker"] == "open"
+    [interactive] = await pool.complete_all([request("serving", num_retries=2)])
+    assert isinstance(interactive, CircuitOpenError)
+
+    batch = asyncio.ensure_future(
+        pool.complete_all(
+            [request(f"eval {i}", retry_policy=FAST_RETRIES, wait_for_circuit=True) for i in range(10)]
+        )
+    )
+
+    async def probed_and_waiting() -> bool:
+        # A probe went out and failed (the outage goes on) and the batch still waits.
+        stats = await pool.stats()
+        return sim.stats()["total"] > 3 and stats["circuit_waiting"] > 0 and not batch.done()
+
+    await until_true(probed_and_waiting, 20.0, "a failed probe with batch requests waiting")
+    sim.set_faults()  # the outage ends
+    outcomes = await asyncio.wait_for(batch, 30.0)
+    assert all(isinstance(o, LMResponse) for o in outcomes), outcomes
+    stats = await pool.stats()
+    assert stats["breaker"] == "closed" and stats["circuit_waiting"] == 0
+
+
+@pytest.mark.parametrize("limit", ["max_circuit_wait", "deadline"])
+async def test_a_batch_request_fails_once_it_cannot_wait_for_the_next_probe(
+    sim: SimLMServer, limit: str
+) -> None:
+    wait = {"max_circuit_wait": 0.5} if limit == "max_circuit_wait" else {}
+    pool = ProviderPool(config(sim, fail_max=1, reset_timeout=30.0, **wait))
+    sim.set_faults(outage=True, retry_after=None)
+    await pool.complete_all([request("trip", num_retries=0)])
+    deadline = {"deadline": time.time() + 0.5} if limit == "deadline" else {}
+    [outcome] = await pool.complete_all([request("eval", wait_for_circuit=True, **deadline)])
+    # The next probe is 30 s away and the request may wait 0.5 s: it fails now, not later.
+    assert isinstance(outcome, CircuitOpenError)
+    assert "gave up waiting" in str(outcome)
+    assert outcome.retry_after is not None and outcome.retry_after > 25.0
+    assert sim.stats()["total"] == 1
+
+
+async def test_the_lm_s_backoff_travels_with_its_requests(sim: SimLMServer) -> None:
+    lm = LM("openai/sim", api_base=sim.url, cache=False)
+    lm.retry_policy = RetryPolicy(num_retries=9, base=0.001, cap=0.002)
+    sent: list[PoolRequest] = []
+
+    class Capture:
+        async def submit(self, request: PoolRequest, api_key: str | None) -> Any:
+            sent.append(request)
+            return LMResponse(outputs=["x"], usage=Usage(1, 1, 1), model=lm.model)
+
+    loop = asyncio.get_running_loop()
+    name = pool_client._name_of(lm)
+    pool_client._batchers[(loop, name)] = Capture()  # type: ignore[assignment]
+    try:
+        await pool_client.route_through_pool(lm, [{"role": "user", "content": "q"}], {})
+        with batch_work():
+            await pool_client.route_through_pool(lm, [{"role": "user", "content": "q"}], {})
+            with interactive_work():
+                await pool_client.route_through_pool(lm, [{"role": "user", "content": "q"}], {})
+    finally:
+        del pool_client._batchers[(loop, name)]
+    assert [r.retry_policy for r in sent] == [lm.retry_policy] * 3
+    assert [r.num_retries for r in sent] == [9] * 3
+    # Outside batch work a request fails fast; inside it waits; serving inside batch
+    # work still fails fast.
+    assert [r.wait_for_circuit for r in sent] == [False, True, False]
 
 
 async def test_a_429_with_retry_after_pauses_the_whole_pool(sim: SimLMServer) -> None:
@@ -222,7 +327,9 @@ def test_routing_without_ray_fails_instead_of_hanging(sim: SimLMServer) -> None:
 import asyncio
 from dspex.actors import pool_client
 from dspex.errors import ConfigurationError
+from dspex.primitives.workload import batch_work, interactive_work
 from dspex.providers.lm import LM
+from dspex.providers.retry import RetryPolicy
 
 pool_client._enabled = True
 lm = LM("openai/sim", api_base={sim.url!r}, cache=False)

@@ -1,4 +1,5 @@
-"""Provider pools on real Ray: routing, breaker, cluster-wide rate limit, single-flight, failover.
+"""Provider pools on real Ray: routing, breaker, cluster-wide rate limit, single-flight, failover,
+and evaluations that lose nothing to a flaky provider.
 
 Uses the session's `ray_cluster` (tests/conftest.py). Each test talks to its
 own simulated LM subprocess, so each gets its own pool (the pool name derives
@@ -15,12 +16,17 @@ from typing import Any
 
 import pytest
 
+import dspex
 from dspex.actors import pool_client
+from dspex.actors.eval_worker import EvalWorkerPool
 from dspex.actors.pool_client import pool_name, pool_stats, start_pool, stop_pool
 from dspex.errors import CircuitOpenError, LMServerError
+from dspex.evaluate.ray_runner import RunOptions, run_ray
+from dspex.primitives.workload import batch_work
 from dspex.providers import cache as cache_module
 from dspex.providers.cache import LMCache
 from dspex.providers.lm import LM
+from dspex.providers.retry import RetryPolicy
 from dspex.providers.simlm import spawn_sim_lm
 from dspex.providers.simlm.process import SimLMProcess
 from dspex.providers.types import LMResponse
@@ -170,6 +176,90 @@ async def test_breaker_opens_in_an_outage_fails_fast_and_closes_after(
         assert (await stats_of(lm))["breaker"] == "closed"
     finally:
         stop_pool(lm)
+
+
+def fast_retries(num_retries: int) -> RetryPolicy:
+    # Quick backoff keeps the tests short; the schedule itself is tested in tests/providers.
+    return RetryPolicy(num_retries=num_retries, base=0.005, cap=0.05, retry_after_cap=0.05)
+
+
+async def test_in_an_outage_serving_fails_fast_and_batch_work_waits_for_the_probe(
+    pools: None, sim: SimLMProcess
+) -> None:
+    lm = LM("openai/sim", api_base=sim.url, cache=False, num_retries=0)
+    batch_lm = lm.copy()
+    batch_lm.retry_policy = fast_retries(5)
+    await asyncio.to_thread(start_pool, lm, fail_max=3, reset_timeout=1.0)
+    batch: list[asyncio.Future[LMResponse]] = []
+    try:
+        sim.set_faults(outage=True, retry_after=None)
+        for i in range(3):
+            with pytest.raises(LMServerError):
+                await lm.acomplete(ask(f"during {i}"))
+        assert (await stats_of(lm))["breaker"] == "open"  # opened within fail_max calls
+
+        with batch_work():  # tasks copy the context they are created in
+            batch = [asyncio.ensure_future(batch_lm.acomplete(ask(f"eval {i}"))) for i in range(8)]
+        with pytest.raises(CircuitOpenError):  # serving, meanwhile, fails fast
+            await lm.acomplete(ask("serving"))
+
+        async def probed_and_waiting() -> bool:
+            stats = await stats_of(lm)
+            sent = (await asyncio.to_thread(sim.stats))["total"]
+            return sent > 3 and stats["circuit_waiting"] > 0 and not any(t.done() for t in batch)
+
+        # A probe went out and failed, and the batch requests wait on.
+        await poll(probed_and_waiting, 20.0, "a failed probe with batch requests waiting")
+        sim.set_faults()  # the outage ends
+        responses = await asyncio.wait_for(asyncio.gather(*batch), 30.0)
+        assert all(r.outputs for r in responses)
+        assert (await stats_of(lm))["breaker"] == "closed"
+    finally:
+        for task in batch:
+            task.cancel()
+        stop_pool(lm)
+
+
+def answered(example: Any, prediction: Any) -> bool:
+    return prediction.answer == f"Answer for: {example.question}"
+
+
+@pytest.mark.parametrize("error_rate", [0.2, 0.3])
+async def test_an_evaluation_through_the_pool_loses_nothing_to_random_errors(
+    pools: None, error_rate: float
+) -> None:
+    # Random 429s and 500s at 64 requests in flight: the breaker must see a flaky
+    # provider, not a down one, and every example must be scored.
+    size = 2000
+    faults = {"error_500_rate": error_rate / 2, "error_429_rate": error_rate / 2, "retry_after": 0}
+    devset = [dspex.Example(question=f"q{i}").with_inputs("question") for i in range(size)]
+    workers = EvalWorkerPool(actor_options={"runtime_env": {"env_vars": {pool_client.ENV_FLAG: "1"}}})
+    with spawn_sim_lm(seed=11, faults=faults) as flaky:
+        lm = LM("openai/sim", api_base=flaky.url, cache=False)
+        lm.retry_policy = fast_retries(10)
+        try:
+            # A short reset timeout bounds the test should the circuit ever open.
+            await asyncio.to_thread(start_pool, lm, reset_timeout=1.0)
+            with dspex.context(lm=lm):
+                outcome = await run_ray(
+                    dspex.Predict("question -> answer"),
+                    answered,
+                    devset,
+                    RunOptions(num_threads=64, max_errors=None),
+                    workers=1,
+                    pool=workers,
+                )
+            served = await asyncio.to_thread(flaky.stats)
+            stats = await stats_of(lm)
+        finally:
+            workers.shutdown()
+            stop_pool(lm)
+    assert not outcome.failures, [f.describe() for f in outcome.failures[:5]]
+    assert len(outcome.results) == size and all(row[2] == 1.0 for row in outcome.results)
+    assert stats["errors"] == 0 and stats["requests"] == size
+    by_status = {str(k): v for k, v in served["by_status"].items()}
+    injected = by_status.get("500", 0) + by_status.get("429", 0)
+    assert injected > size * error_rate * 0.8  # the faults were there to survive
 
 
 async def test_rate_limit_holds_cluster_wide_across_processes_and_nodes(

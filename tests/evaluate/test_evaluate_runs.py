@@ -15,6 +15,7 @@ from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import context, record_trace
+from dspex.primitives.workload import current_workload
 from dspex.providers.types import Usage
 
 
@@ -480,3 +481,28 @@ async def test_a_base_exception_aborts_instead_of_dropping_the_example() -> None
     devset = [Example(question=str(i), answer="x").with_inputs("question") for i in range(10)]
     with pytest.raises(Interrupt):
         await Evaluate(devset=devset, metric=lambda e, p: 1.0, num_threads=2).acall(Program())
+
+
+def test_programs_and_metrics_run_as_batch_work() -> None:
+    # Batch work waits for a recovering LM provider instead of losing examples.
+    seen: list[str] = []
+
+    class Records:
+        async def acall(self, question: str) -> Prediction:
+            seen.append(f"program:{current_workload()}")
+            return Prediction(answer=f"a{index_of(question)}")
+
+    def sync_program(question: str) -> Prediction:  # run on the runner's threads
+        seen.append(f"thread:{current_workload()}")
+        return Prediction(answer=f"a{index_of(question)}")
+
+    def metric(example: Any, pred: Any) -> bool:
+        seen.append(f"metric:{current_workload()}")
+        return exact(example, pred)
+
+    Evaluate(devset=devset(2), metric=metric, num_threads=2, runner="local")(Records())
+    Evaluate(devset=devset(2), metric=metric, num_threads=2, runner="local")(sync_program)
+    assert sorted(seen) == sorted(
+        ["program:batch"] * 2 + ["thread:batch"] * 2 + ["metric:batch"] * 4
+    )
+    assert current_workload() == "interactive"  # only inside the evaluation

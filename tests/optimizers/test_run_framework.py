@@ -13,6 +13,7 @@ from dspex.errors import BudgetExceededError, ConfigurationError
 from dspex.optimizers import Teleprompter
 from dspex.optimizers.run import Run
 from dspex.optimizers.run_store import RunStore
+from dspex.primitives.workload import current_workload
 from dspex.providers.budget import CallBudget, Claim, active_budget, budget_scope
 from dspex.providers.types import Usage
 
@@ -245,3 +246,21 @@ async def test_remote_usage_the_runner_already_charged_is_not_charged_twice(tmp_
     await run.step("eval", lambda: run.evaluate(object(), [], None))
     assert run.budget.calls == 7 and run.budget.cost == 0.5
     assert sum(u["calls"] for u in run.store.usage(run.run_id).values()) == 7
+
+
+def test_compile_runs_as_batch_work(store: RunStore) -> None:
+    # An optimizer's LM calls wait for a recovering provider instead of failing.
+    seen: list[str] = []
+
+    class Records(Teleprompter):
+        async def _compile(self, run: Run, student: Any, **kwargs: Any) -> Any:
+            seen.append(current_workload())
+            return student.deepcopy()
+
+    Records().compile(
+        dspex.Predict("question -> answer"),
+        trainset=[dspex.Example(question="q", answer="a").with_inputs("question")],
+        store=store,
+        coordinator=False,
+    )
+    assert seen == ["batch"]

@@ -26,6 +26,7 @@ from dspex.actors.module_actor import (
 from dspex.errors import ConfigurationError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
+from dspex.primitives.workload import batch_work, current_workload
 from dspex.supervisors.application import (
     BRANCH_INTENSITY,
     CHILDREN,
@@ -203,6 +204,18 @@ async def test_terminate_waits_for_requests_in_flight() -> None:
     held.release.set()
     assert (await call).answer == "SLOW"
     await asyncio.wait_for(stop, 5)
+
+
+class ReportsWorkload(Module):
+    async def aforward(self, text: str) -> Prediction:
+        return Prediction(answer=current_workload())
+
+
+async def test_replica_serves_as_interactive_work_even_inside_batch_work() -> None:
+    # A served request fails fast on an open circuit (a fallback beats a wait).
+    actor = replica(ReportsWorkload())
+    with batch_work():
+        assert (await actor.acall(text="x")).answer == "interactive"
 
 
 def test_unpicklable_program_errors_become_remote_program_errors() -> None:
