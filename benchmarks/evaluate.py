@@ -32,8 +32,8 @@ from typing import Any
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import dspex
-from dspex.evaluate.ray_runner import DispatchStats, EvalWorkerPool, RunOptions, run_ray
-from dspex.providers.simlm import datasets, spawn_sim_lm
+from dspex.runtime.evaluation.ray_runner import DispatchStats, EvalWorkerPool, RunOptions, run_ray
+from dspex.simlm import datasets, spawn_sim_lm
 
 SIGNATURE = "question -> answer: int"
 DSPY_PYTHON = "/tmp/dspy-venv/bin/python"

@@ -92,7 +92,7 @@ class Outcome:
 
 
 def load_rows(task: str, split: str, n: int) -> list[dict[str, str]]:
-    from dspex.providers.simlm import datasets
+    from dspex.simlm import datasets
 
     return [
         {"question": r["question"], "answer": str(r["answer"])}
@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from dspex.providers.simlm import spawn_sim_lm
+    from dspex.simlm import spawn_sim_lm
 
     train, dev = load_rows(args.task, "train", args.train), load_rows(args.task, "dev", args.dev)
     outcomes: list[Outcome] = []

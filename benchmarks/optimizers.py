@@ -97,7 +97,7 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def load_rows(split: str, start: int, n: int) -> list[dict[str, str]]:
-    from dspex.providers.simlm import datasets
+    from dspex.simlm import datasets
 
     rows = datasets.load(TASK, split)[start : start + n]  # type: ignore[arg-type]
     return [{"question": r["question"], "answer": str(r["answer"])} for r in rows]
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from dspex.providers.simlm import spawn_sim_lm
+    from dspex.simlm import spawn_sim_lm
 
     # The valset comes from the dev split's tail, the scoring devset from its head.
     rows = {

@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import dspex
-from dspex.providers.simlm import datasets, spawn_sim_lm
+from dspex.simlm import datasets, spawn_sim_lm
 
 
 def questions(count: int) -> list[str]:

@@ -83,8 +83,8 @@ def row(label: str, concurrency: int, f: dict[str, float]) -> str:
 
 
 async def cpu_table(sim_url: str, calls: int, levels: list[int]) -> None:
-    from dspex.actors import pool_client
-    from dspex.providers import LM
+    from dspex.clients import LM
+    from dspex.runtime.pools import pool_client
 
     lm = LM("openai/sim", api_base=sim_url, cache=False)
     pool = await asyncio.to_thread(pool_client.start_pool, lm)
@@ -122,9 +122,9 @@ async def chain_wall(lm: Any, examples: int, steps: int) -> float:
 
 
 async def latency_table(calls: int) -> None:
-    from dspex.actors import pool_client
-    from dspex.providers import LM
-    from dspex.providers.simlm import spawn_sim_lm
+    from dspex.clients import LM
+    from dspex.runtime.pools import pool_client
+    from dspex.simlm import spawn_sim_lm
 
     with spawn_sim_lm(seed=2, latency_ms=20, jitter_ms=200) as sim:
         lm = LM("openai/sim", api_base=sim.url, cache=False)
@@ -158,8 +158,8 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     import ray
 
-    from dspex.providers import configure_cache
-    from dspex.providers.simlm import spawn_sim_lm
+    from dspex.clients import configure_cache
+    from dspex.simlm import spawn_sim_lm
 
     configure_cache(enable_disk=False)
     with tempfile.TemporaryDirectory(prefix="dspex-bench-ray-") as temp_dir:

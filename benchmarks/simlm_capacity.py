@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from dspex.providers.simlm import datasets, spawn_sim_lm
+from dspex.simlm import datasets, spawn_sim_lm
 
 SYSTEM = """You fill in output fields from input fields.
 

@@ -63,8 +63,8 @@ async def cpu_per_call(
 async def transport_figures(url: str, calls: int, levels: list[int]) -> None:
     import aiohttp
 
-    from dspex.providers import LM, configure_cache
-    from dspex.providers.aiohttp_transport import AiohttpTransport
+    from dspex.clients import LM, configure_cache
+    from dspex.clients.aiohttp_transport import AiohttpTransport
 
     configure_cache(enable_disk=False)
     connector = aiohttp.TCPConnector(limit=0)
@@ -96,13 +96,13 @@ async def transport_figures(url: str, calls: int, levels: list[int]) -> None:
 
 
 async def cache_figures(n: int = 20000) -> None:
-    from dspex.providers import LM, LMCache, configure_cache
+    from dspex.clients import LM, LMCache, configure_cache
 
     print(f"\ncache hit CPU, µs per hit ({n} hits)")
     cache = configure_cache(enable_disk=False)
     lm = LM("openai/m", api_base="http://127.0.0.1:9/v1")
     key_value = {"outputs": ["ok"], "finish_reasons": ["stop"], "model": "openai/m", "usage": {}}
-    from dspex.providers.cache import cache_key
+    from dspex.clients.cache import cache_key
 
     key = cache_key(provider="openai", model="m", messages=MESSAGES, params={}, rollout_id=None)
     cache.put(key, key_value)  # pre-seeded: the server address above is never contacted

@@ -37,11 +37,11 @@ _EXPORTS: dict[str, str] = {
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
     # LM client
-    "LM": "dspex.providers.lm",
-    "configure_cache": "dspex.providers.cache",
-    "inspect_history": "dspex.providers.history",
-    "track_usage": "dspex.providers.usage",
-    "Usage": "dspex.providers.types",
+    "LM": "dspex.clients.lm",
+    "configure_cache": "dspex.clients.cache",
+    "inspect_history": "dspex.clients.history",
+    "track_usage": "dspex.clients.usage",
+    "Usage": "dspex.clients.types",
     # evaluation
     "Evaluate": "dspex.evaluate.evaluate",
     "EvaluationResult": "dspex.evaluate.evaluate",
@@ -59,13 +59,13 @@ _EXPORTS: dict[str, str] = {
     "COPRO": "dspex.optimizers.copro",
     "MIPROv2": "dspex.optimizers.mipro",
     # runtime
-    "runs": "dspex.optimizers.runs_api",
+    "runs": "dspex.runtime.runs",
     "init": "dspex.runtime",
     "shutdown": "dspex.runtime",
     "status": "dspex.runtime",
-    "serve": "dspex.actors.module_actor",
-    "get_service": "dspex.actors.module_actor",
-    "dead_letters": "dspex.supervisors.application",
+    "serve": "dspex.runtime.serve",
+    "get_service": "dspex.runtime.serve",
+    "dead_letters": "dspex.runtime.supervision.application",
     # errors
     "DspexError": "dspex.errors",
     "SignatureError": "dspex.errors",
@@ -96,10 +96,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from dspex.actors.module_actor import get_service, serve
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
+    from dspex.clients.cache import configure_cache
+    from dspex.clients.history import inspect_history
+    from dspex.clients.lm import LM
+    from dspex.clients.types import Usage
+    from dspex.clients.usage import track_usage
     from dspex.errors import (
         AdapterParseError,
         BudgetExceededError,
@@ -123,19 +127,15 @@ if TYPE_CHECKING:
     from dspex.optimizers.labeled import LabeledFewShot
     from dspex.optimizers.mipro import MIPROv2
     from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch, BootstrapRS
-    from dspex.optimizers.runs_api import runs
     from dspex.primitives.example import Example
     from dspex.primitives.module import Module
     from dspex.primitives.parameter import Parameter
     from dspex.primitives.prediction import Completions, Prediction
     from dspex.primitives.saving import load
     from dspex.primitives.settings import configure, context, settings
-    from dspex.providers.cache import configure_cache
-    from dspex.providers.history import inspect_history
-    from dspex.providers.lm import LM
-    from dspex.providers.types import Usage
-    from dspex.providers.usage import track_usage
     from dspex.runtime import init, shutdown, status
+    from dspex.runtime.runs import runs
+    from dspex.runtime.serve import get_service, serve
+    from dspex.runtime.supervision.application import dead_letters
     from dspex.signatures.field import InputField, OutputField
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
-    from dspex.supervisors.application import dead_letters

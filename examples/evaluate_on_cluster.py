@@ -14,7 +14,7 @@ import argparse
 import os
 
 import dspex
-from dspex.providers.simlm import datasets, start_sim_lm
+from dspex.simlm import datasets, start_sim_lm
 
 
 def main() -> None:

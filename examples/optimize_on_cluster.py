@@ -25,7 +25,7 @@ import pydantic
 
 import dspex
 from dspex.optimizers import BootstrapFewShot
-from dspex.providers.simlm import datasets, start_sim_lm
+from dspex.simlm import datasets, start_sim_lm
 
 
 # Written the way a DSPy program is: its classes live in this script (__main__), and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dspex.providers.types import LMResponse, Usage
+from dspex.clients.types import LMResponse, Usage
 
 
 class ScriptedLM:

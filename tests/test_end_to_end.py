@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import dspex
+from dspex.clients.retry import RetryPolicy
 from dspex.errors import AdapterParseError
-from dspex.providers.retry import RetryPolicy
-from dspex.providers.simlm import datasets, start_sim_lm
+from dspex.simlm import datasets, start_sim_lm
 
 
 class SolveWithNotes(dspex.Module):

@@ -91,7 +91,7 @@ def promised_output(code: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
-    from dspex.providers.simlm import start_sim_lm
+    from dspex.simlm import start_sim_lm
 
     with start_sim_lm(seed=0) as server:
         yield server.url

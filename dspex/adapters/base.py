@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dspex.adapters.values import format_value, type_hint
+from dspex.clients.types import Message, Usage
 from dspex.errors import AdapterParseError
-from dspex.providers.types import Message, Usage
 from dspex.signatures.field import FieldSpec
 from dspex.signatures.signature import SignatureMeta
 from dspex.signatures.types import type_name

@@ -19,8 +19,8 @@ from pydantic import create_model
 
 from dspex.adapters.base import Adapter, AdapterResult, parse_failure
 from dspex.adapters.values import ValueParseError, _jsonable, coerce_value, extract_json_object
+from dspex.clients.types import Message
 from dspex.errors import LMBadRequestError
-from dspex.providers.types import Message
 from dspex.signatures.signature import SignatureMeta
 from dspex.signatures.types import is_pydantic_model, literal_options
 

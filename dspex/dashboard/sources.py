@@ -11,7 +11,7 @@ worker thread.
 What this module expects from the runtime (named actors in the ``dspex``
 namespace, found the way any driver attached to the cluster would):
 
-* ``dspex.events``: the `EventLog` (dspex.supervisors.events); its ``head()``
+* ``dspex.events``: the `EventLog` (dspex.runtime.supervision.events); its ``head()``
   and ``since(cursor, limit)`` -> ``(events, next_cursor)``. The first read
   starts `EVENT_BACKLOG` events before the head, so a fresh page has history.
 * ``dspex.root``: the root `Supervisor` (or ``dspex.runtime.current().root``);
@@ -240,7 +240,7 @@ def dead_letter_row(entry: Any) -> dict[str, Any]:
 
 def events_since(cursor: int | None, timeout: float) -> tuple[list[dict[str, Any]], int | None]:
     """The events logged after ``cursor`` (None: recent history), and the cursor to ask with next."""
-    from dspex.supervisors.events import EVENT_LOG_NAME
+    from dspex.runtime.supervision.events import EVENT_LOG_NAME
 
     event_log = named_actor(EVENT_LOG_NAME)
     if event_log is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dspex.clients.types import Usage
 from dspex.errors import ConfigurationError
 from dspex.evaluate.progress import EventProgress, make_progress, print_table
 from dspex.evaluate.runner import (
@@ -30,7 +31,6 @@ from dspex.evaluate.runner import (
     run_local,
 )
 from dspex.primitives.settings import settings
-from dspex.providers.types import Usage
 from dspex.utils.aio import run_sync
 
 __all__ = ["Evaluate", "EvaluationResult", "result_rows"]
@@ -250,7 +250,7 @@ def _run_function(runner: str | None) -> Callable[..., Awaitable[RunOutcome]]:
         runner = "ray" if runtime.active() else "local"
     if runner == "local":
         return run_local
-    from dspex.evaluate.ray_runner import run_ray
+    from dspex.runtime.evaluation.ray_runner import run_ray
 
     return run_ray
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from dspex.providers.types import Usage
+from dspex.clients.types import Usage
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -272,7 +272,7 @@ class EventProgress:
 
     def _emit(self, kind: str) -> None:
         try:
-            from dspex.supervisors.events import emit
+            from dspex.runtime.supervision.events import emit
         except ImportError:
             return
         tally = self._tally

@@ -26,13 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.clients.types import Usage
 from dspex.errors import AdapterParseError, BudgetExceededError, EvaluationError, LMError
 from dspex.evaluate.progress import NullProgress, Progress
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import context
 from dspex.primitives.workload import batch_work
-from dspex.providers.types import Usage
 
 __all__ = [
     "STAGES",

@@ -13,14 +13,14 @@ from typing import Any
 
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
+from dspex.clients.budget import ONE_CALL, Claim, active_budget
+from dspex.clients.types import Usage
 from dspex.errors import AdapterParseError, ConfigurationError, InputError
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
 from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import record_trace, settings
-from dspex.providers.budget import ONE_CALL, Claim, active_budget
-from dspex.providers.types import Usage
 from dspex.signatures.signature import Signature, ensure_signature
 
 _DEFAULT_ADAPTER = ChatAdapter()
@@ -98,7 +98,7 @@ async def _call_within_budget(
     lm: Any, call: Coroutine[Any, Any, AdapterResult]
 ) -> AdapterResult:
     # dspex's LM reserves each HTTP request it sends (retries and cache hits
-    # included, see dspex.providers.lm); another LM object is reserved here, one
+    # included, see dspex.clients.lm); another LM object is reserved here, one
     # call per predictor call, settled to the calls its usage reports.
     budget = active_budget()
     if budget is None or getattr(lm, "reserves_budget", False):

@@ -7,7 +7,7 @@
         optimizer.compile(program, trainset=train)
 
 dspex logs under ``dspex.*`` (``dspex.optimizers``, ``dspex.evaluate``,
-``dspex.runtime``, ``dspex.providers...``). `configure_logging` puts one handler
+``dspex.runtime``, ``dspex.clients...``). `configure_logging` puts one handler
 on the ``dspex`` logger with two filters: `RunContextFilter` stamps the current
 run id on each record and `RedactingFilter` masks anything that looks like an
 API key in the message, its arguments and any traceback. Applications with

@@ -83,11 +83,11 @@ _open_trial: ContextVar[tuple[str, int, Any] | None] = ContextVar("dspex_trial",
 def instrument(tracer_provider: Any = None) -> bool:
     """Trace dspex through ``tracer_provider`` (default: the global one); returns whether on.
 
-    Also turns every LM request into a span, through ``dspex.providers.lm.request_hooks``.
+    Also turns every LM request into a span, through ``dspex.clients.lm.request_hooks``.
     Safe to call more than once.
     """
     global _explicit_provider
-    from dspex.providers import lm
+    from dspex.clients import lm
 
     _explicit_provider = tracer_provider
     refresh()
@@ -99,7 +99,7 @@ def instrument(tracer_provider: Any = None) -> bool:
 def uninstrument() -> None:
     """Undo `instrument`: drop the LM request hook and the explicit provider."""
     global _explicit_provider
-    from dspex.providers import lm
+    from dspex.clients import lm
 
     while _on_lm_request in lm.request_hooks:
         lm.request_hooks.remove(_on_lm_request)

@@ -87,7 +87,7 @@ class Teleprompter:
         if max_cost is not None:
             _check_cost_bounded(student)
         if _use_coordinator(coordinator):
-            from dspex.optimizers.runs_api import compile_remote
+            from dspex.runtime.runs import compile_remote
 
             return await compile_remote(
                 self,

@@ -246,7 +246,7 @@ class OpenAIEmbedder(Embedder):
     def _transport(self) -> Any:
         if self.transport is not None:
             return self.transport
-        from dspex.providers.aiohttp_transport import default_transport
+        from dspex.clients.aiohttp_transport import default_transport
 
         return default_transport()
 

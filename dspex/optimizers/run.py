@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dspex.clients.budget import CallBudget, budget_scope
+from dspex.clients.types import Usage
 from dspex.errors import BudgetExceededError
 from dspex.observability.redact import is_secret_name, without_secrets
 from dspex.observability.tracing import record_trial_result
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.budget import CallBudget, budget_scope
-from dspex.providers.types import Usage
 
 T = TypeVar("T")
 log = logging.getLogger("dspex.optimizers")
@@ -112,7 +112,7 @@ class Run:
             self.replayed_steps += 1
             return value
         self.budget.check()  # a spent budget raises BudgetExceededError with the reason
-        from dspex.providers.usage import track_usage
+        from dspex.clients.usage import track_usage
 
         with budget_scope(self.budget), track_usage() as tracker:
             value = await fn()
@@ -295,7 +295,7 @@ def _plain(value: Any) -> Any:
 
 def _emit(kind: str, run_id: str, /, **data: Any) -> None:
     try:
-        from dspex.supervisors.events import emit
+        from dspex.runtime.supervision.events import emit
     except ImportError:
         return
     try:

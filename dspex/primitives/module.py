@@ -24,6 +24,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from dspex.clients.types import Usage
 from dspex.errors import ConfigurationError, SavedFileError
 from dspex.observability.redact import without_secrets
 from dspex.observability.tracing import module_span
@@ -31,7 +32,6 @@ from dspex.primitives import saving
 from dspex.primitives.parameter import Parameter, deepcopy_attributes
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import SettingsContext, settings
-from dspex.providers.types import Usage
 
 M = TypeVar("M", bound="Module")
 

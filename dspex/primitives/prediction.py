@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from dspex.clients.types import Usage
 from dspex.errors import DspexError
 from dspex.primitives.example import Example
-from dspex.providers.types import Usage
 
 _EMPTY_USAGE = Usage()
 

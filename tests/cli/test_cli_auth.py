@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dspex.cli_common import CliError, ExitCode
-from dspex.cluster_access import find_token, normalize_http_address, resolve_address
-from dspex.local_cluster import choose_auth_mode
+from dspex.cli.cluster_access import find_token, normalize_http_address, resolve_address
+from dspex.cli.common import CliError, ExitCode
+from dspex.cli.local_cluster import choose_auth_mode
 
 
 def test_env_token_wins_over_files(cli_env: Path) -> None:

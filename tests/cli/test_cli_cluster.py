@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dspex.cli import app
-from dspex.local_cluster import (
+from dspex.cli.local_cluster import (
     ClusterState,
     NodeProcess,
     load_state,

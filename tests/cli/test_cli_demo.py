@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dspex.optimizers.run_store import RunStore
-from dspex.ray_notices import TOKEN_ENABLED_NOTICE
+from dspex.runtime.ray_notices import TOKEN_ENABLED_NOTICE
 
 pytestmark = pytest.mark.slow
 

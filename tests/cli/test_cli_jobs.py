@@ -207,8 +207,8 @@ def test_a_job_on_the_local_dspex_cluster_uses_this_shells_run_store(
 ) -> None:
     # The job's driver runs on the head node, on this machine: pointed at the store
     # `dspex runs` reads here, its runs and programs are found without copying anything.
-    from dspex.cli_jobs import _share_run_store
-    from dspex.local_cluster import ClusterState, save_state
+    from dspex.cli.jobs import _share_run_store
+    from dspex.cli.local_cluster import ClusterState, save_state
 
     store = cli_env / "mine.sqlite3"
     monkeypatch.setenv("DSPEX_RUNS_DB", str(store))

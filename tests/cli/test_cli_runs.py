@@ -176,8 +176,8 @@ def test_resume_of_a_coordinator_run_finishes_it_and_saves_the_program(
     # tests/optimizers/test_coordinator_ray.py; here: the command's own wiring.
     import dspex
     import dspex.runtime
-    from dspex.optimizers import runs_api
-    from dspex.optimizers.coordinator import JOB_KEY
+    from dspex.runtime import runs as runs_api
+    from dspex.runtime.coordinator import JOB_KEY
 
     store.put_step("run-failed", JOB_KEY, b"stored job")
     calls: list[str] = []

@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from dspex import runtime
-from dspex.local_cluster import ClusterState, save_state
+from dspex.cli.local_cluster import ClusterState, save_state
 
 TOKEN = "the-clusters-token"
 

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dspex.cli_dashboard import EPILOG, dashboard
+from dspex.cli.dashboard import EPILOG, dashboard
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from dspex import runtime
 from dspex.dashboard import sources
 from dspex.dashboard.activity import Activity
 from dspex.dashboard.sources import RuntimeSources
-from dspex.supervisors.dead_letters import DeadLetter, DeadLetterQueue
-from dspex.supervisors.events import EVENT_LOG_NAME, Event, EventLog
-from dspex.supervisors.tree import TreeNode
+from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
+from dspex.runtime.supervision.events import EVENT_LOG_NAME, Event, EventLog
+from dspex.runtime.supervision.tree import TreeNode
 
 
 def _actors(monkeypatch: pytest.MonkeyPatch, **by_name: Any) -> None:

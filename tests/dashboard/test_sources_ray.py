@@ -33,16 +33,16 @@ def _collect_until(check: Callable[[RuntimeView], bool], timeout: float = 60.0) 
 def test_collect_reads_the_live_runtime(ray_cluster: Any) -> None:
     import ray
 
-    from dspex.actors.pool_client import pool_name
-    from dspex.actors.provider_pool import PoolConfig, ProviderPool
-    from dspex.supervisors import (
+    from dspex.runtime.pools.pool_client import pool_name
+    from dspex.runtime.pools.provider_pool import PoolConfig, ProviderPool
+    from dspex.runtime.supervision import (
         ChildSpec,
         DeadLetter,
         DeadLetterQueue,
         start_supervisor,
         stop_supervisor,
     )
-    from dspex.supervisors.events import connect_event_log, emit, flush
+    from dspex.runtime.supervision.events import connect_event_log, emit, flush
 
     config = PoolConfig(provider="openai", model="openai/dashboard-test", model_name="dashboard-test",
                         api_base="http://127.0.0.1:9/v1")

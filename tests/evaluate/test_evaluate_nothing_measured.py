@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 import dspex
+from dspex.clients.retry import RetryPolicy
 from dspex.errors import EvaluationError, LMServerError
 from dspex.evaluate import Evaluate, EvaluationFailure
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
-from dspex.providers.retry import RetryPolicy
-from dspex.providers.simlm import start_sim_lm
+from dspex.simlm import start_sim_lm
 
 
 def devset(n: int) -> list[Example]:
@@ -155,7 +155,7 @@ def test_a_failure_recorded_without_a_stage_is_described_from_its_type() -> None
 def test_on_the_ray_runner_an_evaluation_that_measured_nothing_raises_too(
     ray_cluster: Any,
 ) -> None:
-    from dspex.evaluate.ray_runner import shutdown_pool
+    from dspex.runtime.evaluation.ray_runner import shutdown_pool
 
     try:
         with pytest.raises(EvaluationError) as caught:

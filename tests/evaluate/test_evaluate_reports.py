@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dspex.clients.types import Usage
 from dspex.evaluate import Evaluate
 from dspex.evaluate.progress import (
     NullProgress,
@@ -22,7 +23,6 @@ from dspex.evaluate.progress import (
 )
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
-from dspex.providers.types import Usage
 
 
 def devset(n: int) -> list[Example]:
@@ -180,7 +180,7 @@ async def test_evaluation_reports_itself_on_the_event_bus() -> None:
     from dspex.evaluate import Evaluate
     from dspex.primitives.example import Example
     from dspex.primitives.prediction import Prediction
-    from dspex.supervisors.events import subscribe
+    from dspex.runtime.supervision.events import subscribe
 
     seen: list = []
     subscription = subscribe(seen.append, kinds=["eval.*"])

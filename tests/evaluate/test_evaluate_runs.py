@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dspex.clients.types import Usage
 from dspex.errors import ConfigurationError, EvaluationError
 from dspex.evaluate import Evaluate, EvaluationFailure, EvaluationResult
 from dspex.primitives.example import Example
@@ -16,7 +17,6 @@ from dspex.primitives.module import Module, record_usage
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import context, record_trace
 from dspex.primitives.workload import current_workload
-from dspex.providers.types import Usage
 
 
 def devset(n: int) -> list[Example]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from dspex.providers.transport import HTTPResponse
+from dspex.clients.transport import HTTPResponse
 
 SECRET_KEY = "sk-test-0123456789abcdefghijklmnopqrstuv"
 
@@ -69,7 +69,7 @@ def all_attribute_text(spans: tuple[ReadableSpan, ...] | list[ReadableSpan]) -> 
 
 
 def make_lm(transport: Any, **kwargs: Any) -> Any:
-    from dspex.providers.lm import LM
+    from dspex.clients.lm import LM
 
     return LM(
         "openai/test-model",

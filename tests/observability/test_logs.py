@@ -80,7 +80,7 @@ async def test_concurrent_runs_keep_their_own_ids(stream: io.StringIO) -> None:
 
 def test_api_keys_are_masked_in_messages_args_extras_and_tracebacks(stream: io.StringIO) -> None:
     configure_logging(json=True, stream=stream)
-    log = logging.getLogger("dspex.providers.lm")
+    log = logging.getLogger("dspex.clients.lm")
     log.info("calling with key %s", SECRET_KEY)
     log.info("headers %s", {"Authorization": f"Bearer {SECRET_KEY}"})
     log.info("anthropic key sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 was set")

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import dspex
+from dspex.clients import lm as lm_module
 from dspex.errors import LMError
 from dspex.observability import (
     lm_span,
@@ -25,7 +26,6 @@ from dspex.observability import (
     tracing,
     trial_span,
 )
-from dspex.providers import lm as lm_module
 
 MESSAGES = [{"role": "user", "content": "What is 6 * 7?"}]
 

@@ -16,7 +16,7 @@ import pytest
 import dspex
 from dspex.optimizers.run_store import RunStore
 from dspex.primitives.settings import settings
-from dspex.providers.simlm import SimTransport, datasets
+from dspex.simlm import SimTransport, datasets
 
 
 @pytest.fixture(autouse=True)

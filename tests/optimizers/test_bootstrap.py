@@ -12,7 +12,7 @@ from dspex.errors import ConfigurationError
 from dspex.evaluate import Evaluate
 from dspex.optimizers import BootstrapError, BootstrapFewShot
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.simlm import datasets
+from dspex.simlm import datasets
 
 GOLD = {row["question"]: str(row["answer"]) for row in datasets.load("arithmetic", "train")}
 
@@ -233,7 +233,7 @@ async def test_limiter_serves_the_lowest_priority_first_and_survives_cancellatio
 def test_teacher_settings_route_teacher_runs_to_another_lm(
     lm: Any, sim: Any, train: list[dspex.Example], exact: Any
 ) -> None:
-    from dspex.providers.simlm import SimTransport
+    from dspex.simlm import SimTransport
 
     teacher_sim = SimTransport(seed=1)
     teacher_lm = dspex.LM("openai/teacher", api_base=teacher_sim.url, transport=teacher_sim, cache=False)

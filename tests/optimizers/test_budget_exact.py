@@ -19,7 +19,7 @@ import dspex
 from dspex.optimizers import BootstrapFewShot, BootstrapRS, RunStore
 from dspex.optimizers.mipro import MIPROv2
 from dspex.primitives.settings import settings
-from dspex.providers.simlm import SimLMServer, datasets, start_sim_lm
+from dspex.simlm import SimLMServer, datasets, start_sim_lm
 
 FAULTS = {"fail_first": 1, "malformed_rate": 0.15}
 

@@ -21,7 +21,9 @@ import pytest
 import dspex
 from dspex.errors import ConfigurationError
 from dspex.optimizers import BootstrapRS, LabeledFewShot
-from dspex.optimizers.coordinator import (
+from dspex.optimizers.run_store import RunStore
+from dspex.primitives.settings import settings
+from dspex.runtime.coordinator import (
     OPTIMIZERS_SUPERVISOR,
     OptimizationCoordinator,
     RunCancelledError,
@@ -31,10 +33,8 @@ from dspex.optimizers.coordinator import (
     make_job,
     save_job,
 )
-from dspex.optimizers.run_store import RunStore
-from dspex.optimizers.runs_api import aresume, resume, runs
-from dspex.primitives.settings import settings
-from dspex.providers.simlm import datasets, start_sim_lm
+from dspex.runtime.runs import aresume, resume, runs
+from dspex.simlm import datasets, start_sim_lm
 
 pytestmark = pytest.mark.ray
 
@@ -94,7 +94,7 @@ def coordinator(run_id: str) -> Any | None:
 
 
 async def child_names() -> list[str]:
-    from dspex.supervisors import get_supervisor
+    from dspex.runtime.supervision import get_supervisor
 
     children = await get_supervisor(OPTIMIZERS_SUPERVISOR).which_children.remote()
     return [child.name for child in children]
@@ -126,7 +126,7 @@ def reference(http_lm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 @pytest.fixture(scope="module")
 def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
     """Stops the standalone ``dspex.optimizers`` supervisor if these tests started it."""
-    from dspex.supervisors import get_supervisor, stop_supervisor
+    from dspex.runtime.supervision import get_supervisor, stop_supervisor
 
     try:
         get_supervisor(OPTIMIZERS_SUPERVISOR)
@@ -333,7 +333,7 @@ async def test_while_the_runtime_is_up_compile_runs_under_the_trees_optimizers_s
     optimizers: None, reference: dict[str, Any], store: RunStore
 ) -> None:
     from dspex import runtime
-    from dspex.supervisors import get_supervisor, stop_supervisor
+    from dspex.runtime.supervision import get_supervisor, stop_supervisor
 
     # The tree brings its own dspex.optimizers: the standalone one of the tests above must go.
     with contextlib.suppress(ValueError):

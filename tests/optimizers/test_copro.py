@@ -12,8 +12,8 @@ from dspex.errors import ConfigurationError
 from dspex.evaluate import Evaluate
 from dspex.optimizers.copro import COPRO
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.simlm import SimTransport, datasets
-from dspex.providers.simlm.tasks import instruction_quality
+from dspex.simlm import SimTransport, datasets
+from dspex.simlm.tasks import instruction_quality
 
 
 def examples(task: str, split: str, n: int) -> list[dspex.Example]:

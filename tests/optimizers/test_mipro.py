@@ -13,7 +13,7 @@ from dspex.evaluate import Evaluate
 from dspex.optimizers.mipro import MIPROv2
 from dspex.optimizers.presets import resolve_plan, split_datasets, trials_for
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.simlm import SimTransport, datasets
+from dspex.simlm import SimTransport, datasets
 
 SMALL = {"num_trials": 8, "minibatch_size": 20}
 

@@ -17,8 +17,8 @@ from dspex.optimizers.proposer import (
 )
 from dspex.optimizers.run import Run
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.simlm import SimTransport, datasets
-from dspex.providers.simlm.tasks import instruction_quality
+from dspex.simlm import SimTransport, datasets
+from dspex.simlm.tasks import instruction_quality
 
 T = TypeVar("T")
 

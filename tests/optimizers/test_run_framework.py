@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 import dspex
+from dspex.clients.budget import CallBudget, Claim, active_budget, budget_scope
+from dspex.clients.types import Usage
 from dspex.errors import BudgetExceededError, ConfigurationError
 from dspex.optimizers import Teleprompter
 from dspex.optimizers.run import Run
 from dspex.optimizers.run_store import RunStore
 from dspex.primitives.workload import current_workload
-from dspex.providers.budget import CallBudget, Claim, active_budget, budget_scope
-from dspex.providers.types import Usage
 
 # --- RunStore ----------------------------------------------------------------------
 
@@ -228,9 +228,9 @@ async def test_usage_of_remote_evaluations_is_charged_to_the_run(tmp_path) -> No
 async def test_remote_usage_the_runner_already_charged_is_not_charged_twice(tmp_path) -> None:
     from types import SimpleNamespace
 
+    from dspex.clients.budget import active_budget
     from dspex.optimizers.run import Run
     from dspex.optimizers.run_store import RunStore
-    from dspex.providers.budget import active_budget
 
     class ChargingEvaluator:
         """Charges the active budget per result, as the Ray runner does."""

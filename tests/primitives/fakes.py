@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from dspex.clients.types import Usage
 from dspex.primitives import Module, Parameter, Prediction, record_trace, record_usage, settings
-from dspex.providers.types import Usage
 
 SECRET = "sk-test-0123456789abcdef-SECRET"
 

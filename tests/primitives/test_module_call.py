@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from dspex.clients.types import Usage
 from dspex.primitives import (
     Module,
     Prediction,
@@ -14,7 +15,6 @@ from dspex.primitives import (
     record_usage,
     settings,
 )
-from dspex.providers.types import Usage
 
 from .fakes import EchoPredict, caller_names
 

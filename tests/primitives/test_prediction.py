@@ -5,9 +5,9 @@ import pickle
 
 import pytest
 
+from dspex.clients.types import Usage
 from dspex.errors import DspexError
 from dspex.primitives import Completions, Example, MissingScoreError, Prediction
-from dspex.providers.types import Usage
 
 ROWS = [
     {"answer": "4", "reasoning": "2+2"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from dspex.ray_notices import TOKEN_SETUP_LOGGER, quiet_token_auth_notice
+from dspex.runtime.ray_notices import TOKEN_SETUP_LOGGER, quiet_token_auth_notice
 
 
 class Collect(logging.Handler):

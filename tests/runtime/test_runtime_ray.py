@@ -27,14 +27,13 @@ import typer
 from typer.testing import CliRunner
 
 from dspex import runtime
-from dspex.actors import pool_client
-from dspex.actors.pool_client import pool_name, stop_pool
-from dspex.cli_status import status as status_command
-from dspex.providers import cache as cache_module
-from dspex.providers.cache import LMCache
-from dspex.providers.lm import LM
-from dspex.providers.simlm import start_sim_lm
-from dspex.supervisors.application import (
+from dspex.cli.status import status as status_command
+from dspex.clients import cache as cache_module
+from dspex.clients.cache import LMCache
+from dspex.clients.lm import LM
+from dspex.runtime.pools import pool_client
+from dspex.runtime.pools.pool_client import pool_name, stop_pool
+from dspex.runtime.supervision.application import (
     CHILDREN,
     DEAD_LETTERS,
     PROVIDERS,
@@ -42,8 +41,9 @@ from dspex.supervisors.application import (
     named_actor,
     start_root,
 )
-from dspex.supervisors.events import EVENT_LOG_NAME
-from dspex.supervisors.names import NAMESPACE
+from dspex.runtime.supervision.events import EVENT_LOG_NAME
+from dspex.runtime.supervision.names import NAMESPACE
+from dspex.simlm import start_sim_lm
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -158,7 +158,7 @@ LOCAL_DRIVER = """
 import json, os, time
 import ray
 from dspex import runtime
-from dspex.actors.module_actor import serve
+from dspex.runtime.serve import serve
 from dspex.primitives.module import Module
 
 
@@ -282,7 +282,7 @@ def test_status_command_prints_json_and_text(rt: runtime.Runtime) -> None:
     assert "provider pools" in as_text.stdout and "dead letters:" in as_text.stdout
 
 
-STATUS_CLI = "import typer; from dspex.cli_status import status; typer.run(status)"
+STATUS_CLI = "import typer; from dspex.cli.status import status; typer.run(status)"
 
 
 def test_status_command_exits_4_when_no_cluster_answers() -> None:
@@ -321,7 +321,7 @@ def test_shutdown_stops_the_tree_in_reverse_order_and_leaves_ray_up(rt: runtime.
     assert result.exit_code == 4
     assert "no dspex runtime" in result.output
     with pytest.raises(runtime.RuntimeNotRunningError):
-        from dspex.supervisors.application import dead_letters
+        from dspex.runtime.supervision.application import dead_letters
 
         dead_letters()
     assert named_actor(DEAD_LETTERS) is None

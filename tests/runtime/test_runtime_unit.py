@@ -16,24 +16,24 @@ import pytest
 from ray import cloudpickle
 
 from dspex import runtime
-from dspex.actors.module_actor import (
+from dspex.errors import ConfigurationError
+from dspex.primitives.module import Module
+from dspex.primitives.prediction import Prediction
+from dspex.primitives.workload import batch_work, current_workload
+from dspex.runtime.serve import (
     ModuleActor,
     RemoteProgramError,
     ReplicaDiedError,
     ServiceHandle,
     _portable,
 )
-from dspex.errors import ConfigurationError
-from dspex.primitives.module import Module
-from dspex.primitives.prediction import Prediction
-from dspex.primitives.workload import batch_work, current_workload
-from dspex.supervisors.application import (
+from dspex.runtime.supervision.application import (
     BRANCH_INTENSITY,
     CHILDREN,
     HEAD_NODE,
     root_children,
 )
-from dspex.supervisors.errors import ServiceRestartedError
+from dspex.runtime.supervision.errors import ServiceRestartedError
 
 
 class Shout(Module):

@@ -21,18 +21,18 @@ import pytest
 import ray
 
 from dspex import runtime
-from dspex.actors.module_actor import (
+from dspex.errors import ConfigurationError
+from dspex.primitives.module import Module
+from dspex.primitives.prediction import Prediction
+from dspex.runtime.serve import (
     RemoteProgramError,
     ReplicaDiedError,
     ServiceHandle,
     get_service,
     serve,
 )
-from dspex.errors import ConfigurationError
-from dspex.primitives.module import Module
-from dspex.primitives.prediction import Prediction
-from dspex.supervisors.application import SERVICES, dead_letters
-from dspex.supervisors.names import NAMESPACE
+from dspex.runtime.supervision.application import SERVICES, dead_letters
+from dspex.runtime.supervision.names import NAMESPACE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from dspex import runtime
-from dspex.optimizers.coordinator import coordinator_name, count_steps
 from dspex.optimizers.run_store import RunStore
-from dspex.providers.simlm import start_sim_lm
+from dspex.runtime.coordinator import coordinator_name, count_steps
+from dspex.simlm import start_sim_lm
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -109,7 +109,7 @@ def test_compile_in_a_killed_coordinator_resumes_and_a_new_driver_gets_its_progr
 ) -> None:
     import ray
 
-    from dspex.supervisors.names import NAMESPACE
+    from dspex.runtime.supervision.names import NAMESPACE
 
     store = RunStore(script_env["DSPEX_RUNS_DB"])
     driver = start(script_env, "compile", "user-run")

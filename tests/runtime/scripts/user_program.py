@@ -15,7 +15,7 @@ import pydantic
 
 import dspex
 from dspex.optimizers import BootstrapFewShotWithRandomSearch
-from dspex.providers.simlm import datasets, start_sim_lm
+from dspex.simlm import datasets, start_sim_lm
 
 
 class Verdict(pydantic.BaseModel):

@@ -1,0 +1,629 @@
+"""`LM`: the language-model client every dspex module calls.
+
+    lm = LM("openai/gpt-4o-mini", temperature=0.0)
+    lm("Say hi")                                   # -> ["Hi!"]
+    await lm.acomplete([{"role": "user", "content": "Say hi"}], n=3)
+
+One request goes: cache lookup -> single-flight (identical concurrent requests
+share one call) -> protocol encodes -> transport posts (behind the optional
+per-process concurrency semaphore) -> protocol decodes or raises a typed
+`LMError` -> retries on retryable errors -> cache store -> usage, history and
+request hooks.
+
+Budgets. Inside a run with ``max_lm_calls=``/``max_cost=`` every HTTP request
+(each retry too) reserves its claim from the active budget right before it is
+sent, and is not sent when the claim does not fit (`dspex.clients.budget`).
+A cache hit never reaches that point, so it costs nothing.
+
+API keys. The key is a secret: it never appears in ``repr``, ``dump_state``,
+history, hooks, cache keys or pickles. An explicit ``api_key=`` is kept in a
+module-level registry under a random token; the LM holds only the token. So an
+LM pickled and unpickled in the same process keeps working, and one unpickled
+in another process (a Ray worker) reads the key from the provider's
+environment variable there (``OPENAI_API_KEY``/``ANTHROPIC_API_KEY``): give
+workers the key through their environment (Ray ``runtime_env``), not inside the
+pickled program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from dspex.clients.anthropic_protocol import AnthropicProtocol
+from dspex.clients.budget import Budget, Claim, active_budget
+from dspex.clients.cache import CachedValue, LMCache, cache_key, get_cache
+from dspex.clients.history import MAX_HISTORY, make_entry, record
+from dspex.clients.openai_protocol import OpenAIProtocol
+from dspex.clients.pricing import Price, cost_usd, lookup_price, worst_case_cost
+from dspex.clients.retry import RetryPolicy, call_with_retries
+from dspex.clients.transport import Transport
+from dspex.clients.types import LMResponse, Message, Usage
+from dspex.clients.usage import record_usage
+from dspex.errors import CircuitOpenError, ConfigurationError, LMError
+from dspex.runtime.pools.pool_client import pool_routing_enabled, route_through_pool
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS: dict[str, OpenAIProtocol | AnthropicProtocol] = {
+    "openai": OpenAIProtocol(),
+    "anthropic": AnthropicProtocol(),
+}
+
+request_hooks: list[Callable[[dict[str, Any]], None]] = []
+"""Called after every request with a secret-free dict: model, provider, latency,
+usage, cached, error (exception type name or None), status. Keep hooks cheap:
+they run inline on the request's event loop; an exception in one is logged."""
+
+_KEYS: dict[str, str] = {}  # token -> explicitly given API key (never pickled)
+_SECRET_PARAMS = frozenset({"api_key", "api_base", "base_url"})
+_LEADER_GONE = object()  # single-flight: the task making the call was cancelled
+_inflight: dict[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = {}
+_default_transport: Transport | None = None
+_semaphores: dict[asyncio.AbstractEventLoop, dict[tuple[Any, ...], asyncio.Semaphore]] = {}
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """``"provider/name"`` -> (provider, name); a bare name is an OpenAI-protocol model."""
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError(
+            f"LM model must be a non-empty string like 'openai/gpt-4o-mini', got {model!r}"
+        )
+    provider, sep, name = model.partition("/")
+    if not sep:
+        return "openai", model
+    if provider not in PROTOCOLS or not name:
+        raise ConfigurationError(
+            f"unknown LM provider {provider!r} in model {model!r}: use one of "
+            f"{', '.join(repr(p + '/<model>') for p in PROTOCOLS)} (any OpenAI-compatible "
+            "server, e.g. vLLM or Ollama, is 'openai/<model>' with api_base=...)"
+        )
+    return provider, name
+
+
+class LM:
+    """A language model behind an HTTP API (OpenAI Chat Completions or Anthropic Messages)."""
+
+    #: every request this client sends reserves from the active run budget itself
+    #: (Predict reserves on behalf of LM objects that do not)
+    reserves_budget = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        cache: bool = True,
+        num_retries: int = 3,
+        timeout: float = 60.0,
+        rollout_id: Any = None,
+        transport: Transport | None = None,
+        price: Price | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.provider, self.model_name = parse_model(model)
+        self.model = model
+        # DSPy spells it base_url in places; accept both, keep one.
+        api_base = api_base or kwargs.pop("base_url", None)
+        model_type = kwargs.pop("model_type", "chat")
+        if model_type != "chat":
+            raise ConfigurationError(
+                f"LM(model_type={model_type!r}): only 'chat' models are supported"
+            )
+        self.api_base = api_base
+        self.kwargs: dict[str, Any] = _without_none(
+            {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
+        )
+        _check_params(self.kwargs)
+        self.cache = cache
+        self.timeout = timeout
+        self.rollout_id = rollout_id
+        self.transport = transport
+        self.price = price
+        self.rpm, self.tpm, self.max_concurrency = rpm, tpm, max_concurrency
+        self.retry_policy = RetryPolicy(num_retries=num_retries)
+        self._key_token: str | None = None
+        if api_key is not None:
+            self._key_token = secrets.token_hex(16)
+            _KEYS[self._key_token] = api_key
+        self._init_runtime_state()
+
+    def _init_runtime_state(self) -> None:
+        # Per-process state: rebuilt after unpickling, never shipped to workers.
+        self._protocol = PROTOCOLS[self.provider]
+        self._price = self.price if self.price is not None else lookup_price(self.model_name)
+        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY)
+        self._usage = Usage()
+        self._usage_lock = threading.Lock()
+
+    # --- public API ---------------------------------------------------------
+
+    @property
+    def num_retries(self) -> int:
+        return self.retry_policy.num_retries
+
+    @property
+    def usage(self) -> Usage:
+        """Running totals of this LM's calls in this process (cache hits add nothing)."""
+        return self._usage
+
+    async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
+        """Send one chat request. kwargs override request params for this call;
+        ``cache=`` and ``rollout_id=`` too. ``n > 1`` returns n outputs."""
+        use_cache = kwargs.pop("cache", self.cache)
+        rollout_id = kwargs.pop("rollout_id", self.rollout_id)
+        params = self.kwargs
+        if kwargs:
+            _check_params(kwargs)
+            params = _without_none({**self.kwargs, **kwargs})
+        start = time.perf_counter()
+        try:
+            if use_cache:
+                response = await self._cached_request(messages, params, rollout_id)
+            else:
+                response = await self._request(messages, params)
+        except Exception as error:
+            if isinstance(error, LMError) and error.model is None:
+                error.model = self.model
+            if request_hooks:
+                self._emit(time.perf_counter() - start, None, error)
+            raise
+        self._finish(messages, params, rollout_id, response, time.perf_counter() - start)
+        return response
+
+    def complete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
+        """Sync `acomplete`, runnable from any thread or from inside a running loop."""
+        from dspex.utils.aio import run_sync
+
+        return run_sync(self.acomplete(messages, **kwargs))
+
+    async def acall(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """DSPy-style call: the output texts for a prompt or a message list."""
+        response = await self.acomplete(_as_messages(prompt, messages), **kwargs)
+        return response.outputs
+
+    def __call__(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[str]:
+        return self.complete(_as_messages(prompt, messages), **kwargs).outputs
+
+    def copy(self, **overrides: Any) -> LM:
+        """A new LM with the same settings (and key) except ``overrides``; fresh history/usage."""
+        config = {**self._config(), **overrides}
+        params = {**self.kwargs}
+        for name in list(config):
+            if name not in _CONSTRUCTOR_ARGS:
+                params[name] = config.pop(name)
+        new = LM(**config, **params)
+        if "api_key" not in overrides:
+            new._key_token = self._key_token
+        if "num_retries" not in overrides:
+            new.retry_policy = self.retry_policy
+        return new
+
+    def dump_state(self) -> dict[str, Any]:
+        """Model and settings, for saving a program; never the API key or API base."""
+        state = {k: v for k, v in self._config().items() if k not in ("api_base", "transport")}
+        return {**state, **self.kwargs}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], **overrides: Any) -> LM:
+        """Rebuild an LM from `dump_state` output (pass ``api_base=``/``api_key=`` again if needed)."""
+        return cls(**{**state, **overrides})
+
+    def inspect_history(self, n: int = 1) -> str:
+        from dspex.clients.history import inspect_history
+
+        return inspect_history(n, history=self.history)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"LM(model={self.model!r}{', ' + params if params else ''})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_protocol", "_price", "history", "_usage", "_usage_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime_state()
+
+    # --- internals ----------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "api_base": self.api_base,
+            "cache": self.cache,
+            "num_retries": self.num_retries,
+            "timeout": self.timeout,
+            "rollout_id": self.rollout_id,
+            "transport": self.transport,
+            "price": self.price,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrency": self.max_concurrency,
+        }
+
+    def _api_key(self) -> str | None:
+        if self._key_token is not None:
+            key = _KEYS.get(self._key_token)
+            if key is not None:
+                return key
+        from os import environ
+
+        return environ.get(self._protocol.api_key_env)
+
+    def _api_base(self) -> str:
+        if self.api_base:
+            return self.api_base
+        from os import environ
+
+        for name in self._protocol.api_base_envs:
+            value = environ.get(name)
+            if value:
+                return value
+        return self._protocol.default_api_base
+
+    async def _cached_request(
+        self, messages: Sequence[Message], params: dict[str, Any], rollout_id: Any
+    ) -> LMResponse:
+        cache = get_cache()
+        key = cache_key(
+            provider=self.provider,
+            model=self.model_name,
+            messages=messages,
+            params=params,
+            rollout_id=rollout_id,
+        )
+        value = cache.get(key)
+        if value is not None:
+            return _from_cache(value, self.model)
+        return await self._single_flight(key, cache, messages, params)
+
+    async def _single_flight(
+        self, key: str, cache: LMCache, messages: Sequence[Message], params: dict[str, Any]
+    ) -> LMResponse:
+        loop = asyncio.get_running_loop()
+        inflight = _inflight.get(loop)
+        if inflight is None:
+            inflight = _inflight_for(loop)
+        while (leader := inflight.get(key)) is not None:
+            # shield: a waiter being cancelled must not cancel the leader's call.
+            result = await asyncio.shield(leader)
+            if result is not _LEADER_GONE:
+                return _shared(result)
+        future: asyncio.Future[Any] = loop.create_future()
+        inflight[key] = future
+        try:
+            response = await self._request(messages, params, key)
+        except asyncio.CancelledError:
+            future.set_result(_LEADER_GONE)  # waiters try again themselves
+            raise
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: no "never retrieved" noise without waiters
+            raise
+        finally:
+            if inflight.get(key) is future:
+                del inflight[key]
+        cache.put(key, _to_cache(response))
+        future.set_result(response)
+        return response
+
+    async def _request(
+        self, messages: Sequence[Message], params: dict[str, Any], key: str | None = None
+    ) -> LMResponse:
+        if pool_routing_enabled():  # the runtime is up: the endpoint's ProviderPool calls
+            budget = active_budget()
+            if budget is None:
+                return await route_through_pool(self, messages, params, key)
+            return await self._pooled_within_budget(budget, messages, params, key)
+        n = params.get("n", 1)
+        if n > 1 and not self._protocol.supports_n:
+            # Providers without `n` get n parallel single requests, merged.
+            single = {k: v for k, v in params.items() if k != "n"}
+            parts = await asyncio.gather(*(self._request_once(messages, single) for _ in range(n)))
+            return _merge(parts, self.model)
+        return await self._request_once(messages, params)
+
+    async def _request_once(
+        self, messages: Sequence[Message], params: dict[str, Any]
+    ) -> LMResponse:
+        url, headers, body = self._protocol.build_request(
+            api_base=self._api_base(),
+            model_name=self.model_name,
+            messages=messages,
+            params=params,
+            api_key=self._api_key(),
+        )
+        transport = self.transport or _get_default_transport()
+        semaphore = self._semaphore() if self.max_concurrency else None
+        budget = active_budget()
+        claim = None if budget is None else self._claim(budget, messages, params, calls=1)
+
+        async def send() -> LMResponse:
+            http = await transport.post(url, headers=headers, body=body, timeout=self.timeout)
+            return self._protocol.parse_response(http, model=self.model)
+
+        async def post() -> LMResponse:
+            # Reserved here, after any wait for a concurrency slot: a queued request
+            # must not hold budget that a request ready to go could use.
+            if budget is None or claim is None:
+                return await send()
+            return await _spend(budget, claim, send, self._price)
+
+        async def attempt() -> LMResponse:
+            if semaphore is None:
+                return await post()
+            async with semaphore:
+                return await post()
+
+        response = await call_with_retries(attempt, self.retry_policy)
+        if self._price is None:
+            return response
+        usage = response.usage
+        cost = cost_usd(self._price, usage.prompt_tokens, usage.completion_tokens)
+        return LMResponse(
+            outputs=response.outputs,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.calls, cost),
+            model=response.model,
+            cached=False,
+            finish_reasons=response.finish_reasons,
+        )
+
+    async def _pooled_within_budget(
+        self, budget: Budget, messages: Sequence[Message], params: dict[str, Any], key: str | None
+    ) -> LMResponse:
+        # A pool retries out of this budget's sight, so under a budget the pool makes
+        # one attempt per request and the retries happen here, each reserved again.
+        n = params.get("n", 1)
+        sends = n if n > 1 and not self._protocol.supports_n else 1
+        shape = params if sends == 1 else {k: v for k, v in params.items() if k != "n"}
+        claim = self._claim(budget, messages, shape, calls=sends)
+
+        async def send() -> LMResponse:
+            return await route_through_pool(self, messages, params, key, num_retries=0)
+
+        async def attempt() -> LMResponse:
+            return await _spend(budget, claim, send, self._price)
+
+        return await call_with_retries(attempt, self.retry_policy)
+
+    def _claim(
+        self, budget: Budget, messages: Sequence[Message], params: dict[str, Any], *, calls: int
+    ) -> Claim:
+        """What ``calls`` requests shaped like ``params`` reserve: their worst-case cost too
+        when the budget limits cost."""
+        if not budget.limits_cost:
+            return Claim(calls, 0.0)
+        max_tokens = self.require_cost_bound(params)
+        per_call = worst_case_cost(self._price, messages, params, max_tokens, params.get("n", 1))
+        return Claim(calls, per_call * calls)
+
+    def require_cost_bound(self, params: dict[str, Any] | None = None) -> int:
+        """The max_tokens that bounds a request's cost (``params`` override the LM's);
+        raises ConfigurationError when a ``max_cost=`` budget could not be held."""
+        params = self.kwargs if params is None else params
+        if self._price is None:
+            raise ConfigurationError(
+                f"max_cost= cannot be held for {self.model!r}: its price is unknown. Pass "
+                "LM(..., price=(usd_per_1M_input_tokens, usd_per_1M_output_tokens)), or use "
+                "max_lm_calls= instead"
+            )
+        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ConfigurationError(
+                f"max_cost= needs every request's worst case to be known, but requests to "
+                f"{self.model!r} have no max_tokens: set LM(..., max_tokens=...) (or pass "
+                "max_tokens in the call's config)"
+            )
+        return max_tokens
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # Shared by every LM (copies, unpickled clones) of the same model and endpoint,
+        # so `lm.copy(rollout_id=i)` does not multiply the allowed concurrency.
+        # asyncio primitives belong to one loop, hence one set per loop.
+        loop = asyncio.get_running_loop()
+        per_loop = _semaphores.get(loop)
+        if per_loop is None:
+            for old in [lp for lp in _semaphores if lp.is_closed()]:
+                del _semaphores[old]
+            per_loop = _semaphores[loop] = {}
+        key = (self.model, self.api_base, self.max_concurrency)
+        semaphore = per_loop.get(key)
+        if semaphore is None:
+            semaphore = per_loop[key] = asyncio.Semaphore(self.max_concurrency or 1)
+        return semaphore
+
+    def _finish(
+        self,
+        messages: Sequence[Message],
+        params: dict[str, Any],
+        rollout_id: Any,
+        response: LMResponse,
+        latency: float,
+    ) -> None:
+        usage = response.usage
+        if not response.cached:
+            with self._usage_lock:
+                self._usage = self._usage + usage
+        record_usage(self.model, usage, cached=response.cached)
+        shown = params if rollout_id is None else {**params, "rollout_id": rollout_id}
+        entry = make_entry(
+            model=self.model, messages=messages, params=shown, response=response, latency=latency
+        )
+        record(entry, self.history)
+        if request_hooks:
+            self._emit(latency, response, None)
+
+    def _emit(
+        self, latency: float, response: LMResponse | None, error: BaseException | None
+    ) -> None:
+        event = {
+            "model": self.model,
+            "provider": self.provider,
+            "latency": latency,
+            "usage": response.usage.to_dict() if response is not None else None,
+            "cached": response.cached if response is not None else False,
+            "error": type(error).__name__ if error is not None else None,
+            "status": getattr(error, "status", None) if error is not None else 200,
+        }
+        for hook in list(request_hooks):
+            try:
+                hook(event)
+            except Exception:
+                logger.exception(
+                    "dspex: an LM request hook failed (the request itself succeeded or failed on its own)"
+                )
+
+
+_CONSTRUCTOR_ARGS = frozenset(
+    {
+        "model",
+        "api_base",
+        "api_key",
+        "cache",
+        "num_retries",
+        "timeout",
+        "rollout_id",
+        "transport",
+        "price",
+        "rpm",
+        "tpm",
+        "max_concurrency",
+    }
+)
+
+
+async def _spend(
+    budget: Budget, claim: Claim, send: Callable[[], Awaitable[LMResponse]], price: Price | None
+) -> LMResponse:
+    """Reserve ``claim``, send, then settle to what the request really spent."""
+    # Waits while requests in flight hold what it needs; raises BudgetExceededError
+    # (nothing is sent) once it cannot fit.
+    reservation = await budget.areserve(claim)
+    try:
+        response = await send()
+    except CircuitOpenError:
+        reservation.release()  # failed fast: nothing was sent
+        raise
+    except LMError as error:
+        # It was sent. Answered with an error status, it produced no billable tokens;
+        # unanswered (timeout, dropped connection) it may have: keep the worst case.
+        answered = error.status is not None and error.status >= 400
+        reservation.settle(Claim(claim.calls, 0.0 if answered else claim.cost))
+        raise
+    except BaseException:
+        reservation.settle(claim)  # cancelled in flight: it may have reached the LM
+        raise
+    if response.cached:
+        reservation.release()  # another request's call answered it (pool single-flight)
+    else:
+        usage = response.usage
+        cost = cost_usd(price, usage.prompt_tokens, usage.completion_tokens)
+        reservation.settle(Claim(claim.calls, cost or 0.0))
+    return response
+
+
+def _get_default_transport() -> Transport:
+    # Imported on first request, so `import dspex` does not import aiohttp.
+    global _default_transport
+    if _default_transport is None:
+        from dspex.clients.aiohttp_transport import default_transport
+
+        _default_transport = default_transport()
+    return _default_transport
+
+
+def _inflight_for(loop: asyncio.AbstractEventLoop) -> dict[str, asyncio.Future[Any]]:
+    for old in [lp for lp in _inflight if lp.is_closed()]:
+        del _inflight[old]
+    return _inflight.setdefault(loop, {})
+
+
+def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequence[Message]:
+    if messages is not None:
+        return messages
+    if prompt is None:
+        raise ConfigurationError("LM call needs a prompt or messages=[...]")
+    return [{"role": "user", "content": prompt}]
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    secret = _SECRET_PARAMS.intersection(params)
+    if secret:
+        raise ConfigurationError(
+            f"{', '.join(sorted(secret))} cannot be a request param: pass it to LM(...) or "
+            "lm.copy(...), so it stays out of history, cache keys and saved programs"
+        )
+    n = params.get("n")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ConfigurationError(f"n must be a positive integer, got {n!r}")
+
+
+def _without_none(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _to_cache(response: LMResponse) -> CachedValue:
+    return {
+        "outputs": response.outputs,
+        "finish_reasons": response.finish_reasons,
+        "model": response.model,
+        "usage": {
+            "prompt_tokens": response.usage.prompt_tokens,
+            "completion_tokens": response.usage.completion_tokens,
+        },
+    }
+
+
+_NO_USAGE = Usage(0, 0, 0, 0.0)
+
+
+def _from_cache(value: CachedValue, model: str) -> LMResponse:
+    # A hit made no call and cost nothing; copies keep callers from editing the cache.
+    return LMResponse(
+        outputs=list(value["outputs"]),
+        usage=_NO_USAGE,
+        model=model,
+        cached=True,
+        finish_reasons=list(value["finish_reasons"]),
+    )
+
+
+def _shared(response: LMResponse) -> LMResponse:
+    return LMResponse(
+        outputs=list(response.outputs),
+        usage=_NO_USAGE,
+        model=response.model,
+        cached=True,
+        finish_reasons=list(response.finish_reasons),
+    )
+
+
+def _merge(parts: list[LMResponse], model: str) -> LMResponse:
+    usage = Usage()
+    outputs: list[str] = []
+    finish: list[str | None] = []
+    for part in parts:
+        usage = usage + part.usage
+        outputs.extend(part.outputs)
+        finish.extend(part.finish_reasons)
+    return LMResponse(outputs=outputs, usage=usage, model=model, finish_reasons=finish)

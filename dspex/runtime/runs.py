@@ -1,0 +1,343 @@
+"""The driver's view of optimization runs: list them, run them in a coordinator, resume them.
+
+- `runs()` lists the runs of a run store with their status, steps, trials and
+  LM usage (and whether a coordinator is alive, when Ray is connected).
+- `compile_remote` is what ``optimizer.compile(...)`` calls when the run goes
+  through a coordinator (see coordinator.py): it attaches to the run's
+  coordinator by name if one is alive, else starts one, shows progress while
+  waiting, and collects the program. Cancelling the wait (Ctrl-C, a cancelled
+  task, a dead driver) leaves the coordinator running; calling compile again
+  with the same ``run_id`` attaches to it, or to the program it stored.
+- `resume(run_id)` does the same from the run id alone, using the job a
+  coordinator run stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dspex.errors import ConfigurationError, DspexError
+from dspex.optimizers.run_store import RunStore
+from dspex.runtime.coordinator import (
+    JOB_KEY,
+    RESULT_KEY,
+    Job,
+    RunProgress,
+    coordinator_name,
+    count_steps,
+    load_job,
+    make_job,
+    new_run_id,
+    stored_result,
+)
+from dspex.utils.aio import run_sync
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+log = logging.getLogger("dspex.optimizers")
+
+POLL_SECONDS = 0.05  # between look-ups while a coordinator starts or restarts
+PROGRESS_SECONDS = 0.5  # between progress reads while waiting for the result
+RESTART_WAIT_SECONDS = 120.0
+"""How long a driver waits for a dead coordinator to be back before it gives up."""
+PLAIN_PROGRESS_SECONDS = 10.0  # between progress log lines when not on a terminal
+LIVENESS_TIMEOUT = 5.0  # for `runs()` asking a registered coordinator whether it is alive
+
+
+class CoordinatorUnavailableError(DspexError):
+    """A run's coordinator did not come back in time."""
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of `runs()`."""
+
+    run_id: str
+    optimizer: str
+    status: str
+    """The store's status: running, finished, budget_limited, failed or cancelled."""
+    best_score: float | None
+    steps: int
+    trials: int
+    lm_calls: int
+    cost: float
+    created: float
+    updated: float
+    error: str | None
+    has_result: bool
+    """A coordinator stored the finished program: a late driver gets it at once."""
+    coordinator: bool | None
+    """A coordinator is alive for the run; None when this process is not connected to Ray."""
+
+
+def runs(store: RunStore | str | Path | None = None, *, limit: int = 100) -> list[RunSummary]:
+    """The most recent runs of ``store`` (default: ``DSPEX_RUNS_DB`` or the user data dir)."""
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    return [_summary(store, record.run_id) for record in store.list_runs(limit)]
+
+
+def _summary(store: RunStore, run_id: str) -> RunSummary:
+    record = store.get_run(run_id)
+    usage = store.usage(run_id).values()
+    found, result = store.get_step(run_id, RESULT_KEY)
+    return RunSummary(
+        run_id=run_id,
+        optimizer=record.optimizer,
+        status=record.status,
+        best_score=record.best_score,
+        steps=count_steps(store, run_id),
+        trials=len(store.trials(run_id)),
+        lm_calls=int(sum(u["calls"] for u in usage)),
+        cost=float(sum(u["cost"] for u in usage)),
+        created=record.created,
+        updated=record.updated,
+        error=record.error,
+        has_result=found and result is not None,
+        coordinator=_coordinator_alive(run_id),
+    )
+
+
+def _coordinator_alive(run_id: str) -> bool | None:
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None  # never start or connect Ray just to list runs
+    from dspex.runtime.supervision.names import NAMESPACE
+
+    try:
+        handle = ray.get_actor(coordinator_name(run_id), namespace=NAMESPACE)
+    except ValueError:
+        return False
+    # Ray frees a killed actor's name a little after its death: ask the actor itself.
+    try:
+        ray.get(handle.__ray_ready__.remote(), timeout=LIVENESS_TIMEOUT)
+    except ray.exceptions.RayActorError:
+        return False
+    except ray.exceptions.GetTimeoutError:
+        return True  # registered and not dead, only slow to answer
+    return True
+
+
+# --- running through a coordinator ---------------------------------------------------------------
+
+
+async def compile_remote(
+    optimizer: Any,
+    student: Any,
+    *,
+    trainset: Sequence[Any],
+    valset: Sequence[Any] | None = None,
+    run_id: str | None = None,
+    max_lm_calls: int | None = None,
+    max_cost: float | None = None,
+    store: RunStore | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``optimizer.acompile(...)`` run by the run's coordinator actor; returns the program."""
+    store = store or RunStore()
+    run_id = run_id or new_run_id(optimizer)
+
+    def job() -> Job:
+        return make_job(
+            optimizer,
+            student,
+            trainset=trainset,
+            valset=valset,
+            max_lm_calls=max_lm_calls,
+            max_cost=max_cost,
+            kwargs=kwargs,
+        )
+
+    return await _Attachment(run_id, store, job).result()
+
+
+async def aresume(run_id: str, *, store: RunStore | str | Path | None = None) -> Any:
+    """Finish a run started through a coordinator, from its run id alone: attach to its
+    coordinator, or start one from the job the run stored; returns the program."""
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    load_job(store, run_id)  # fails now, with the reason, if there is nothing to resume
+    return await _Attachment(run_id, store, None).result()
+
+
+def resume(run_id: str, *, store: RunStore | str | Path | None = None) -> Any:
+    """Synchronous `aresume`."""
+    return run_sync(aresume(run_id, store=store))
+
+
+class _Attachment:
+    """One driver's link to a run's coordinator: find or start it, wait, collect, release."""
+
+    def __init__(self, run_id: str, store: RunStore, make_job: Callable[[], Job] | None) -> None:
+        self.run_id = run_id
+        self.name = coordinator_name(run_id)
+        self.store = store
+        self.make_job = make_job  # None: resume with the job already stored
+        self._dead: set[str] = set()  # actor ids known dead: their name may linger briefly
+        self._supervisor: Any = None
+
+    async def result(self) -> Any:
+        from ray.exceptions import RayActorError
+
+        from dspex.runtime.coordinator import load_outcome, optimizers_supervisor
+
+        program = stored_result(self.store, self.run_id)
+        if program is not None:
+            log.info("run %s finished earlier; returning its stored program", self.run_id)
+            return program
+        self._supervisor = await optimizers_supervisor()
+        display = _ProgressDisplay()
+        try:
+            while (handle := await self._coordinator()) is not None:
+                try:
+                    outcome = await _wait(handle, display)
+                except RayActorError:
+                    self._dead.add(handle._actor_id.hex())
+                    log.warning("run %s: its coordinator died; waiting for it to resume", self.run_id)
+                    continue
+                await self._release()
+                return load_outcome(outcome, self.run_id)
+            # It stored its program before we got to it (or another driver collected it).
+            await self._release()
+            return stored_result(self.store, self.run_id)
+        except asyncio.CancelledError:
+            log.info("detached from run %s; it continues in %s", self.run_id, self.name)
+            raise
+        finally:
+            display.close()
+
+    async def _coordinator(self) -> Any | None:
+        """A live coordinator's handle (starting one if there is none), or None if the run
+        finished meanwhile."""
+        deadline = time.monotonic() + RESTART_WAIT_SECONDS
+        while True:
+            if stored_result(self.store, self.run_id) is not None:
+                return None
+            handle = self._lookup()
+            if handle is not None:
+                return handle
+            child = await self._child()
+            if child is None or child.state == "terminated":
+                await self._start(forget=child is not None)
+            elif time.monotonic() >= deadline:  # "restarting" for too long
+                raise CoordinatorUnavailableError(
+                    f"the coordinator of run {self.run_id!r} did not come back within "
+                    f"{RESTART_WAIT_SECONDS:.0f}s; call compile(..., run_id={self.run_id!r}) again later"
+                )
+            else:
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def _child(self) -> Any | None:
+        children = await self._ask("which_children")
+        return next((child for child in children if child.name == self.name), None)
+
+    async def _ask(self, method: str, *args: Any) -> Any:
+        """Call the supervisor; if it died (its coordinators with it), find or start it again."""
+        from ray.exceptions import RayActorError
+
+        from dspex.runtime.coordinator import optimizers_supervisor
+
+        try:
+            return await getattr(self._supervisor, method).remote(*args)
+        except RayActorError:
+            self._supervisor = await optimizers_supervisor()
+            return await getattr(self._supervisor, method).remote(*args)
+
+    def _lookup(self) -> Any | None:
+        import ray
+
+        from dspex.runtime.supervision.names import NAMESPACE
+
+        try:
+            handle = ray.get_actor(self.name, namespace=NAMESPACE)
+        except ValueError:
+            return None
+        return None if handle._actor_id.hex() in self._dead else handle
+
+    async def _start(self, *, forget: bool) -> None:
+        """Start the coordinator; losing a race to another driver is fine (it is looked up next)."""
+        from dspex.runtime.coordinator import coordinator_spec, save_job
+        from dspex.runtime.supervision.errors import ChildAlreadyExistsError, ChildRunningError
+
+        try:
+            if forget:  # a coordinator that exited on its own left its spec behind
+                await self._ask("delete_child", self.name)
+            if self.make_job is not None:
+                save_job(self.store, self.run_id, self.make_job())
+            elif not self.store.get_step(self.run_id, JOB_KEY)[0]:
+                raise ConfigurationError(f"run {self.run_id!r} has no stored job to resume")
+            await self._ask("start_child", coordinator_spec(self.run_id, self.store.path))
+        except (ChildAlreadyExistsError, ChildRunningError):
+            return
+        log.info("run %s: started its coordinator", self.run_id)
+
+    async def _release(self) -> None:
+        """Stop the finished coordinator (a clean exit: not restarted) and forget its spec."""
+        from dspex.runtime.supervision.errors import ChildNotFoundError, ChildRunningError
+
+        try:
+            await self._ask("terminate_child", self.name)
+            await self._ask("delete_child", self.name)
+        except (ChildNotFoundError, ChildRunningError):
+            pass  # another driver released it, or started the next one
+
+
+async def _wait(handle: Any, display: _ProgressDisplay) -> Any:
+    """The coordinator's outcome, reading its progress meanwhile."""
+    pending = asyncio.ensure_future(_await_ref(handle.result.remote()))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=PROGRESS_SECONDS)
+            if done:
+                return pending.result()
+            display.update(await handle.progress.remote())
+    finally:
+        if not pending.done():
+            pending.cancel()
+        # A death seen through progress() leaves the result's own error unread: read it.
+        pending.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+
+async def _await_ref(ref: Any) -> Any:
+    return await ref
+
+
+class _ProgressDisplay:
+    """A live status line on a terminal; an INFO log line every few seconds elsewhere."""
+
+    def __init__(self) -> None:
+        self._status: Status | None = None
+        self._terminal = sys.stderr.isatty()
+        self._next_log = 0.0
+
+    def update(self, progress: RunProgress) -> None:
+        line = progress.line()
+        if not self._terminal:
+            if time.monotonic() >= self._next_log:
+                self._next_log = time.monotonic() + PLAIN_PROGRESS_SECONDS
+                log.info("%s", line)
+            return
+        if self._status is None:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status(line)
+            self._status.start()
+        else:
+            self._status.update(line)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+__all__ = ["CoordinatorUnavailableError", "RunSummary", "aresume", "compile_remote", "resume", "runs"]

@@ -1,0 +1,527 @@
+"""Serving a program: `ModuleActor` replicas behind a `ServiceHandle`.
+
+``dspex.serve(program, name="qa", replicas=2)`` starts two `ModuleActor`
+replicas, ``dspex.serve.qa.0`` and ``dspex.serve.qa.1``, as permanent children
+of the runtime's ``dspex.services`` supervisor (OTP's GenServer per module
+instance). Each holds the program and the settings it runs with (LM, adapter)
+and answers ``acall(**inputs)`` with asyncio concurrency inside.
+
+The returned `ServiceHandle` holds names, not actors, so it pickles and keeps
+working after a replica is restarted. A request goes to the replica with the
+fewest requests in flight from this handle (round-robin among equals: the
+handle knows only its own load, which costs no extra actor call). If the
+replica dies under a request, the request is sent once more to another replica
+(``retries``); a request that failed every attempt is recorded in the cluster's
+dead letters (``dspex.dead_letters()``) and raises `ReplicaDiedError`. An
+error raised by the program itself is the caller's, raised as is, and not
+retried: another replica would run the same code on the same input.
+
+Served requests are interactive work (`dspex.primitives.workload`): an LM
+request that meets an open circuit breaker fails fast with `CircuitOpenError`,
+so the caller can fall back or report, where an evaluation would wait for the
+provider's probe.
+
+LM API keys do not travel with the program (see `dspex.clients.lm`): give
+the replicas the key through their environment (``runtime_env``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from dspex.errors import ConfigurationError, DspexError
+from dspex.runtime import RuntimeNotRunningError
+from dspex.runtime.supervision.child_spec import ChildSpec
+from dspex.runtime.supervision.errors import (
+    ChildAlreadyExistsError,
+    ChildNotFoundError,
+    ServiceRestartedError,
+    ServiceUnavailableError,
+)
+from dspex.runtime.supervision.names import NAMESPACE
+from dspex.runtime.supervision.reasons import first_line
+
+logger = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "dspex.serve."
+SERVICES_SUPERVISOR = "dspex.services"  # dspex.runtime.supervision.application.SERVICES
+DEFAULT_MAX_CONCURRENCY = 64
+RESOLVE_TIMEOUT = 30.0  # a replica restart takes ~1 s; a start on a busy node longer
+START_TIMEOUT = 120.0
+POLL_INTERVAL = 0.05
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# Replicas answer LM-bound requests with asyncio: they need no CPU slot, and
+# spreading them over nodes keeps a service up when one node goes.
+REPLICA_OPTIONS: dict[str, Any] = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+
+
+class ReplicaDiedError(ServiceRestartedError):
+    """Every replica a request was sent to died while answering it.
+
+    The request may or may not have run. It was recorded in the dead letters;
+    the supervisor restarts the replicas.
+    """
+
+    def __init__(self, service: str, replica: str, attempts: int, cause: str) -> None:
+        super().__init__(service, "acall", cause)
+        self.args = (service, replica, attempts, cause)  # so it pickles with this signature
+        self.service = service
+        self.replica = replica
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        return (
+            f"service {self.service!r}: replica {self.replica} died while answering a request "
+            f"({self.cause}); {self.attempts} attempt(s) on different replicas all died. The input "
+            "is in dspex.dead_letters(); if it crashes the program, fix or filter it"
+        )
+
+
+class RemoteProgramError(DspexError):
+    """The served program raised an exception that cannot be rebuilt in the caller's
+    process (its class does not unpickle); type, message and traceback as text."""
+
+    def __init__(self, error_type: str, message: str, remote_traceback: str) -> None:
+        super().__init__(error_type, message, remote_traceback)
+        self.error_type = error_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.error_type}: {self.message}"
+
+
+# --- the replica ---------------------------------------------------------------------
+
+
+class ModuleActor:
+    """One replica of a served program: a plain class, run as a Ray actor by the
+    ``dspex.services`` supervisor (a unit test can instantiate it directly).
+
+    ``payload``: ``(program, settings)`` pickled by ``serve`` (bytes, not an
+    ObjectRef: a ref dies with the driver that made it, and a replica restarted
+    after that driver exited must still find its program).
+    """
+
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        service: str,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        use_pools: bool = True,
+    ) -> None:
+        from ray import cloudpickle
+
+        from dspex.evaluate.runner import ProgramCaller
+
+        program, settings = cloudpickle.loads(payload)
+        self.service = service
+        self._settings: dict[str, Any] = settings
+        self._caller = ProgramCaller(program, max_concurrency)
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._served = 0
+        self._errors = 0
+        if use_pools:
+            from dspex.runtime.pools.pool_client import enable_pools
+
+            enable_pools()  # the runtime is up by definition: LM calls go to its pools
+
+    async def acall(self, **inputs: Any) -> Any:
+        """Run the program on ``inputs`` (its own errors are raised to the caller)."""
+        from dspex.primitives.settings import context
+        from dspex.primitives.workload import interactive_work
+
+        async with self._slots:
+            self._started()
+            try:
+                # Interactive: an LM request that meets an open circuit fails fast
+                # (the caller can fall back) rather than waiting for the provider.
+                with context(**self._settings), interactive_work():
+                    result = await self._caller(inputs)
+            except Exception as exc:
+                self._errors += 1
+                raise _portable(exc) from None
+            finally:
+                self._finished()
+        self._served += 1
+        return result
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "pid": os.getpid(),
+            "in_flight": self._in_flight,
+            "served": self._served,
+            "errors": self._errors,
+        }
+
+    async def terminate(self, reason: str) -> None:
+        """Let requests in flight finish (the supervisor kills us after the spec's
+        ``shutdown`` seconds anyway)."""
+        del reason
+        await self._idle.wait()
+
+    def _started(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _finished(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling (the caller gets its real type), else a
+    `RemoteProgramError` with its type, message and traceback."""
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.loads(cloudpickle.dumps(exc))
+        return exc
+    except Exception:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return RemoteProgramError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), trace)
+
+
+# --- starting and finding services -----------------------------------------------------
+
+
+def replica_name(service: str, index: int) -> str:
+    return f"{SERVICE_PREFIX}{service}.{index}"
+
+
+def serve(
+    program: Any,
+    name: str,
+    *,
+    replicas: int = 1,
+    retry_on_replica_death: bool = True,
+    retries: int = 1,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    actor_options: dict[str, Any] | None = None,
+    use_pools: bool = True,
+    timeout: float = START_TIMEOUT,
+) -> ServiceHandle:
+    """Serve ``program`` from ``replicas`` supervised `ModuleActor` replicas; returns its handle.
+
+    The program runs with this process's settings (``lm``, ``adapter``, ...) as
+    they are now. ``retries``: how many more replicas a request whose replica
+    died is sent to (0 when ``retry_on_replica_death`` is False).
+    ``max_concurrency``: requests one replica runs at once. ``actor_options``:
+    Ray options of each replica (default ``num_cpus=0``, spread over nodes).
+    Needs ``dspex.init()``; raises ``ConfigurationError`` when ``name`` is taken.
+    """
+    _check_serve_args(program, name, replicas, retries, max_concurrency)
+    services = _services_supervisor()
+    payload = _pack(program)
+    specs = [
+        _replica_spec(name, i, payload, max_concurrency, use_pools, actor_options)
+        for i in range(replicas)
+    ]
+    _start_replicas(services, name, specs, timeout)
+    return ServiceHandle(
+        name, [spec.name for spec in specs], retries=retries if retry_on_replica_death else 0
+    )
+
+
+def get_service(name: str, *, retries: int = 1) -> ServiceHandle:
+    """The handle of a service started by any driver (``serve(..., name=name)``)."""
+    import ray
+
+    children = ray.get(_services_supervisor().which_children.remote(), timeout=30)
+    prefix = f"{SERVICE_PREFIX}{name}."
+    names = [child.name for child in children if child.name.startswith(prefix)]
+    if not names:
+        raise ChildNotFoundError(f"{prefix}*")
+    names.sort(key=lambda replica: int(replica.rsplit(".", 1)[1]))
+    return ServiceHandle(name, names, retries=retries)
+
+
+def _check_serve_args(
+    program: Any, name: str, replicas: int, retries: int, max_concurrency: int
+) -> None:
+    if not callable(program) and not callable(getattr(program, "acall", None)):
+        raise TypeError(
+            f"cannot serve a {type(program).__name__}: a program needs `async acall(**inputs)` "
+            "or must be callable"
+        )
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"a service name is letters, digits, '_' and '-', got {name!r}")
+    for label, value, least in (
+        ("replicas", replicas, 1),
+        ("retries", retries, 0),
+        ("max_concurrency", max_concurrency, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{label} must be an int >= {least}, got {value!r}")
+
+
+def _services_supervisor() -> Any:
+    import sys
+
+    ray = sys.modules.get("ray")
+    handle = None
+    if ray is not None and ray.is_initialized():
+        try:
+            handle = ray.get_actor(SERVICES_SUPERVISOR, namespace=NAMESPACE)
+        except ValueError:
+            handle = None
+    if handle is None:
+        raise RuntimeNotRunningError(
+            f"serving needs the dspex runtime (its {SERVICES_SUPERVISOR!r} supervisor): "
+            "call dspex.init() first"
+        )
+    return handle
+
+
+def _pack(program: Any) -> bytes:
+    from ray import cloudpickle
+
+    from dspex.primitives.settings import settings
+    from dspex.runtime.evaluation.eval_worker import SHIPPED_SETTINGS
+
+    shipped = {key: settings.get(key) for key in SHIPPED_SETTINGS}
+    try:
+        return cloudpickle.dumps((program, shipped))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot pickle the program or its settings (lm, adapter, callbacks) to send them to "
+            f"the replicas: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _replica_spec(
+    service: str,
+    index: int,
+    payload: bytes,
+    max_concurrency: int,
+    use_pools: bool,
+    actor_options: dict[str, Any] | None,
+) -> ChildSpec:
+    return ChildSpec(
+        name=replica_name(service, index),
+        cls=ModuleActor,
+        args=(payload,),
+        kwargs={"service": service, "max_concurrency": max_concurrency, "use_pools": use_pools},
+        restart="permanent",
+        actor_options={**REPLICA_OPTIONS, **(actor_options or {})},
+    )
+
+
+def _start_replicas(
+    services: Any, service: str, specs: Sequence[ChildSpec], timeout: float
+) -> None:
+    import ray
+
+    started: list[str] = []
+    try:
+        for spec in specs:
+            ray.get(services.start_child.remote(spec), timeout=timeout)
+            started.append(spec.name)
+    except ChildAlreadyExistsError:
+        _remove(services, started)
+        raise ConfigurationError(
+            f"a service named {service!r} is already served; dspex.get_service({service!r}) "
+            "returns its handle and handle.stop() removes it"
+        ) from None
+    except BaseException:
+        _remove(services, started)  # all replicas or none
+        raise
+
+
+def _remove(services: Any, names: Sequence[str]) -> None:
+    import ray
+
+    for name in reversed(names):
+        try:
+            ray.get(services.terminate_child.remote(name), timeout=60)
+            ray.get(services.delete_child.remote(name), timeout=60)
+        except ChildNotFoundError:
+            continue  # already gone
+
+
+# --- the handle ------------------------------------------------------------------------
+
+
+class ServiceHandle:
+    """Calls a served program: ``handle(**inputs)`` or ``await handle.acall(**inputs)``.
+
+    Picklable: it carries the replicas' names and re-resolves them by name.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        replicas: Sequence[str],
+        *,
+        retries: int = 1,
+        resolve_timeout: float = RESOLVE_TIMEOUT,
+    ) -> None:
+        self.name = name
+        self.replicas = tuple(replicas)
+        self.retries = retries
+        self.resolve_timeout = resolve_timeout
+        self._init_local_state()
+
+    def _init_local_state(self) -> None:
+        self._lock = threading.Lock()  # sync calls run on dspex's loop, async ones on yours
+        self._handles: dict[str, Any] = {}
+        self._dead: set[str] = set()  # actor ids seen dead: the name may still point at them
+        self._in_flight: dict[str, int] = dict.fromkeys(self.replicas, 0)
+        self._turn = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "replicas": self.replicas,
+            "retries": self.retries,
+            "resolve_timeout": self.resolve_timeout,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local_state()
+
+    def __repr__(self) -> str:
+        return f"ServiceHandle({self.name!r}, replicas={len(self.replicas)})"
+
+    # --- calling ---------------------------------------------------------------
+
+    def __call__(self, **inputs: Any) -> Any:
+        from dspex.utils.aio import run_sync
+
+        return run_sync(self.acall(**inputs))
+
+    async def acall(self, **inputs: Any) -> Any:
+        """Run the program on one replica; on a replica's death, on another."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        tried: list[str] = []
+        first_failed_at: float | None = None
+        while True:
+            replica, actor = await self._pick(tried)
+            self._count(replica, +1)
+            try:
+                return await actor.acall.remote(**inputs)
+            except RayTaskError:
+                raise  # the program's own error (as its own type when it can be)
+            except RayActorError as exc:
+                self._forget(replica, actor)
+                tried.append(replica)
+                first_failed_at = first_failed_at or time.time()
+                if len(tried) > self.retries:
+                    error = ReplicaDiedError(self.name, replica, len(tried), first_line(str(exc)))
+                    await self._dead_letter(inputs, error, len(tried), first_failed_at)
+                    raise error from exc
+                logger.warning("dspex: %s died under a request; sending it to another replica", replica)
+            finally:
+                self._count(replica, -1)
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests this handle has in flight, per replica."""
+        with self._lock:
+            return dict(self._in_flight)
+
+    def stop(self) -> None:
+        """Remove the replicas from the supervisor (in-flight requests finish first,
+        up to 5 s). Calls made afterwards raise ``ServiceUnavailableError``."""
+        _remove(_services_supervisor(), self.replicas)
+        with self._lock:
+            self._handles.clear()
+
+    # --- choosing a replica ----------------------------------------------------
+
+    async def _pick(self, tried: Sequence[str]) -> tuple[str, Any]:
+        """A live replica: untried ones first, least loaded first; waits for a restart."""
+        deadline = time.monotonic() + self.resolve_timeout
+        order = self._order(tried)
+        while True:
+            for replica in order:
+                actor = self._lookup(replica)
+                if actor is not None:
+                    return replica, actor
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailableError(
+                    f"{SERVICE_PREFIX}{self.name}.*", NAMESPACE, self.resolve_timeout
+                )
+            await asyncio.sleep(POLL_INTERVAL)
+
+    def _order(self, tried: Sequence[str]) -> list[str]:
+        with self._lock:
+            start = self._turn
+            self._turn = (self._turn + 1) % len(self.replicas)
+            rotated = self.replicas[start:] + self.replicas[:start]
+
+            def load(replica: str) -> int:
+                return self._in_flight[replica]
+
+            # sorted() is stable: equally loaded replicas keep the round-robin order.
+            fresh = sorted((r for r in rotated if r not in tried), key=load)
+            again = sorted((r for r in rotated if r in tried), key=load)
+        return fresh + again  # a tried replica may have been restarted since
+
+    def _lookup(self, replica: str) -> Any | None:
+        import ray
+
+        actor = self._handles.get(replica)
+        if actor is not None:
+            return actor
+        try:
+            actor = ray.get_actor(replica, namespace=NAMESPACE)
+        except ValueError:
+            return None  # not registered (restarting, or stopped)
+        if actor._actor_id.hex() in self._dead:
+            return None  # the name still points at the dead actor
+        with self._lock:
+            self._handles[replica] = actor
+        return actor
+
+    def _forget(self, replica: str, actor: Any) -> None:
+        with self._lock:
+            self._dead.add(actor._actor_id.hex())
+            if self._handles.get(replica) is actor:
+                del self._handles[replica]
+
+    def _count(self, replica: str, delta: int) -> None:
+        with self._lock:
+            self._in_flight[replica] += delta
+
+    async def _dead_letter(
+        self, inputs: dict[str, Any], error: ReplicaDiedError, attempts: int, first: float
+    ) -> None:
+        from dspex.observability.redact import redact_data as redact
+        from dspex.runtime.supervision.application import record_dead_letter
+        from dspex.runtime.supervision.dead_letters import DeadLetter
+
+        entry = DeadLetter.from_exception(
+            f"{SERVICE_PREFIX}{self.name}",
+            redact(inputs),  # values under credential-like keys never reach the queue
+            error,
+            attempts=attempts,
+            first_failed_at=first,
+        )
+        await record_dead_letter(entry)
+
+
+__all__ = [
+    "ModuleActor",
+    "RemoteProgramError",
+    "ReplicaDiedError",
+    "ServiceHandle",
+    "get_service",
+    "replica_name",
+    "serve",
+]

@@ -1,0 +1,264 @@
+"""The simulated LM's request handling, independent of sockets.
+
+`SimCore.handle(method, path, headers, body)` is the whole server: the aiohttp
+app (`server.py`) and the in-process `SimTransport` both call it, so they share
+behaviour, faults and stats. It speaks the OpenAI chat-completions API and the
+Anthropic Messages API, plus `/stats` and `/admin/*` for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from dspex.simlm import oracle
+from dspex.simlm.faults import Decision, FaultConfig, FaultInjector
+from dspex.simlm.oracle import OracleConfig
+from dspex.simlm.prompt import Message, parse
+from dspex.simlm.protocols import (
+    PROTOCOLS,
+    BadRequest,
+    Choice,
+    CompletionRequest,
+    error_response,
+    json_response,
+    models_response,
+)
+from dspex.simlm.stats import Stats
+
+DEFAULT_MODEL = "sim-lm"
+
+
+@dataclass(frozen=True, slots=True)
+class SimResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class SimCore:
+    """State and behaviour of one simulated LM: config, faults, stats."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        faults: FaultConfig | Mapping[str, Any] | None = None,
+        oracle_config: OracleConfig | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.seed = seed
+        self.latency_ms = latency_ms
+        self.jitter_ms = jitter_ms
+        self.oracle_config = oracle_config or OracleConfig()
+        self.api_key = api_key
+        self.stats = Stats()
+        self.faults = FaultInjector(to_fault_config(faults), seed=seed)
+
+    # --- control --------------------------------------------------------------
+
+    def set_faults(self, faults: FaultConfig | Mapping[str, Any] | None) -> FaultConfig:
+        config = to_fault_config(faults)
+        self.faults.set(config)
+        return config
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        return self.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self.stats.reset()
+
+    # --- requests -------------------------------------------------------------
+
+    async def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> SimResponse:
+        """Answer one HTTP request."""
+        route = (method.upper(), path.rstrip("/") or "/")
+        control = self._control(route, body)
+        if control is not None:
+            return control
+        self.stats.begin(route[1])
+        status: int | None = None
+        try:
+            try:
+                response = await self._serve(route, headers, body)
+            except Exception as exc:  # a simulator bug must still answer, and be counted
+                response = _error("openai", 500, f"internal simulator error: {exc!r}")
+            status = response.status
+            return response
+        finally:
+            # status stays None when the caller gave up (cancelled) before an answer.
+            self.stats.end(status)
+
+    def _control(self, route: tuple[str, str], body: bytes) -> SimResponse | None:
+        """Stats and admin endpoints: not counted, never faulted."""
+        if route == ("GET", "/stats"):
+            return _ok(self.stats.snapshot())
+        if route == ("POST", "/admin/reset"):
+            self.stats.reset()
+            return _ok({"ok": True})
+        if route == ("GET", "/admin/faults"):
+            return _ok(self.faults.config.model_dump())
+        if route == ("POST", "/admin/faults"):
+            try:
+                config = FaultConfig.model_validate_json(body or b"{}")
+            except ValidationError as exc:
+                return _error(
+                    "openai", 400, f"invalid fault config: {exc.errors(include_url=False)}"
+                )
+            self.faults.set(config)
+            return _ok(config.model_dump())
+        return None
+
+    async def _serve(
+        self, route: tuple[str, str], headers: Mapping[str, str], body: bytes
+    ) -> SimResponse:
+        protocol = PROTOCOLS.get(route)
+        if route == ("GET", "/v1/models"):
+            if self.faults.outage_active():
+                return _error("openai", 503, "the simulated LM is in an outage")
+            return _ok(models_response(DEFAULT_MODEL))
+        if protocol is None:
+            return _error("openai", 404, f"no route for {route[0]} {route[1]}")
+        if not self._authorized(headers):
+            return _error(protocol.name, 401, "invalid or missing API key")
+        try:
+            request = protocol.parse(body)
+        except BadRequest as exc:
+            return _error(protocol.name, 400, str(exc))
+        key = hashlib.blake2b(body, digest_size=16).digest()
+        decision = self.faults.decide(key)
+        if decision.kind is not None:
+            self.stats.faults[decision.kind] += 1
+        await self._delay(key, decision)
+        if decision.status is not None:
+            return _error(
+                protocol.name, decision.status, _fault_message(decision), decision.retry_after
+            )
+        choices = self._complete(request, key, decision.attempt)
+        prompt_tokens = sum(tokens(text) + 3 for _, text in request.messages)
+        completion_tokens = sum(tokens(c.text) for c in choices)
+        self.stats.completed(len(choices), prompt_tokens, completion_tokens)
+        payload = protocol.render(
+            request, choices, key.hex()[:24], prompt_tokens, completion_tokens
+        )
+        return _ok(payload)
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        if self.api_key is None:
+            return True
+        lowered = {k.lower(): v for k, v in headers.items()}
+        return self.api_key in (
+            lowered.get("x-api-key"),
+            lowered.get("authorization", "").removeprefix("Bearer "),
+        )
+
+    async def _delay(self, key: bytes, decision: Decision) -> None:
+        seconds = self.latency_ms / 1000.0 + decision.hang
+        if self.jitter_ms:
+            seconds += self.faults.draw(key, decision.attempt, "jitter") * self.jitter_ms / 1000.0
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    def _complete(self, request: CompletionRequest, key: bytes, attempt: int) -> list[Choice]:
+        prompt = parse(
+            request.messages, json_requested=request.json_requested, schema=request.schema
+        )
+        digest = messages_digest(request.messages)
+        choices = []
+        for index in range(request.n):
+            text = oracle.reply(prompt, self._rng(digest, request, index), self.oracle_config)
+            choices.append(self._finish(text, request, key, attempt, index))
+        return choices
+
+    def _finish(
+        self, text: str, request: CompletionRequest, key: bytes, attempt: int, index: int
+    ) -> Choice:
+        """Apply content faults and max_tokens to one completion's text."""
+        finish = "stop"
+        fault = self.faults.content_fault(key, attempt, index)
+        if fault is not None:
+            self.stats.faults[fault] += 1
+        if fault == "malformed":
+            text = malformed(text)
+        elif fault == "truncated":
+            text, finish = text[: max(1, len(text) // 2)], "length"
+        if request.max_tokens is not None and tokens(text) > request.max_tokens:
+            text, finish = text[: request.max_tokens * 4], "length"
+        return Choice(text, finish)
+
+    def _rng(self, digest: bytes, request: CompletionRequest, index: int) -> random.Random:
+        """The RNG of one completion: fixed by (seed, messages, temperature, index, request seed)."""
+        head = f"{self.seed}|{request.temperature!r}|{request.seed}|{index}|".encode()
+        value = hashlib.blake2b(head + digest, digest_size=8).digest()
+        return random.Random(int.from_bytes(value, "big"))
+
+
+def to_fault_config(faults: FaultConfig | Mapping[str, Any] | None) -> FaultConfig:
+    if faults is None:
+        return FaultConfig()
+    if isinstance(faults, FaultConfig):
+        return faults
+    return FaultConfig.model_validate(dict(faults))
+
+
+def messages_digest(messages: list[Message]) -> bytes:
+    """A canonical digest of a conversation (roles and texts only)."""
+    h = hashlib.blake2b(digest_size=16)
+    for role, text in messages:
+        h.update(role.encode())
+        h.update(b"\x1f")
+        h.update(text.encode())
+        h.update(b"\x1e")
+    return h.digest()
+
+
+def tokens(text: str) -> int:
+    """Deterministic token estimate: about four characters per token."""
+    return (len(text) + 3) // 4
+
+
+def malformed(text: str) -> str:
+    """A reply that ignores the format: no section markers, not JSON."""
+    words = " ".join(
+        text.replace("[[", " ")
+        .replace("]]", " ")
+        .replace("#", " ")
+        .replace("{", " ")
+        .replace("}", " ")
+        .split()[:12]
+    )
+    return f"Sure! Here is what I think, in my own words: {words}"
+
+
+def _fault_message(decision: Decision) -> str:
+    return {
+        429: "rate limit reached for requests (simulated)",
+        503: "the simulated LM is in an outage",
+    }.get(decision.status or 0, f"simulated failure ({decision.kind})")
+
+
+def _ok(payload: Any) -> SimResponse:
+    return SimResponse(200, {"Content-Type": "application/json"}, json_response(payload))
+
+
+def _error(
+    protocol: str, status: int, message: str, retry_after: float | None = None
+) -> SimResponse:
+    headers = {"Content-Type": "application/json"}
+    if retry_after is not None:
+        headers["Retry-After"] = _seconds_text(retry_after)
+    return SimResponse(status, headers, json_response(error_response(protocol, status, message)))
+
+
+def _seconds_text(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:.3f}"

@@ -1,0 +1,250 @@
+"""The wire formats the simulated LM speaks: OpenAI chat completions and the
+Anthropic Messages API. Each turns a request body into a `CompletionRequest`
+and completions back into that API's response and error shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dspex.simlm.prompt import Message, message_text
+
+_MAX_N = 128
+_OPENAI_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "user",
+}
+
+
+class BadRequest(ValueError):
+    """The request body is not a valid request; answered with 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    messages: list[Message]
+    model: str
+    n: int = 1
+    temperature: float = 1.0
+    max_tokens: int | None = None
+    seed: int | None = None
+    json_requested: bool = False
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    text: str
+    finish: str  # "stop" | "length"
+
+
+@dataclass(frozen=True, slots=True)
+class Protocol:
+    name: str
+    parse: Callable[[bytes], CompletionRequest]
+    render: Callable[[CompletionRequest, list[Choice], str, int, int], dict[str, Any]]
+
+
+def json_response(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# --- shared validation ---------------------------------------------------------
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def _int(
+    data: dict[str, Any], name: str, default: int | None, low: int, high: int | None = None
+) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return default
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bound = f" and at most {high}" if high is not None else ""
+        raise BadRequest(f"'{name}' must be an integer at least {low}{bound}, got {value!r}")
+    return value
+
+
+def _temperature(data: dict[str, Any]) -> float:
+    value = data.get("temperature", 1.0)
+    if value is None:
+        return 1.0
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 2:
+        raise BadRequest(f"'temperature' must be a number between 0 and 2, got {value!r}")
+    return float(value)
+
+
+def _messages(raw: Any, roles: dict[str, str]) -> list[Message]:
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("'messages' must be a non-empty list of {role, content} objects")
+    out: list[Message] = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            raise BadRequest(f"messages[{i}] needs a 'role' in {sorted(roles)}")
+        if "content" not in message:
+            raise BadRequest(f"messages[{i}] has no 'content'")
+        out.append((roles[message["role"]], message_text(message["content"])))
+    return out
+
+
+# --- OpenAI ------------------------------------------------------------------------
+
+
+def parse_openai(body: bytes) -> CompletionRequest:
+    data = _load(body)
+    if "messages" not in data:
+        raise BadRequest("missing required field 'messages'")
+    response_format = data.get("response_format") or {}
+    if not isinstance(response_format, dict):
+        raise BadRequest("'response_format' must be an object")
+    kind = response_format.get("type")
+    schema = (
+        (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
+    )
+    max_tokens = _int(data, "max_completion_tokens", None, 1)
+    return CompletionRequest(
+        messages=_messages(data["messages"], _OPENAI_ROLES),
+        model=str(data.get("model") or "sim-lm"),
+        n=_int(data, "n", 1, 1, _MAX_N) or 1,
+        temperature=_temperature(data),
+        max_tokens=max_tokens if max_tokens is not None else _int(data, "max_tokens", None, 1),
+        seed=_int(data, "seed", None, -(2**63)),
+        json_requested=kind in ("json_schema", "json_object"),
+        schema=schema if isinstance(schema, dict) else None,
+    )
+
+
+def render_openai(
+    request: CompletionRequest,
+    choices: list[Choice],
+    ident: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-sim{ident}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish,
+                "logprobs": None,
+            }
+            for i, c in enumerate(choices)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": "sim-lm",
+    }
+
+
+# --- Anthropic ---------------------------------------------------------------------
+
+
+def parse_anthropic(body: bytes) -> CompletionRequest:
+    data = _load(body)
+    if "messages" not in data:
+        raise BadRequest("messages: Field required")
+    if data.get("max_tokens") is None:
+        raise BadRequest("max_tokens: Field required")
+    system = message_text(data.get("system"))
+    messages = _messages(data["messages"], {"user": "user", "assistant": "assistant"})
+    return CompletionRequest(
+        messages=([("system", system)] if system else []) + messages,
+        model=str(data.get("model") or "sim-lm"),
+        temperature=_temperature(data),
+        max_tokens=_int(data, "max_tokens", None, 1),
+    )
+
+
+def render_anthropic(
+    request: CompletionRequest,
+    choices: list[Choice],
+    ident: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    choice = choices[0]
+    return {
+        "id": f"msg_sim{ident}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.model,
+        "content": [{"type": "text", "text": choice.text}],
+        "stop_reason": "max_tokens" if choice.finish == "length" else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+    }
+
+
+PROTOCOLS: dict[tuple[str, str], Protocol] = {
+    ("POST", "/v1/chat/completions"): Protocol("openai", parse_openai, render_openai),
+    ("POST", "/v1/messages"): Protocol("anthropic", parse_anthropic, render_anthropic),
+}
+
+
+# --- errors ------------------------------------------------------------------------
+
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    503: ("server_error", "service_unavailable"),
+}
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def error_response(protocol: str, status: int, message: str) -> dict[str, Any]:
+    """An error body in the shape the protocol's clients expect."""
+    if protocol == "anthropic":
+        kind = _ANTHROPIC_ERRORS.get(
+            status, "api_error" if status >= 500 else "invalid_request_error"
+        )
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    kind, code = _OPENAI_ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", str(status))
+    )
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+def models_response(model: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "dspex"}],
+    }
