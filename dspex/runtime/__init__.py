@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,6 +271,12 @@ def _use_token_if_required(address: str | None) -> None:
     when it cannot be asked (``auto``, TLS) does a token that exists decide.
     """
     if "RAY_AUTH_MODE" in os.environ or not _token_available():
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        # Connected already: Ray fixed its auth mode at import, and setting it now would
+        # only leak into processes this one starts later (a `ray start`ed node would come
+        # up in token mode on a cluster without auth, and never get a worker leased).
         return
     target = _host_port(address) if address else None
     tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")

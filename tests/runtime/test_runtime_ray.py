@@ -201,6 +201,20 @@ def test_without_an_address_init_starts_and_shutdown_stops_a_local_ray(session: 
     print(f"local init {seen['init_s']:.1f}s, serve 1 replica {seen['serve_s']:.1f}s")
 
 
+def test_a_connected_process_never_turns_token_mode_on(
+    session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray read its auth mode at import; set now, it would only leak into processes this
+    # one starts (a node added to this cluster would come up in token mode, unusable).
+    token = tmp_path / "token"
+    token.write_text(uuid.uuid4().hex)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.setenv("RAY_AUTH_MODE", "")
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    runtime._use_token_if_required("auto")
+    assert "RAY_AUTH_MODE" not in os.environ
+
+
 def test_the_cluster_is_asked_whether_it_wants_a_token(session: Any) -> None:
     host, port = session.address.rsplit(":", 1)
     assert runtime._probe_gcs((host, int(port)), None) == "ok"  # no auth here
