@@ -272,8 +272,7 @@ def _use_token_if_required(address: str | None) -> None:
     """
     if "RAY_AUTH_MODE" in os.environ or not _token_available():
         return
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if _connected_to_ray():
         # Connected already: Ray fixed its auth mode at import, and setting it now would
         # only leak into processes this one starts later (a `ray start`ed node would come
         # up in token mode on a cluster without auth, and never get a worker leased).
@@ -283,6 +282,11 @@ def _use_token_if_required(address: str | None) -> None:
     if target is not None and not tls and _probe_gcs(target, None) == "ok":
         return  # the cluster answers without a token: it runs without auth
     os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _connected_to_ray() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _token_available() -> bool:

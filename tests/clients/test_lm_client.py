@@ -268,7 +268,7 @@ async def test_request_hooks_see_success_and_error(server: Any, isolated_cache: 
 
 
 def test_lm_import_does_not_import_aiohttp() -> None:
-    code = "import sys, dspex.providers; print('aiohttp' in sys.modules)"
+    code = "import sys, dspex.clients; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -124,6 +124,8 @@ def token_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
+    # As in a fresh driver: this test process may already hold the session's Ray.
+    monkeypatch.setattr(runtime, "_connected_to_ray", lambda: False)
     return tmp_path
 
 
