@@ -21,7 +21,7 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from dspex.errors import ConfigurationError
+from dspex.errors import ConfigurationError, UnknownSettingError
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -68,10 +68,6 @@ _defaults: MappingProxyType[str, Any] = MappingProxyType(
     {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()}
 )
 _defaults_lock = threading.Lock()
-
-
-class UnknownSettingError(ConfigurationError, AttributeError):
-    """A setting name that dspex does not know (also an AttributeError for getattr)."""
 
 
 def validate(values: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex.errors import ConfigurationError, DspexError
+from dspex.errors import ConfigurationError, DspexError, RunCancelledError
 from dspex.optimizers.run_store import RunStore
 from dspex.runtime import ROOT_SUPERVISOR
 from dspex.runtime.supervision.child import Supervised
@@ -78,10 +78,6 @@ JOB_SETTINGS = (
     "num_threads",
     "max_errors",
 )
-
-
-class RunCancelledError(DspexError):
-    """The run's coordinator was cancelled; ``compile(..., run_id=...)`` resumes it."""
 
 
 def coordinator_name(run_id: str) -> str:
@@ -446,7 +442,7 @@ async def optimizers_supervisor(timeout: float = SUPERVISOR_WAIT_SECONDS) -> Any
 
 
 async def _start_standalone() -> Any:
-    from dspex.runtime.supervision.errors import ChildStartError
+    from dspex.errors import ChildStartError
     from dspex.runtime.supervision.supervisor import get_supervisor, start_supervisor_async
 
     try:
