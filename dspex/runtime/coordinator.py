@@ -70,11 +70,9 @@ JOB_SETTINGS = (
     "lm",
     "adapter",
     "max_trace_size",
-    "track_usage",
     "callbacks",
     "disable_history",
     "rollout_id",
-    "cache_dir",
     "num_threads",
     "max_errors",
 )
@@ -350,7 +348,9 @@ class OptimizationCoordinator(Supervised):
             from dspex.runtime.pools.pool_client import enable_pools
 
             enable_pools()
-        with context(**job.settings):
+        # A run stored by an older dspex may name settings this version no longer ships:
+        # cache_dir (removed; nothing read it) and track_usage (now always True).
+        with context(**{k: v for k, v in job.settings.items() if k in JOB_SETTINGS}):
             return await optimizer.acompile(
                 job.student,
                 trainset=job.trainset,
