@@ -67,8 +67,9 @@ The hierarchy (``+`` marks an extra base class)::
     ├── SimLMRequestError                + ValueError
     └── CliError
 
-Errors that cross Ray processes keep their facts as constructor arguments (in
-``args``), so they pickle unchanged, and format their message in ``__str__``.
+Errors raised inside actors and caught in the driver (the supervision tree's,
+the remote program's, the optimizers') pickle with their attributes: their facts
+are constructor arguments kept in ``args`` (or rebuilt by ``__reduce__``).
 The modules that raise an error also re-export it under its old import path
 (``dspex.runtime.serve.ReplicaDiedError`` is ``dspex.errors.ReplicaDiedError``).
 """
