@@ -1,13 +1,82 @@
-"""Every exception dspex raises on purpose.
+"""Every public exception dspex raises on purpose, in one place.
 
-Each error says what went wrong and what to do about it. Callers catch the
-narrowest class that fits: `LMError` for anything that reached (or failed to
-reach) a model provider, `AdapterParseError` for replies that could not be read
-into a signature's output fields, and so on.
+Each error says what went wrong and what to do about it. Catch the narrowest
+class that fits; the branches group what a caller handles the same way:
+
+- ``ConfigurationError``: a mistake in how dspex was set up or called (a
+  setting, a saved file, where the cluster is). Fix the setup; retrying alone
+  will not help.
+- ``LMError``: a request to a language model failed or was refused. Its
+  ``retryable`` says whether the same request may succeed later.
+- ``OptimizationError``: an optimizer could not produce a program.
+- ``RemoteProgramError``: the user's own program (or metric) raised in another
+  process; its type, message and traceback travel as text.
+- ``DspexRuntimeError``: the actor runtime failed while running (a worker,
+  replica or coordinator died or did not answer). Mistakes in starting or
+  reaching the runtime are ``ConfigurationError``s instead.
+
+The hierarchy (``+`` marks an extra base class)::
+
+    DspexError
+    ├── ConfigurationError
+    │   ├── UnknownSettingError          + AttributeError
+    │   ├── SavedFileError
+    │   ├── RuntimeNotRunningError
+    │   ├── ClusterUnreachableError
+    │   ├── ClusterAuthError
+    │   └── DashboardError
+    ├── SignatureError
+    ├── InputError                       + ValueError
+    ├── InputKeysNotSetError             + ValueError
+    ├── MissingScoreError                + ValueError
+    ├── ValueParseError                  + ValueError
+    ├── AdapterParseError
+    ├── LMError
+    │   ├── LMTransportError
+    │   ├── LMTimeoutError
+    │   ├── LMProviderError
+    │   │   ├── LMRateLimitError
+    │   │   ├── LMServerError
+    │   │   ├── LMAuthError
+    │   │   └── LMBadRequestError
+    │   │       └── ContextWindowExceededError
+    │   ├── LMResponseError
+    │   └── CircuitOpenError
+    ├── BudgetExceededError
+    ├── EvaluationError
+    ├── OptimizationError
+    │   ├── BootstrapError
+    │   ├── SearchError                  (also named SearchFailedError)
+    │   ├── TrialFailedError
+    │   └── RunCancelledError
+    ├── RemoteProgramError
+    │   └── RemoteExampleError
+    ├── DspexRuntimeError
+    │   ├── SupervisorError
+    │   │   ├── InvalidChildSpecError    + ConfigurationError, ValueError
+    │   │   ├── ChildStartError
+    │   │   ├── ChildNotFoundError
+    │   │   ├── ChildAlreadyExistsError
+    │   │   ├── ChildRunningError
+    │   │   ├── SupervisorStoppedError
+    │   │   ├── ServiceRestartedError
+    │   │   │   └── ReplicaDiedError
+    │   │   └── ServiceUnavailableError
+    │   ├── WorkerLostError
+    │   └── CoordinatorUnavailableError
+    ├── SimLMRequestError                + ValueError
+    └── CliError
+
+Errors raised inside actors and caught in the driver (the supervision tree's,
+the remote program's, the optimizers') pickle with their attributes: their facts
+are constructor arguments kept in ``args`` (or rebuilt by ``__reduce__``).
+The modules that raise an error also re-export it under its old import path
+(``dspex.runtime.serve.ReplicaDiedError`` is ``dspex.errors.ReplicaDiedError``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -26,12 +95,49 @@ class SavedFileError(ConfigurationError):
     The message names the file, what is wrong with it, and what to do."""
 
 
+class UnknownSettingError(ConfigurationError, AttributeError):
+    """A setting name that dspex does not know (also an AttributeError for getattr)."""
+
+
+class RuntimeNotRunningError(ConfigurationError):
+    """No dspex runtime (root supervisor) runs on the cluster, or Ray is not connected."""
+
+
+class ClusterUnreachableError(ConfigurationError):
+    """No Ray cluster answered at the given address."""
+
+
+class ClusterAuthError(ConfigurationError):
+    """The cluster wants a Ray auth token and none was found, or it rejected the one sent."""
+
+
+class DashboardError(ConfigurationError):
+    """The dashboard cannot start as asked (a host it must not serve on, a port in use)."""
+
+
 class SignatureError(DspexError):
     """A signature could not be built: bad syntax, names or types."""
 
 
 class InputError(DspexError, ValueError):
     """A module was called with missing, unexpected or positional inputs."""
+
+
+class InputKeysNotSetError(DspexError, ValueError):
+    """`Example.inputs()` / `labels()` was called before `with_inputs(...)`."""
+
+
+class MissingScoreError(DspexError, ValueError):
+    """A numeric operation was applied to a Prediction that has no ``score`` field."""
+
+
+class ValueParseError(DspexError, ValueError):
+    """A section of an LM reply is not a valid value of its field's type.
+
+    The adapters catch it and raise `AdapterParseError`, which names the field and
+    keeps the whole reply; it reaches a caller directly only from
+    ``dspex.adapters.values.parse_value``.
+    """
 
 
 class AdapterParseError(DspexError):
@@ -179,3 +285,232 @@ class EvaluationError(DspexError):
         self.failures = failures or []
         #: the per-example failure records (`dspex.evaluate.runner.EvaluationFailure`)
         self.records = records or []
+
+
+# --- optimizers ---------------------------------------------------------------
+
+
+class OptimizationError(DspexError):
+    """An optimizer could not produce a program."""
+
+
+class BootstrapError(OptimizationError):
+    """More teacher runs failed than ``max_errors`` allows."""
+
+    def __init__(self, message: str, *, failures: Sequence[tuple[int, str]] = ()) -> None:
+        # failures has a default so that unpickling, which calls cls(message) and then
+        # restores the attributes, works.
+        super().__init__(message)
+        #: (example index, error text) of each failed teacher run
+        self.failures = list(failures)
+
+
+class SearchError(OptimizationError):
+    """A search scored no candidate: every candidate failed (random search), or no
+    candidate could be scored on the full valset (MIPROv2). The first failure, when
+    there is one, is the ``__cause__``."""
+
+
+#: MIPROv2's name for `SearchError`; one class, so either name catches both searches.
+SearchFailedError = SearchError
+
+
+class TrialFailedError(OptimizationError):
+    """A candidate's evaluation failed; ``error_type`` names the original exception."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # args holds the formatted message, not the constructor's two arguments.
+        return (type(self), (self.error_type, self.message), self.__dict__)
+
+
+class RunCancelledError(OptimizationError):
+    """The run's coordinator was cancelled; ``compile(..., run_id=...)`` resumes it."""
+
+
+# --- the user's program, raising in another process ---------------------------------
+
+
+class RemoteProgramError(DspexError):
+    """The program raised in another process (a served replica, an evaluation worker)
+    an exception that is passed back as text: its type, message and traceback."""
+
+    def __init__(self, error_type: str, message: str, remote_traceback: str) -> None:
+        super().__init__(error_type, message, remote_traceback)
+        self.error_type = error_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.error_type}: {self.message}"
+
+
+class RemoteExampleError(RemoteProgramError):
+    """An example's program or metric raised on an evaluation worker."""
+
+
+# --- the actor runtime ----------------------------------------------------------------
+
+
+class DspexRuntimeError(DspexError):
+    """The actor runtime failed while running: an actor died, did not start, or did
+    not answer. (Not Python's RuntimeError: catch this one for dspex's runtime.)"""
+
+
+class SupervisorError(DspexRuntimeError):
+    """Base class of the supervision tree's errors."""
+
+
+class InvalidChildSpecError(SupervisorError, ConfigurationError, ValueError):
+    """A child spec or supervisor setting is invalid."""
+
+
+class ChildStartError(SupervisorError):
+    """A child failed to start (OTP's ``failed_to_start_child``).
+
+    ``child`` names the child, ``reason`` says why (the exception raised by its
+    ``__init__``, a start timeout, a name already taken, ...).
+    """
+
+    def __init__(self, child: str, reason: str) -> None:
+        super().__init__(child, reason)
+        self.child = child
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"failed to start child {self.child!r}: {self.reason}"
+
+
+class ChildNotFoundError(SupervisorError):
+    """No child of that name is known to the supervisor."""
+
+    def __init__(self, child: str) -> None:
+        super().__init__(child)
+        self.child = child
+
+    def __str__(self) -> str:
+        return f"no child named {self.child!r}; see which_children() for the names"
+
+
+class ChildAlreadyExistsError(SupervisorError):
+    """A child of that name is already in the supervisor's child list."""
+
+    def __init__(self, child: str, running: bool) -> None:
+        super().__init__(child, running)
+        self.child = child
+        self.running = running
+
+    def __str__(self) -> str:
+        state = "already started" if self.running else "already present (terminated)"
+        return f"child {self.child!r} is {state}; delete_child() it first or pick another name"
+
+
+class ChildRunningError(SupervisorError):
+    """The operation needs a terminated child but this one is running or restarting."""
+
+    def __init__(self, child: str, state: str) -> None:
+        super().__init__(child, state)
+        self.child = child
+        self.state = state
+
+    def __str__(self) -> str:
+        return f"child {self.child!r} is {self.state}; terminate_child() it first"
+
+
+class SupervisorStoppedError(SupervisorError):
+    """The supervisor has shut down and accepts no more requests."""
+
+    def __init__(self, supervisor: str, reason: str) -> None:
+        super().__init__(supervisor, reason)
+        self.supervisor = supervisor
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"supervisor {self.supervisor!r} has stopped ({self.reason})"
+
+
+class ServiceRestartedError(SupervisorError):
+    """A non-idempotent call reached a service whose actor died.
+
+    The call may or may not have run before the actor died (Ray cannot tell),
+    so it is not retried. The next call resolves the restarted actor.
+    """
+
+    def __init__(self, name: str, method: str, cause: str) -> None:
+        super().__init__(name, method, cause)
+        self.name = name
+        self.method = method
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return (
+            f"service {self.name!r} died during {self.method}() ({self.cause}); the call "
+            "may or may not have run. Retry it if that is safe, or mark it idempotent"
+        )
+
+
+class ReplicaDiedError(ServiceRestartedError):
+    """Every replica a request was sent to died while answering it.
+
+    The request may or may not have run. It was recorded in the dead letters;
+    the supervisor restarts the replicas.
+    """
+
+    def __init__(self, service: str, replica: str, attempts: int, cause: str) -> None:
+        super().__init__(service, "acall", cause)
+        self.args = (service, replica, attempts, cause)  # so it pickles with this signature
+        self.service = service
+        self.replica = replica
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        return (
+            f"service {self.service!r}: replica {self.replica} died while answering a request "
+            f"({self.cause}); {self.attempts} attempt(s) on different replicas all died. The input "
+            "is in dspex.dead_letters(); if it crashes the program, fix or filter it"
+        )
+
+
+class ServiceUnavailableError(SupervisorError):
+    """No live actor answered to the service's name within the timeout."""
+
+    def __init__(self, name: str, namespace: str, waited: float) -> None:
+        super().__init__(name, namespace, waited)
+        self.name = name
+        self.namespace = namespace
+        self.waited = waited
+
+    def __str__(self) -> str:
+        return (
+            f"no live actor named {self.name!r} in namespace {self.namespace!r} after "
+            f"{self.waited:.1f}s; is its supervisor running?"
+        )
+
+
+class WorkerLostError(DspexRuntimeError):
+    """An example's evaluation worker died every time it was tried."""
+
+
+class CoordinatorUnavailableError(DspexRuntimeError):
+    """A run's coordinator did not come back in time."""
+
+
+# --- tools around the library ------------------------------------------------------------
+
+
+class SimLMRequestError(DspexError, ValueError):
+    """The simulated LM server got a request body it cannot serve; the server answers
+    it with HTTP 400 and this message, so an LM client sees an `LMBadRequestError`."""
+
+
+class CliError(DspexError):
+    """A ``dspex`` command failed in a way it reports to the user; ``code`` is the
+    process exit code (a ``dspex.cli.common.ExitCode``)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from dspex.errors import ValueParseError
 from dspex.signatures.field import FieldSpec
 from dspex.signatures.types import is_pydantic_model, literal_options, type_name
 
@@ -24,10 +25,6 @@ _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
-
-
-class ValueParseError(ValueError):
-    """A section's text is not a valid value of its field's type."""
 
 
 def format_value(value: Any) -> str:

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from dspex.cli.common import CliError, ExitCode, emit_json, exit_codes_help, fail, note
+from dspex.cli.common import ExitCode, emit_json, exit_codes_help, fail, note
+from dspex.errors import CliError
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex.cli.common import CliError, ExitCode
+from dspex.cli.common import ExitCode
+from dspex.errors import CliError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient

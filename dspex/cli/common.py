@@ -15,6 +15,9 @@ from typing import Any, NoReturn
 
 import typer
 
+# Defined with every other exception; re-exported here, where commands and tests import it.
+from dspex.errors import CliError as CliError
+
 
 class ExitCode(enum.IntEnum):
     """Process exit codes shared by every dspex subcommand."""
@@ -49,14 +52,6 @@ def exit_codes_help(*codes: ExitCode, overrides: dict[ExitCode, str] | None = No
     meanings = {**_MEANINGS, **(overrides or {})}
     parts = [f"{int(code)} {meanings[code]}" for code in codes]
     return "Exit codes: " + "; ".join(parts) + "."
-
-
-class CliError(Exception):
-    """An error a command reports to the user and turns into an exit code."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def fail(message: str, code: ExitCode) -> NoReturn:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dspex.cli.common import (
-    CliError,
     ExitCode,
     emit_json,
     exit_codes_help,
@@ -29,6 +28,7 @@ from dspex.cli.common import (
     note,
     waiting,
 )
+from dspex.errors import CliError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient

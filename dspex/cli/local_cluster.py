@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from dspex.cli.cluster_access import AUTH_MODE_ENV, find_token
-from dspex.cli.common import CliError, ExitCode
+from dspex.cli.common import ExitCode
+from dspex.errors import CliError
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "cluster.json"

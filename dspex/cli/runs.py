@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from dspex.cli.common import (
-    CliError,
     ExitCode,
     emit_json,
     exit_codes_help,
@@ -24,6 +23,7 @@ from dspex.cli.common import (
     note,
     waiting,
 )
+from dspex.errors import CliError
 
 if TYPE_CHECKING:
     from dspex.optimizers.run_store import RunRecord, RunStore

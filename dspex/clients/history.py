@@ -2,7 +2,9 @@
 
 Every successful LM call appends one entry (a plain dict) to the process-wide
 ``GLOBAL_HISTORY`` (the last 10,000 calls) and to the calling LM's own
-``lm.history``. Entries never hold the API key or API base: only the model,
+``lm.history``, unless ``recording_enabled()`` says no: settings install a hook
+that reads ``dspex.configure(disable_history=True)`` (the client layer does not
+import settings). Entries never hold the API key or API base: only the model,
 the messages, the request params, the outputs, usage and cost.
 """
 
@@ -12,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -21,6 +23,15 @@ from dspex.clients.types import LMResponse, Message
 MAX_HISTORY = 10_000
 
 GLOBAL_HISTORY: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY)
+
+
+def _always() -> bool:
+    return True
+
+
+recording_enabled: Callable[[], bool] = _always
+"""Asked before each entry is recorded; `dspex.primitives.settings` replaces it with
+one that reads the ``disable_history`` setting of the calling context."""
 
 
 def make_entry(
@@ -49,7 +60,10 @@ def make_entry(
 
 
 def record(entry: dict[str, Any], *local: deque[dict[str, Any]]) -> None:
-    """Append ``entry`` to the global history and to each of the given local ones."""
+    """Append ``entry`` to the global history and to each of the given local ones
+    (nothing, while history is disabled)."""
+    if not recording_enabled():
+        return
     GLOBAL_HISTORY.append(entry)
     for history in local:
         history.append(entry)

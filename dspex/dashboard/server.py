@@ -30,6 +30,7 @@ from aiohttp import web
 from dspex.dashboard.hub import Hub
 from dspex.dashboard.sources import RuntimeSources
 from dspex.dashboard.store_view import StoreView
+from dspex.errors import DashboardError
 from dspex.optimizers.run_store import RunStore
 
 DEFAULT_PORT = 8377  # Ray's own dashboard has 8265
@@ -189,10 +190,6 @@ def _closed(request: web.Request) -> bool:
 
 
 # --- serving ----------------------------------------------------------------------
-
-
-class DashboardError(Exception):
-    """The dashboard cannot start as asked (a message for the user)."""
 
 
 async def start(

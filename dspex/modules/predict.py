@@ -8,12 +8,15 @@ recorded in the active trace so optimizers can turn good runs into demos.
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
+from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
 from dspex.errors import AdapterParseError, ConfigurationError, InputError
 from dspex.primitives.example import Example
@@ -26,6 +29,8 @@ from dspex.signatures.signature import Signature, ensure_signature
 _DEFAULT_ADAPTER = ChatAdapter()
 #: below this, n > 1 completions would all come out the same
 _MIN_SAMPLING_TEMPERATURE = 0.15
+#: LM settings a saved file never sets: where requests go, what key and transport they use
+_ENDPOINT_KEYS = frozenset({"api_base", "base_url", "api_key", "transport"})
 
 
 class Predict(Module, Parameter):
@@ -57,7 +62,7 @@ class Predict(Module, Parameter):
                 "no LM is configured: call dspex.configure(lm=dspex.LM('openai/gpt-4o-mini')), "
                 "pass lm= to this call, or set predictor.lm"
             )
-        config = _sampling_config(config, lm)
+        config = _with_rollout_id(_sampling_config(config, lm), lm)
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
         result = await _call_within_budget(lm, adapter.acall(lm, config, signature, demos, inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
@@ -69,16 +74,34 @@ class Predict(Module, Parameter):
     # --- learnable state -----------------------------------------------------------
 
     def dump_state(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "signature": self.signature.dump_state(),
             "demos": [_demo_dict(d) for d in self.demos],
             "lm": self.lm.dump_state() if self.lm is not None and hasattr(self.lm, "dump_state") else None,
         }
+        if isinstance(self.lm, LM):
+            # Not the endpoint itself (it is kept out of saved programs), a digest of it:
+            # enough for load_state to tell that the LM now points somewhere else.
+            state["lm_endpoint"] = _endpoint_digest(self.lm.api_base)
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if "signature" in state:
-            self.signature = self.signature.load_state(state["signature"])
-        self.demos = [Example(**d) if isinstance(d, Mapping) else d for d in state.get("demos", [])]
+        """Restore signature, demos and LM (model and request settings) from `dump_state`.
+
+        The LM's endpoint and key never come from the saved state: the restored LM keeps
+        those of the LM this predictor has now (when it is an LM of the same provider),
+        else it uses the provider's default endpoint and key from the environment. A
+        warning says when that endpoint differs from the one the state was saved with.
+        """
+        signature = self.signature.load_state(state["signature"]) if "signature" in state else None
+        demos = [Example(**d) if isinstance(d, Mapping) else d for d in state.get("demos", [])]
+        lm = self.lm
+        if "lm" in state:  # every state dump_state writes has it; hand-made ones may not
+            lm = _restore_lm(state["lm"], state.get("lm_endpoint"), self.lm)
+        if signature is not None:
+            self.signature = signature
+        self.demos = demos
+        self.lm = lm
 
     def reset(self) -> None:
         self.demos = []
@@ -155,6 +178,58 @@ def _sampling_config(config: dict[str, Any], lm: Any) -> dict[str, Any]:
         if temperature is None or temperature <= _MIN_SAMPLING_TEMPERATURE:
             config = {**config, "temperature": 0.7}
     return config
+
+
+def _with_rollout_id(config: dict[str, Any], lm: Any) -> dict[str, Any]:
+    # `dspex.context(rollout_id=...)` gives every predictor call in its scope a cache
+    # entry of its own (a distinct rollout), unless the call, the predictor's config or
+    # the LM itself names a rollout_id: the nearer one wins.
+    rollout_id = settings.rollout_id
+    if rollout_id is None or "rollout_id" in config or getattr(lm, "rollout_id", None) is not None:
+        return config
+    return {**config, "rollout_id": rollout_id}
+
+
+def _endpoint_digest(api_base: str | None) -> str:
+    """A short digest of an LM's endpoint (None: the provider's default)."""
+    return hashlib.sha256((api_base or "").rstrip("/").encode()).hexdigest()[:16]
+
+
+def _restore_lm(saved: Any, saved_endpoint: Any, current: Any) -> Any:
+    """The LM a predictor gets from its saved ``lm`` state (None stays None)."""
+    if saved is None:
+        return None
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("model"), str):
+        raise ConfigurationError(
+            f"the saved 'lm' must be null or an object with a 'model' string, got {saved!r:.200}"
+        )
+    ignored = sorted(_ENDPOINT_KEYS.intersection(saved))
+    if ignored:
+        warnings.warn(
+            f"the saved LM state sets {', '.join(ignored)}; ignored: a saved file never chooses "
+            "where requests go or the key they carry. Give them to dspex.LM(...) in code",
+            UserWarning,
+            stacklevel=4,
+        )
+    config = {k: v for k, v in saved.items() if k not in _ENDPOINT_KEYS}
+    provider, _ = parse_model(config["model"])  # ConfigurationError for an unknown provider
+    if isinstance(current, LM) and current.provider == provider:
+        # Keep the endpoint, key and transport given in code; take everything else from
+        # the state, including dropping request settings the state does not have.
+        dropped = {name: None for name in current.kwargs if name not in config}
+        restored = current.copy(**config, **dropped)
+    else:
+        restored = LM.from_state(config)
+    if isinstance(saved_endpoint, str) and saved_endpoint != _endpoint_digest(restored.api_base):
+        warnings.warn(
+            f"the LM {restored.model!r} was saved with another endpoint (api_base) than the one "
+            f"it has now ({'from the LM set in code' if restored.api_base else 'the provider default'}). "
+            "Endpoints are not loaded from files: if the program should call the endpoint it "
+            "was optimized against, set predictor.lm = dspex.LM(..., api_base=...) in code",
+            UserWarning,
+            stacklevel=4,
+        )
+    return restored
 
 
 def _demo_dict(demo: Any) -> dict[str, Any]:

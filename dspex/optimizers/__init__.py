@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Teleprompter": "dspex.optimizers.base",
-    "BootstrapError": "dspex.optimizers.bootstrap",
+    "BootstrapError": "dspex.errors",
     "BootstrapFewShot": "dspex.optimizers.bootstrap",
     "COPRO": "dspex.optimizers.copro",
     "CallableEmbedder": "dspex.optimizers.embedders",
@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "MIPROv2": "dspex.optimizers.mipro",
     "BootstrapFewShotWithRandomSearch": "dspex.optimizers.random_search",
     "BootstrapRS": "dspex.optimizers.random_search",
-    "SearchError": "dspex.optimizers.random_search",
+    "SearchError": "dspex.errors",
     "Run": "dspex.optimizers.run",
     "RunInfo": "dspex.optimizers.run",
     "RunStore": "dspex.optimizers.run_store",
@@ -83,8 +83,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from dspex.errors import BootstrapError, SearchError
     from dspex.optimizers.base import Teleprompter
-    from dspex.optimizers.bootstrap import BootstrapError, BootstrapFewShot
+    from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO
     from dspex.optimizers.embedders import (
         CallableEmbedder,
@@ -98,10 +99,6 @@ if TYPE_CHECKING:
     from dspex.optimizers.knn import KNN, KNNFewShot
     from dspex.optimizers.labeled import LabeledFewShot
     from dspex.optimizers.mipro import MIPROv2
-    from dspex.optimizers.random_search import (
-        BootstrapFewShotWithRandomSearch,
-        BootstrapRS,
-        SearchError,
-    )
+    from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch, BootstrapRS
     from dspex.optimizers.run import Run, RunInfo
     from dspex.optimizers.run_store import RunStore

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dspex.errors import BudgetExceededError, ConfigurationError, DspexError
+from dspex.errors import BootstrapError, BudgetExceededError, ConfigurationError
 from dspex.optimizers.base import Teleprompter
 from dspex.optimizers.labeled import reject_unknown_options, with_labeled_demos
 from dspex.optimizers.run import Run
@@ -49,14 +49,6 @@ FILL_SEED = 0
 async def run_directly(key: str, fn: Callable[[], Awaitable[T]]) -> T:
     """A step with no run behind it: no checkpoint, just the work (KNNFewShot at inference)."""
     return await fn()
-
-
-class BootstrapError(DspexError):
-    """More teacher runs failed than ``max_errors`` allows."""
-
-    def __init__(self, message: str, *, failures: Sequence[tuple[int, str]]) -> None:
-        super().__init__(message)
-        self.failures = list(failures)
 
 
 class Limiter:

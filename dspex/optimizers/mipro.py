@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dspex.errors import ConfigurationError, DspexError
+from dspex.errors import ConfigurationError, SearchError, SearchFailedError
 from dspex.optimizers.base import Teleprompter
 from dspex.optimizers.presets import (
     AUTO_PRESETS,
@@ -65,10 +65,6 @@ log = logging.getLogger("dspex.optimizers")
 DEMOS_IN_PROPOSAL = 3
 #: trials TPE draws at random before it models the results (optuna's default, as in DSPy)
 TPE_STARTUP_TRIALS = 10
-
-
-class SearchFailedError(DspexError):
-    """No candidate program could be scored on the full valset."""
 
 
 @dataclass(frozen=True)
@@ -698,7 +694,7 @@ class _Search:
     def _best(self) -> Any:
         fulls = [s for s in self.history if s.kind == "full" and s.outcome.score is not None]
         if not fulls:
-            raise SearchFailedError(
+            raise SearchError(
                 "MIPROv2 could not score any candidate on the full valset: every full evaluation "
                 "failed (the run's trials list each error)"
             )

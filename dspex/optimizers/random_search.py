@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from dspex.errors import BudgetExceededError, DspexError
+from dspex.errors import BudgetExceededError, SearchError
 from dspex.optimizers.base import Teleprompter
 from dspex.optimizers.bootstrap import BootstrapFewShot, Limiter, cancel_and_wait
 from dspex.optimizers.labeled import reject_unknown_options, with_labeled_demos
@@ -33,10 +33,6 @@ from dspex.primitives.settings import settings
 log = logging.getLogger("dspex.optimizers")
 
 ZERO_SHOT, LABELED, UNSHUFFLED = -3, -2, -1
-
-
-class SearchError(DspexError):
-    """Every candidate of a search failed; the first failure is the cause."""
 
 
 class CandidatePrograms(Sequence[dict[str, Any]]):

@@ -18,18 +18,9 @@ from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from dspex.errors import BudgetExceededError, DspexError
+from dspex.errors import BudgetExceededError, TrialFailedError
 
 T = TypeVar("T")
-
-
-class TrialFailedError(DspexError):
-    """A candidate's evaluation failed; ``error_type`` names the original exception."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
-from dspex.errors import DspexError
+from dspex.errors import InputKeysNotSetError
 
 E = TypeVar("E", bound="Example")
 
 # Fields whose name starts with this prefix are bookkeeping added by dspex or
 # DSPy code (e.g. ``dspy_uuid``) and are hidden from keys/values/items/len.
 _HIDDEN_PREFIX = "dspy_"
-
-
-class InputKeysNotSetError(DspexError, ValueError):
-    """`Example.inputs()` / `labels()` was called before `with_inputs(...)`."""
 
 
 class Example:

@@ -263,6 +263,9 @@ class Module:
             state = {k: v for k, v in state.items() if k != saving.METADATA_KEY}
         _check_state_names(type(self).__name__, params, state)
         previous = {name: param.dump_state() for name, param in params.items()}
+        # A state holds an LM's settings, not the LM (nor its key): a rollback puts back
+        # the very LM objects the predictors had.
+        previous_lms = {name: vars(param)["lm"] for name, param in params.items() if "lm" in vars(param)}
         loaded: list[str] = []
         try:
             for name, param in params.items():
@@ -270,7 +273,11 @@ class Module:
                 loaded.append(name)
         except BaseException:
             for name in loaded:
+                if name in previous_lms:
+                    params[name].lm = previous_lms[name]  # so the reload compares like with like
                 params[name].load_state(previous[name])
+                if name in previous_lms:
+                    params[name].lm = previous_lms[name]
             raise
 
     def save(

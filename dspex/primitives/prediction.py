@@ -12,14 +12,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dspex.clients.types import Usage
-from dspex.errors import DspexError
+from dspex.errors import MissingScoreError
 from dspex.primitives.example import Example
 
 _EMPTY_USAGE = Usage()
-
-
-class MissingScoreError(DspexError, ValueError):
-    """A numeric operation was applied to a Prediction that has no ``score`` field."""
 
 
 class Completions:

@@ -21,42 +21,67 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from dspex.errors import ConfigurationError
+from dspex.clients import history
+from dspex.errors import ConfigurationError, UnknownSettingError
 
 
 def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-# name -> default value. ``cache_dir`` and ``runtime`` are reserved for the
-# cache and actor-runtime layers.
+# name -> default value. Every one is read by dspex:
+#   lm, adapter, callbacks           by predictors (`dspex.modules.predict`)
+#   trace, max_trace_size            by `record_trace` below
+#   num_threads, max_errors          by Evaluate and the optimizers
+#   caller_modules                   by `Module.__call__`
+#   disable_history                  by the LM history (`dspex.clients.history`), via the hook below
+#   rollout_id                       by predictors, which pass it to the LM as its cache salt
+#   track_usage                      always True: every prediction carries its LM usage
 DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "lm": None,
         "adapter": None,
         "trace": None,
         "max_trace_size": 10_000,
-        "track_usage": False,
+        "track_usage": True,
         "callbacks": [],
         "num_threads": 16,
         "max_errors": 10,
         "disable_history": False,
         "caller_modules": (),
         "rollout_id": None,
-        "cache_dir": None,
-        "runtime": None,
     }
 )
+
+# Names that were settings (or look like one) but are not: what to do instead.
+_NOT_SETTINGS: dict[str, str] = {
+    "cache_dir": (
+        "set the LM cache's directory with dspex.configure_cache(disk_dir=...), or the "
+        "DSPEX_CACHE_DIR environment variable (give it to Ray workers through runtime_env)"
+    ),
+    "runtime": (
+        "start or attach to the actor runtime with dspex.init(address=...) and stop it "
+        "with dspex.shutdown()"
+    ),
+}
 
 # name -> (check, what the value must be). Keys without an entry accept anything.
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trace": (lambda v: v is None or isinstance(v, list), "a list or None"),
     "max_trace_size": (lambda v: _is_int(v, 0), "an int >= 0"),
-    "track_usage": (lambda v: isinstance(v, bool), "a bool"),
+    "track_usage": (
+        lambda v: v is True,
+        "True: dspex always records each prediction's LM usage (prediction.usage, "
+        "prediction.get_lm_usage()); to sum a block's calls use `with dspex.track_usage()`",
+    ),
     "callbacks": (lambda v: isinstance(v, list), "a list"),
     "num_threads": (lambda v: _is_int(v, 1), "an int >= 1"),
     "max_errors": (lambda v: v is None or _is_int(v, 0), "an int >= 0 or None"),
     "disable_history": (lambda v: isinstance(v, bool), "a bool"),
+    "rollout_id": (
+        lambda v: v is None or (isinstance(v, int | str) and not isinstance(v, bool)),
+        "an int, a str or None",
+    ),
     "caller_modules": (lambda v: isinstance(v, tuple), "a tuple"),
 }
 
@@ -70,17 +95,20 @@ _defaults: MappingProxyType[str, Any] = MappingProxyType(
 _defaults_lock = threading.Lock()
 
 
-class UnknownSettingError(ConfigurationError, AttributeError):
-    """A setting name that dspex does not know (also an AttributeError for getattr)."""
+def _unknown(name: str) -> UnknownSettingError:
+    instead = _NOT_SETTINGS.get(name)
+    if instead is not None:
+        return UnknownSettingError(f"{name!r} is not a dspex setting: {instead}")
+    return UnknownSettingError(
+        f"unknown setting {name!r}; valid settings are: {', '.join(sorted(DEFAULTS))}"
+    )
 
 
 def validate(values: dict[str, Any]) -> None:
     """Raise ConfigurationError for an unknown key or an ill-typed value."""
     for name, value in values.items():
         if name not in DEFAULTS:
-            raise UnknownSettingError(
-                f"unknown setting {name!r}; valid settings are: {', '.join(sorted(DEFAULTS))}"
-            )
+            raise _unknown(name)
         check = _CHECKS.get(name)
         if check is not None and not check[0](value):
             raise ConfigurationError(
@@ -137,9 +165,7 @@ class Settings:
         except KeyError:
             if name.startswith("__"):
                 raise AttributeError(name) from None
-            raise UnknownSettingError(
-                f"unknown setting {name!r}; valid settings are: {', '.join(sorted(DEFAULTS))}"
-            ) from None
+            raise _unknown(name) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise ConfigurationError(
@@ -208,3 +234,12 @@ def record_trace(predictor: Any, inputs: dict[str, Any], prediction: Any) -> Non
 
 
 settings = Settings()
+
+
+def _history_enabled() -> bool:
+    return not settings.disable_history
+
+
+# The LM client sits below settings and cannot read them, so it asks this hook
+# whether to record a call in its history (`disable_history`, as in DSPy).
+history.recording_enabled = _history_enabled

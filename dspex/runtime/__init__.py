@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dspex.errors import ConfigurationError
+from dspex.errors import (
+    ClusterAuthError,
+    ClusterUnreachableError,
+    ConfigurationError,
+    RuntimeNotRunningError,
+)
 
 NAMESPACE = "dspex"
 ROOT_SUPERVISOR = "dspex.root"
@@ -37,18 +42,6 @@ PROBE_TIMEOUT_S = 3.0  # Ray itself retries an unreachable address for minutes
 DEFAULT_GCS_PORT = 6379
 
 log = logging.getLogger("dspex.runtime")
-
-
-class RuntimeNotRunningError(ConfigurationError):
-    """No dspex runtime (root supervisor) runs on the cluster, or Ray is not connected."""
-
-
-class ClusterUnreachableError(ConfigurationError):
-    """No Ray cluster answered at the given address."""
-
-
-class ClusterAuthError(ConfigurationError):
-    """The cluster wants a Ray auth token and none was found, or it rejected the one sent."""
 
 
 @dataclass

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex.errors import ConfigurationError, DspexError
+from dspex.errors import ConfigurationError, DspexError, RunCancelledError
 from dspex.optimizers.run_store import RunStore
 from dspex.runtime import ROOT_SUPERVISOR
 from dspex.runtime.supervision.child import Supervised
@@ -70,18 +70,12 @@ JOB_SETTINGS = (
     "lm",
     "adapter",
     "max_trace_size",
-    "track_usage",
     "callbacks",
     "disable_history",
     "rollout_id",
-    "cache_dir",
     "num_threads",
     "max_errors",
 )
-
-
-class RunCancelledError(DspexError):
-    """The run's coordinator was cancelled; ``compile(..., run_id=...)`` resumes it."""
 
 
 def coordinator_name(run_id: str) -> str:
@@ -354,7 +348,9 @@ class OptimizationCoordinator(Supervised):
             from dspex.runtime.pools.pool_client import enable_pools
 
             enable_pools()
-        with context(**job.settings):
+        # A run stored by an older dspex may name settings this version no longer ships:
+        # cache_dir (removed; nothing read it) and track_usage (now always True).
+        with context(**{k: v for k, v in job.settings.items() if k in JOB_SETTINGS}):
             return await optimizer.acompile(
                 job.student,
                 trainset=job.trainset,
@@ -446,7 +442,7 @@ async def optimizers_supervisor(timeout: float = SUPERVISOR_WAIT_SECONDS) -> Any
 
 
 async def _start_standalone() -> Any:
-    from dspex.runtime.supervision.errors import ChildStartError
+    from dspex.errors import ChildStartError
     from dspex.runtime.supervision.supervisor import get_supervisor, start_supervisor_async
 
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspex.errors import ConfigurationError, DspexError
+from dspex.errors import ConfigurationError, CoordinatorUnavailableError
 from dspex.optimizers.run_store import RunStore
 from dspex.runtime.coordinator import (
     JOB_KEY,
@@ -50,10 +50,6 @@ RESTART_WAIT_SECONDS = 120.0
 """How long a driver waits for a dead coordinator to be back before it gives up."""
 PLAIN_PROGRESS_SECONDS = 10.0  # between progress log lines when not on a terminal
 LIVENESS_TIMEOUT = 5.0  # for `runs()` asking a registered coordinator whether it is alive
-
-
-class CoordinatorUnavailableError(DspexError):
-    """A run's coordinator did not come back in time."""
 
 
 # --- listing -----------------------------------------------------------------------------------
@@ -265,8 +261,8 @@ class _Attachment:
 
     async def _start(self, *, forget: bool) -> None:
         """Start the coordinator; losing a race to another driver is fine (it is looked up next)."""
+        from dspex.errors import ChildAlreadyExistsError, ChildRunningError
         from dspex.runtime.coordinator import coordinator_spec, save_job
-        from dspex.runtime.supervision.errors import ChildAlreadyExistsError, ChildRunningError
 
         try:
             if forget:  # a coordinator that exited on its own left its spec behind
@@ -282,7 +278,7 @@ class _Attachment:
 
     async def _release(self) -> None:
         """Stop the finished coordinator (a clean exit: not restarted) and forget its spec."""
-        from dspex.runtime.supervision.errors import ChildNotFoundError, ChildRunningError
+        from dspex.errors import ChildNotFoundError, ChildRunningError
 
         try:
             await self._ask("terminate_child", self.name)

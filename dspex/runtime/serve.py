@@ -37,15 +37,16 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from dspex.errors import ConfigurationError, DspexError
-from dspex.runtime import RuntimeNotRunningError
-from dspex.runtime.supervision.child_spec import ChildSpec
-from dspex.runtime.supervision.errors import (
+from dspex.errors import (
     ChildAlreadyExistsError,
     ChildNotFoundError,
-    ServiceRestartedError,
+    ConfigurationError,
+    RemoteProgramError,
+    ReplicaDiedError,
+    RuntimeNotRunningError,
     ServiceUnavailableError,
 )
+from dspex.runtime.supervision.child_spec import ChildSpec
 from dspex.runtime.supervision.names import NAMESPACE
 from dspex.runtime.supervision.reasons import first_line
 
@@ -61,42 +62,6 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 # Replicas answer LM-bound requests with asyncio: they need no CPU slot, and
 # spreading them over nodes keeps a service up when one node goes.
 REPLICA_OPTIONS: dict[str, Any] = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
-
-
-class ReplicaDiedError(ServiceRestartedError):
-    """Every replica a request was sent to died while answering it.
-
-    The request may or may not have run. It was recorded in the dead letters;
-    the supervisor restarts the replicas.
-    """
-
-    def __init__(self, service: str, replica: str, attempts: int, cause: str) -> None:
-        super().__init__(service, "acall", cause)
-        self.args = (service, replica, attempts, cause)  # so it pickles with this signature
-        self.service = service
-        self.replica = replica
-        self.attempts = attempts
-
-    def __str__(self) -> str:
-        return (
-            f"service {self.service!r}: replica {self.replica} died while answering a request "
-            f"({self.cause}); {self.attempts} attempt(s) on different replicas all died. The input "
-            "is in dspex.dead_letters(); if it crashes the program, fix or filter it"
-        )
-
-
-class RemoteProgramError(DspexError):
-    """The served program raised an exception that cannot be rebuilt in the caller's
-    process (its class does not unpickle); type, message and traceback as text."""
-
-    def __init__(self, error_type: str, message: str, remote_traceback: str) -> None:
-        super().__init__(error_type, message, remote_traceback)
-        self.error_type = error_type
-        self.message = message
-        self.remote_traceback = remote_traceback
-
-    def __str__(self) -> str:
-        return f"{self.error_type}: {self.message}"
 
 
 # --- the replica ---------------------------------------------------------------------

@@ -17,13 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dspex.errors import SimLMRequestError
 from dspex.simlm import oracle
 from dspex.simlm.faults import Decision, FaultConfig, FaultInjector
 from dspex.simlm.oracle import OracleConfig
 from dspex.simlm.prompt import Message, parse
 from dspex.simlm.protocols import (
     PROTOCOLS,
-    BadRequest,
     Choice,
     CompletionRequest,
     error_response,
@@ -133,7 +133,7 @@ class SimCore:
             return _error(protocol.name, 401, "invalid or missing API key")
         try:
             request = protocol.parse(body)
-        except BadRequest as exc:
+        except SimLMRequestError as exc:
             return _error(protocol.name, 400, str(exc))
         key = hashlib.blake2b(body, digest_size=16).digest()
         decision = self.faults.decide(key)

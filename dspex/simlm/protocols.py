@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dspex.errors import SimLMRequestError
 from dspex.simlm.prompt import Message, message_text
 
 _MAX_N = 128
@@ -21,10 +22,6 @@ _OPENAI_ROLES = {
     "assistant": "assistant",
     "tool": "user",
 }
-
-
-class BadRequest(ValueError):
-    """The request body is not a valid request; answered with 400."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +60,9 @@ def _load(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        raise SimLMRequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+        raise SimLMRequestError("request body must be a JSON object")
     return data
 
 
@@ -82,7 +79,7 @@ def _int(
         or (high is not None and value > high)
     ):
         bound = f" and at most {high}" if high is not None else ""
-        raise BadRequest(f"'{name}' must be an integer at least {low}{bound}, got {value!r}")
+        raise SimLMRequestError(f"'{name}' must be an integer at least {low}{bound}, got {value!r}")
     return value
 
 
@@ -91,19 +88,19 @@ def _temperature(data: dict[str, Any]) -> float:
     if value is None:
         return 1.0
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 2:
-        raise BadRequest(f"'temperature' must be a number between 0 and 2, got {value!r}")
+        raise SimLMRequestError(f"'temperature' must be a number between 0 and 2, got {value!r}")
     return float(value)
 
 
 def _messages(raw: Any, roles: dict[str, str]) -> list[Message]:
     if not isinstance(raw, list) or not raw:
-        raise BadRequest("'messages' must be a non-empty list of {role, content} objects")
+        raise SimLMRequestError("'messages' must be a non-empty list of {role, content} objects")
     out: list[Message] = []
     for i, message in enumerate(raw):
         if not isinstance(message, dict) or message.get("role") not in roles:
-            raise BadRequest(f"messages[{i}] needs a 'role' in {sorted(roles)}")
+            raise SimLMRequestError(f"messages[{i}] needs a 'role' in {sorted(roles)}")
         if "content" not in message:
-            raise BadRequest(f"messages[{i}] has no 'content'")
+            raise SimLMRequestError(f"messages[{i}] has no 'content'")
         out.append((roles[message["role"]], message_text(message["content"])))
     return out
 
@@ -114,10 +111,10 @@ def _messages(raw: Any, roles: dict[str, str]) -> list[Message]:
 def parse_openai(body: bytes) -> CompletionRequest:
     data = _load(body)
     if "messages" not in data:
-        raise BadRequest("missing required field 'messages'")
+        raise SimLMRequestError("missing required field 'messages'")
     response_format = data.get("response_format") or {}
     if not isinstance(response_format, dict):
-        raise BadRequest("'response_format' must be an object")
+        raise SimLMRequestError("'response_format' must be an object")
     kind = response_format.get("type")
     schema = (
         (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
@@ -171,9 +168,9 @@ def render_openai(
 def parse_anthropic(body: bytes) -> CompletionRequest:
     data = _load(body)
     if "messages" not in data:
-        raise BadRequest("messages: Field required")
+        raise SimLMRequestError("messages: Field required")
     if data.get("max_tokens") is None:
-        raise BadRequest("max_tokens: Field required")
+        raise SimLMRequestError("max_tokens: Field required")
     system = message_text(data.get("system"))
     messages = _messages(data["messages"], {"user": "user", "assistant": "assistant"})
     return CompletionRequest(

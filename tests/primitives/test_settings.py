@@ -29,9 +29,9 @@ def test_defaults() -> None:
     assert settings.lm is None and settings.adapter is None and settings.trace is None
     assert settings.max_trace_size == 10_000
     assert settings.num_threads == 16 and settings.max_errors == 10
-    assert settings.track_usage is False and settings.disable_history is False
+    assert settings.track_usage is True and settings.disable_history is False
     assert settings.callbacks == [] and settings.caller_modules == ()
-    assert settings.rollout_id is None and settings.cache_dir is None and settings.runtime is None
+    assert settings.rollout_id is None
 
 
 def test_configure_sets_process_wide_defaults() -> None:
@@ -62,6 +62,9 @@ def test_unknown_keys_are_rejected_listing_valid_ones() -> None:
         ("num_threads", True),
         ("max_errors", "3"),
         ("disable_history", "no"),
+        ("track_usage", False),
+        ("rollout_id", 1.5),
+        ("rollout_id", True),
         ("caller_modules", []),
     ],
 )

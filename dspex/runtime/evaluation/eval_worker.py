@@ -59,16 +59,14 @@ __all__ = [
 logger = logging.getLogger("dspex.evaluate")
 
 # Settings a program reads while it runs; the rest are per call (trace,
-# caller_modules) or belong to the driver process (runtime).
+# caller_modules) or belong to the driver process (num_threads, max_errors).
 SHIPPED_SETTINGS = (
     "lm",
     "adapter",
     "max_trace_size",
-    "track_usage",
     "callbacks",
     "disable_history",
     "rollout_id",
-    "cache_dir",
 )
 
 

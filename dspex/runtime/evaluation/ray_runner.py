@@ -43,7 +43,12 @@ from typing import Any
 from dspex.clients.budget import Budget, Claim, LeaseGrant, active_budget
 from dspex.clients.lease_planner import LeasePlanner
 from dspex.clients.types import Usage
-from dspex.errors import BudgetExceededError, ConfigurationError, DspexError
+from dspex.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    RemoteExampleError,
+    WorkerLostError,
+)
 from dspex.evaluate.progress import NullProgress, Progress
 from dspex.evaluate.runner import (
     EvaluationFailure,
@@ -87,19 +92,6 @@ WORKERS_PER_NODE = 1
 """Default workers per alive node: one process per node, asyncio inside."""
 CANCEL_GRACE_S = 10.0
 """How long a stopped run waits for its cancelled chunks to unwind."""
-
-
-class WorkerLostError(DspexError):
-    """An example's evaluation worker died every time it was tried."""
-
-
-class RemoteExampleError(DspexError):
-    """An example's program or metric raised on a worker (type, message, traceback)."""
-
-    def __init__(self, error: ExampleError) -> None:
-        super().__init__(f"{error.error_type}: {error.message}")
-        self.error_type = error.error_type
-        self.remote_traceback = error.traceback
 
 
 @dataclass
@@ -438,7 +430,7 @@ class _Dispatch:
         self.failures.append(failure)
         limit = options.max_errors
         if limit is not None:
-            self.exceptions.append((example, RemoteExampleError(error)))
+            self.exceptions.append((example, RemoteExampleError(error.error_type, error.message, error.traceback)))
         self.progress.advance(options.failure_score, None, True)
         if limit is not None and len(self.failures) > limit:
             self.stopped = True

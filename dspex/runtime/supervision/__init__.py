@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dspex.runtime.supervision.child import Supervised, supervised_class
-from dspex.runtime.supervision.child_spec import ChildSpec
-from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
-from dspex.runtime.supervision.errors import (
+from dspex.errors import (
     ChildAlreadyExistsError,
     ChildNotFoundError,
     ChildRunningError,
@@ -23,6 +20,9 @@ from dspex.runtime.supervision.errors import (
     SupervisorError,
     SupervisorStoppedError,
 )
+from dspex.runtime.supervision.child import Supervised, supervised_class
+from dspex.runtime.supervision.child_spec import ChildSpec
+from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
 from dspex.runtime.supervision.events import Event, EventBus, EventLog, emit, subscribe
 from dspex.runtime.supervision.intensity import RestartIntensity
 from dspex.runtime.supervision.names import NAMESPACE, ServiceRef

@@ -31,11 +31,11 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from dspex.errors import ChildStartError, SupervisorStoppedError
 from dspex.runtime import ROOT_SUPERVISOR, RuntimeNotRunningError
 from dspex.runtime.supervision import events
 from dspex.runtime.supervision.child_spec import ChildSpec
 from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
-from dspex.runtime.supervision.errors import ChildStartError, SupervisorStoppedError
 from dspex.runtime.supervision.names import NAMESPACE
 from dspex.runtime.supervision.supervisor import start_supervisor, stop_supervisor, supervisor_spec
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Union
 
-from dspex.runtime.supervision.errors import InvalidChildSpecError
+from dspex.errors import InvalidChildSpecError
 
 Restart = Literal["permanent", "transient", "temporary"]
 Shutdown = Union[float, Literal["brutal_kill", "infinity"]]

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from dspex.runtime.supervision.errors import InvalidChildSpecError
+from dspex.errors import InvalidChildSpecError
 
 Clock = Callable[[], float]
 

@@ -28,13 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from dspex.runtime.supervision.child_spec import ChildSpec
-from dspex.runtime.supervision.errors import (
+from dspex.errors import (
     ChildAlreadyExistsError,
     ChildNotFoundError,
     ChildRunningError,
     InvalidChildSpecError,
 )
+from dspex.runtime.supervision.child_spec import ChildSpec
 from dspex.runtime.supervision.intensity import Clock, RestartIntensity
 from dspex.runtime.supervision.reasons import ExitReason
 

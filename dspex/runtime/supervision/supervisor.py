@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 import ray
 from ray.exceptions import ActorAlreadyExistsError, GetTimeoutError, RayActorError, RayError
 
+from dspex.errors import ChildStartError, SupervisorStoppedError
 from dspex.runtime.supervision import _event_remote, events
 from dspex.runtime.supervision.child import Supervised, supervised_class
 from dspex.runtime.supervision.child_spec import ChildSpec, Restart, Shutdown
-from dspex.runtime.supervision.errors import ChildStartError, SupervisorStoppedError
 from dspex.runtime.supervision.names import NAMESPACE
 from dspex.runtime.supervision.reasons import (
     SHUTDOWN,
@@ -60,6 +60,13 @@ POLL_INTERVAL = 0.05
 
 
 class _StartFailed(Exception):
+    """A child's start attempt failed; ``reason`` says why.
+
+    Private to this module, so it stays here rather than in `dspex.errors`: the
+    supervisor raises and catches it between its own methods and turns it into a
+    `ChildStartError` (or a restart decision) before anything leaves this module.
+    """
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
