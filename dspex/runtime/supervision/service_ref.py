@@ -15,7 +15,7 @@ import asyncio
 import time
 from typing import Any
 
-from dspex.runtime import NAMESPACE
+from dspex.runtime.names import NAMESPACE
 from dspex.runtime.supervision.errors import ServiceRestartedError, ServiceUnavailableError
 from dspex.runtime.supervision.reasons import first_line
 
