@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "context": "dspex.primitives.settings",
     "settings": "dspex.primitives.settings",
     "load": "dspex.primitives.saving",
+    "BaseCallback": "dspex.primitives.callbacks",
     # adapters
     "Adapter": "dspex.adapters.base",
     "ChatAdapter": "dspex.adapters.chat",
@@ -127,6 +128,7 @@ if TYPE_CHECKING:
     from dspex.optimizers.labeled import LabeledFewShot
     from dspex.optimizers.mipro import MIPROv2
     from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch, BootstrapRS
+    from dspex.primitives.callbacks import BaseCallback
     from dspex.primitives.example import Example
     from dspex.primitives.module import Module
     from dspex.primitives.parameter import Parameter

@@ -2,7 +2,8 @@
 
 An adapter owns one prompt format. `format` builds the chat messages, `parse`
 reads one reply back into output values, and `acall` runs the round trip
-against any LM that has ``acomplete(messages, **kwargs) -> LMResponse``.
+against any LM that has ``acomplete(messages, **kwargs) -> LMResponse``,
+telling call observers (callbacks) about each format and parse.
 Formatting work that depends only on the signature is cached per signature.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 from dspex.adapters.values import format_value, type_hint
 from dspex.clients.types import Message, Usage
 from dspex.errors import AdapterParseError
+from dspex.observability.hooks import observe_call
 from dspex.signatures.field import FieldSpec
 from dspex.signatures.signature import SignatureMeta
 from dspex.signatures.types import type_name
@@ -138,7 +140,11 @@ class Adapter:
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
     ) -> AdapterResult:
-        messages = self.format(signature, demos, inputs)
+        with observe_call(
+            "adapter_format", self, {"signature": signature, "demos": demos, "inputs": inputs}
+        ) as call:
+            messages = self.format(signature, demos, inputs)
+            call.finish(messages)
         kwargs = {**self.lm_kwargs(signature, lm), **lm_kwargs}
         return await self._complete(lm, messages, kwargs, signature)
 
@@ -150,7 +156,7 @@ class Adapter:
         rejected: list[AdapterParseError] = []
         for text in response.outputs:
             try:
-                completions.append(self.parse(signature, text))
+                completions.append(self._observed_parse(signature, text))
             except AdapterParseError as exc:
                 rejected.append(exc)
         if not completions:
@@ -160,6 +166,14 @@ class Adapter:
             error.usage = response.usage
             raise error
         return AdapterResult(completions, response.usage, self.name, rejected)
+
+    def _observed_parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
+        with observe_call(
+            "adapter_parse", self, {"signature": signature, "completion": text}
+        ) as call:
+            parsed = self.parse(signature, text)
+            call.finish(parsed)
+        return parsed
 
     def __call__(
         self,

@@ -167,19 +167,20 @@ def _start_sim_lm(latency_ms: float, use_ray: bool) -> tuple[str, Callable[[], N
         return server.url, server.stop
     import ray
 
+    from dspex.runtime.names import SIM_LM
     from dspex.runtime.supervision import ChildSpec
     from dspex.simlm.service import SimLMService, free_port
 
     port = free_port()
     spec = ChildSpec(
-        name="dspex.simlm",
+        name=SIM_LM,
         cls=SimLMService,
         kwargs={"port": port, "seed": 0, "latency_ms": latency_ms},
         actor_options={"num_cpus": 0},
     )
     ray.get(root.start_child.remote(spec))
     return f"http://127.0.0.1:{port}/v1", lambda: ray.get(
-        root.terminate_child.remote("dspex.simlm")
+        root.terminate_child.remote(SIM_LM)
     )
 
 

@@ -47,6 +47,7 @@ from dspex.clients.transport import Transport
 from dspex.clients.types import LMResponse, Message, Usage
 from dspex.clients.usage import record_usage
 from dspex.errors import CircuitOpenError, ConfigurationError, LMError
+from dspex.observability.hooks import lm_request_hooks, observed_lm_call
 from dspex.runtime.pools.pool_client import pool_routing_enabled, route_through_pool
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,11 @@ PROTOCOLS: dict[str, OpenAIProtocol | AnthropicProtocol] = {
     "anthropic": AnthropicProtocol(),
 }
 
-request_hooks: list[Callable[[dict[str, Any]], None]] = []
-"""Called after every request with a secret-free dict: model, provider, latency,
-usage, cached, error (exception type name or None), status. Keep hooks cheap:
-they run inline on the request's event loop; an exception in one is logged."""
+request_hooks: list[Callable[[dict[str, Any]], None]] = lm_request_hooks
+"""`dspex.observability.hooks.lm_request_hooks` (one list, two names). Called after
+every request with a secret-free dict: model, provider, latency, usage, cached, error
+(exception type name or None), status. Keep hooks cheap: they run inline on the
+request's event loop; an exception in one is logged."""
 
 _KEYS: dict[str, str] = {}  # token -> explicitly given API key (never pickled)
 _SECRET_PARAMS = frozenset({"api_key", "api_base", "base_url"})
@@ -159,6 +161,7 @@ class LM:
         """Running totals of this LM's calls in this process (cache hits add nothing)."""
         return self._usage
 
+    @observed_lm_call  # call observers (DSPy-style callbacks) see each LM call
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
         """Send one chat request. kwargs override request params for this call;
         ``cache=`` and ``rollout_id=`` too. ``n > 1`` returns n outputs."""

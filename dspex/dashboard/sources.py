@@ -9,7 +9,9 @@ instead of failing. Everything here blocks, so the server calls `collect` on a
 worker thread.
 
 What this module expects from the runtime (named actors in the ``dspex``
-namespace, found the way any driver attached to the cluster would):
+namespace (`dspex.runtime.names`), found the way any driver attached to the
+cluster would; the pools, tree and dead letters are shaped by
+`dspex.runtime.status_rows`, which ``dspex status`` uses too):
 
 * ``dspex.events``: the `EventLog` (dspex.runtime.supervision.events); its ``head()``
   and ``since(cursor, limit)`` -> ``(events, next_cursor)``. The first read
@@ -17,8 +19,7 @@ namespace, found the way any driver attached to the cluster would):
 * ``dspex.root``: the root `Supervisor` (or ``dspex.runtime.current().root``);
   its ``tree()`` returns a `TreeNode` with restart counts.
 * ``dspex.dead_letters``: a `DeadLetterQueue` actor; its ``list(limit)``
-  returns `DeadLetter` entries. (The name is this module's assumption: the
-  runtime does not register a cluster-wide queue yet.)
+  returns `DeadLetter` entries.
 * ``dspex.pool.*``: the provider pools; each answers ``stats()``.
 
 An actor that does not exist reads as empty (no events, no tree), not as an
@@ -29,23 +30,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspex.runtime import NAMESPACE
+from dspex.runtime.names import DEAD_LETTERS, EVENT_LOG_NAME, NAMESPACE, ROOT_SUPERVISOR
+from dspex.runtime.status_rows import (
+    MAX_TEXT,
+    as_int,
+    as_number,
+    dead_letter_row,
+    field_of,
+    pool_row,
+    provider_pools,
+    short_text,
+    tree_node,
+)
 
 log = logging.getLogger("dspex.dashboard")
 
-POOL_PREFIX = "dspex.pool."
-MAX_DEPTH = 8  # supervision tree levels shown; deeper means a cycle or a bug
 MAX_DEAD_LETTERS = 100
 EVENT_BACKLOG = 200  # events a newly opened dashboard shows from before it started
 EVENTS_PER_READ = 2000
-DEAD_LETTERS_NAME = "dspex.dead_letters"
-MAX_TEXT = 240
+DEAD_LETTERS_NAME = DEAD_LETTERS  # the name tests and older code know
 
 NOT_CONNECTED = (
     "runtime not connected: start the dashboard with --address (e.g. `dspex dashboard --address auto`) "
@@ -130,52 +138,6 @@ def _loaded_ray() -> Any:
 # --- provider pools ---------------------------------------------------------------
 
 
-def provider_pools(timeout: float) -> list[dict[str, Any]]:
-    """The stats of every provider pool actor in the cluster."""
-    import ray
-    from ray.util import list_named_actors
-
-    names = sorted(
-        entry["name"]
-        for entry in list_named_actors(all_namespaces=True)
-        if entry.get("namespace") == NAMESPACE and entry["name"].startswith(POOL_PREFIX)
-    )
-    rows = []
-    for name in names:
-        try:
-            stats = ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote(), timeout=timeout)
-        except Exception as exc:  # a pool dying between the listing and the call
-            rows.append({"name": name, "model": _model_of(name), "breaker": "unreachable", "error": _short(exc)})
-            continue
-        rows.append(pool_row(name, stats))
-    return rows
-
-
-def pool_row(name: str, stats: dict[str, Any]) -> dict[str, Any]:
-    """One pool's stats, reduced to what the page shows."""
-    return {
-        "name": name,
-        "model": str(stats.get("model") or _model_of(name)),
-        "breaker": _state_name(stats.get("breaker")),
-        "in_flight": _int(stats.get("in_flight")),
-        "queued": _int(stats.get("queued")),
-        "calls": _int(stats.get("calls")),
-        "errors": _int(stats.get("errors")),
-        "retries": _int(stats.get("retries")),
-        "requests_per_s": _num(stats.get("requests_per_s")),
-        "rate_limit_paused_for": _num(stats.get("rate_limit_paused_for")),
-        "prompt_tokens": _int(stats.get("prompt_tokens")),
-        "completion_tokens": _int(stats.get("completion_tokens")),
-        "cost": _num(stats.get("cost")),
-    }
-
-
-def _model_of(pool_name: str) -> str:
-    # dspex.pool.<provider>.<model>.<digest>: the model is what a reader recognises.
-    parts = pool_name.split(".")
-    return ".".join(parts[3:-1]) or pool_name
-
-
 # --- supervision tree ---------------------------------------------------------------
 
 
@@ -191,21 +153,7 @@ def _root_supervisor() -> Any:
     current = runtime.current()
     if current is not None and current.root is not None:
         return current.root
-    return named_actor(runtime.ROOT_SUPERVISOR)
-
-
-def tree_node(item: Any, depth: int = 0) -> dict[str, Any]:
-    """A tree node from a `TreeNode` (or a dict of the same fields), children nested."""
-    children = _field(item, "children", default=None) or []
-    strategy = _field(item, "strategy", default=None)
-    return {
-        "name": str(_field(item, "name", "id", default="?")),
-        "kind": str(_field(item, "kind", "type", default="worker")),
-        "strategy": None if strategy is None else str(strategy),
-        "status": _state_name(_field(item, "state", "status", default="unknown")),
-        "restarts": _int(_field(item, "restarts", "restart_count", default=0)),
-        "children": [] if depth >= MAX_DEPTH else [tree_node(c, depth + 1) for c in children],
-    }
+    return named_actor(ROOT_SUPERVISOR)
 
 
 # --- dead letters -----------------------------------------------------------------
@@ -222,43 +170,28 @@ def dead_letters(timeout: float) -> list[dict[str, Any]]:
     return rows[:MAX_DEAD_LETTERS]
 
 
-def dead_letter_row(entry: Any) -> dict[str, Any]:
-    """One `DeadLetter` (or a dict with ``reason`` instead of error type and message)."""
-    error_type = str(_field(entry, "error_type", default="")).rsplit(".", 1)[-1]
-    message = _field(entry, "error_message", "reason", "error", default="")
-    return {
-        "time": _num(_field(entry, "last_failed_at", "time", default=None)),
-        "source": _short(_field(entry, "source", default="")),
-        "reason": _short(f"{error_type}: {message}" if error_type else message),
-        "attempts": _int(_field(entry, "attempts", default=0)),
-        "input": _short(_field(entry, "input", default="")),
-    }
-
-
 # --- events ---------------------------------------------------------------------
 
 
 def events_since(cursor: int | None, timeout: float) -> tuple[list[dict[str, Any]], int | None]:
     """The events logged after ``cursor`` (None: recent history), and the cursor to ask with next."""
-    from dspex.runtime.supervision.events import EVENT_LOG_NAME
-
     event_log = named_actor(EVENT_LOG_NAME)
     if event_log is None:
         return [], cursor
     if cursor is None:
-        cursor = max(0, _int(call(event_log, "head", timeout=timeout)) - EVENT_BACKLOG)
+        cursor = max(0, as_int(call(event_log, "head", timeout=timeout)) - EVENT_BACKLOG)
     events, next_cursor = call(event_log, "since", cursor, EVENTS_PER_READ, timeout=timeout)
     return [event_row(event) for event in events], next_cursor
 
 
 def event_row(event: Any) -> dict[str, Any]:
-    data = _field(event, "data", default=None) or {}
+    data = field_of(event, "data", default=None) or {}
     if not isinstance(data, dict):
         data = {"value": data}
     return {
-        "kind": str(_field(event, "kind", default="?")),
-        "source": _short(_field(event, "source", default="")),
-        "time": _num(_field(event, "time", default=None)) or time.time(),
+        "kind": str(field_of(event, "kind", default="?")),
+        "source": short_text(field_of(event, "source", default="")),
+        "time": as_number(field_of(event, "time", default=None)) or time.time(),
         "data": {str(k): _plain(v) for k, v in data.items()},
     }
 
@@ -296,57 +229,35 @@ def _guarded(view: RuntimeView, section: str, read: Callable[[], Any], default: 
         return read()
     except Exception as exc:  # one unreadable section must not blank the others
         log.debug("dspex dashboard: reading %s failed", section, exc_info=True)
-        view.errors[section] = _short(exc)
+        view.errors[section] = short_text(exc)
         return default
 
 
 # --- shaping values -------------------------------------------------------------
 
 
-def _field(item: Any, *names: str, default: Any) -> Any:
-    for name in names:
-        if isinstance(item, dict) and name in item:
-            return item[name]
-        if not isinstance(item, dict) and hasattr(item, name):
-            return getattr(item, name)
-    return default
-
-
-def _state_name(value: Any) -> str:
-    # Enums print as "BreakerState.OPEN"; the page wants "open".
-    value = getattr(value, "value", value)
-    return str(value).lower().replace("-", "_") if value is not None else "unknown"
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, bool | int | str) or value is None:
-        return _short(value) if isinstance(value, str) else value
+        return short_text(value) if isinstance(value, str) else value
     if isinstance(value, float):
-        return _num(value)
-    return _short(value)
+        return as_number(value)
+    return short_text(value)
 
 
-def _short(value: Any) -> str:
-    from dspex.observability.redact import redact
-
-    if isinstance(value, BaseException):
-        text = f"{type(value).__name__}: {value}"
-    else:
-        text = value if isinstance(value, str) else str(value)
-    text = redact(text)
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+__all__ = [
+    "DEAD_LETTERS_NAME",
+    "EVENT_BACKLOG",
+    "MAX_TEXT",
+    "RuntimeSources",
+    "RuntimeView",
+    "call",
+    "dead_letters",
+    "event_row",
+    "events_since",
+    "named_actor",
+    "pool_row",
+    "provider_pools",
+    "runtime_connected",
+    "supervision_tree",
+    "tree_node",
+]

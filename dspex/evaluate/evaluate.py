@@ -2,8 +2,9 @@
 
 ``Evaluate(devset=..., metric=...)(program)`` returns an `EvaluationResult`
 whose ``score`` is the average metric as a percentage. The work runs through a
-runner (in-process here; a Ray runner fans out across nodes); this module owns
-the options, the result, and the reports (table, JSON, CSV).
+runner from `dspex.evaluate.runners` (in-process by default; the runtime
+installs a Ray runner that fans out across nodes); this module owns the
+options, the result, and the reports (table, JSON, CSV).
 """
 
 from __future__ import annotations
@@ -12,24 +13,24 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dspex.clients.types import Usage
 from dspex.errors import ConfigurationError
+from dspex.evaluate import runners
 from dspex.evaluate.progress import EventProgress, make_progress, print_table
 from dspex.evaluate.runner import (
     EvaluationFailure,
     Row,
     RunOptions,
-    RunOutcome,
     example_inputs,
     fields_of,
     nothing_measured,
-    run_local,
 )
+from dspex.observability.hooks import observe_call
 from dspex.primitives.settings import settings
 from dspex.utils.aio import run_sync
 
@@ -110,8 +111,9 @@ class Evaluate:
         self.save_as_json = save_as_json
         self.save_as_csv = save_as_csv
         self.runner = runner
-        """'local' (in-process), 'ray' (EvalWorker actors), None: 'ray' while the
-        dspex runtime is up (`dspex.runtime.active()`), else 'local'."""
+        """'local' (in-process), 'ray' (EvalWorker actors; needs the runtime), None: the
+        default runner (`dspex.evaluate.runners`): 'ray' while ``dspex.init()`` is in
+        effect, else 'local'."""
         self._devset_consumed = False
 
     def __call__(
@@ -151,6 +153,41 @@ class Evaluate:
         save_as_csv: str | Path | None = None,
     ) -> EvaluationResult:
         """Evaluate `program`; arguments left as None take the constructor's values."""
+        inputs = {
+            "program": program,
+            "metric": metric,
+            "devset": devset,
+            "num_threads": num_threads,
+            "display_progress": display_progress,
+            "display_table": display_table,
+            "save_as_json": save_as_json,
+            "save_as_csv": save_as_csv,
+        }
+        with observe_call("evaluate", self, inputs) as call:
+            result = await self._evaluate(
+                program,
+                metric,
+                devset,
+                num_threads,
+                display_progress,
+                display_table,
+                save_as_json,
+                save_as_csv,
+            )
+            call.finish(result)
+        return result
+
+    async def _evaluate(
+        self,
+        program: Any,
+        metric: Any,
+        devset: Iterable[Any] | None,
+        num_threads: int | None,
+        display_progress: bool | None,
+        display_table: bool | int | None,
+        save_as_json: str | Path | None,
+        save_as_csv: str | Path | None,
+    ) -> EvaluationResult:
         metric = metric if metric is not None else self.metric
         if metric is None:
             raise ConfigurationError(
@@ -158,12 +195,13 @@ class Evaluate:
             )
         examples = self._devset(devset)
         options = self._options(num_threads)
+        run = runners.get_runner(self.runner).run
         show = self.display_progress if display_progress is None else display_progress
         progress = EventProgress(make_progress(show))
         started = time.perf_counter()
         progress.start(_length(examples))
         try:
-            outcome = await _run_function(self.runner)(program, metric, examples, options, progress)
+            outcome = await run(program, metric, examples, options, progress)
         finally:
             progress.close()
         result = EvaluationResult(
@@ -239,20 +277,6 @@ class Evaluate:
 
 
 _RUNNERS = (None, "local", "ray")
-
-
-def _run_function(runner: str | None) -> Callable[..., Awaitable[RunOutcome]]:
-    """`run_local` or the Ray runner (imported only when used, keeping Ray out of
-    ``import dspex``)."""
-    if runner is None:
-        from dspex import runtime
-
-        runner = "ray" if runtime.active() else "local"
-    if runner == "local":
-        return run_local
-    from dspex.runtime.evaluation.ray_runner import run_ray
-
-    return run_ray
 
 
 def _length(devset: Iterable[Any]) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from dspex.clients.types import Usage
+from dspex.observability.events import emit
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -271,10 +272,6 @@ class EventProgress:
         self._emit("eval.finished")
 
     def _emit(self, kind: str) -> None:
-        try:
-            from dspex.runtime.supervision.events import emit
-        except ImportError:
-            return
         tally = self._tally
         score = 100 * tally.score_sum / tally.done if tally.done else None
         # Events are best-effort: an evaluation never fails because of them.

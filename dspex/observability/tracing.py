@@ -33,6 +33,11 @@ no API key reaches a span. Prompts and completions are recorded only when
 
 Processes. Configure tracing in every process that should emit spans: Ray
 workers and actors are processes of their own.
+
+Hooks. Tracing fills the seams in `dspex.observability.hooks` and imports
+nothing above this package: module calls are spanned by a call observer
+registered when this module loads (a no-op while tracing is off), LM requests
+by the request hook `instrument` adds.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from dspex.observability import hooks
 from dspex.observability.logs import current_run_id
 from dspex.observability.redact import is_secret_name, redact
 
@@ -83,26 +89,24 @@ _open_trial: ContextVar[tuple[str, int, Any] | None] = ContextVar("dspex_trial",
 def instrument(tracer_provider: Any = None) -> bool:
     """Trace dspex through ``tracer_provider`` (default: the global one); returns whether on.
 
-    Also turns every LM request into a span, through ``dspex.clients.lm.request_hooks``.
-    Safe to call more than once.
+    Also turns every LM request into a span, through the LM request hooks
+    (`dspex.observability.hooks.lm_request_hooks`, alias ``dspex.clients.lm.request_hooks``),
+    and makes sure module calls are spanned. Safe to call more than once.
     """
     global _explicit_provider
-    from dspex.clients import lm
-
     _explicit_provider = tracer_provider
     refresh()
-    if _on_lm_request not in lm.request_hooks:
-        lm.request_hooks.append(_on_lm_request)
+    if _on_lm_request not in hooks.lm_request_hooks:
+        hooks.lm_request_hooks.append(_on_lm_request)
+    hooks.add_call_observer(MODULE_SPANS)
     return _get_tracer() is not None
 
 
 def uninstrument() -> None:
     """Undo `instrument`: drop the LM request hook and the explicit provider."""
     global _explicit_provider
-    from dspex.clients import lm
-
-    while _on_lm_request in lm.request_hooks:
-        lm.request_hooks.remove(_on_lm_request)
+    while _on_lm_request in hooks.lm_request_hooks:
+        hooks.lm_request_hooks.remove(_on_lm_request)
     _explicit_provider = None
     refresh()
 
@@ -341,6 +345,30 @@ def current_trace_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# --- module calls, through the call observers --------------------------------------------
+
+
+class _ModuleSpans:
+    """A call observer that puts a `module_span` around every module call while tracing is on."""
+
+    def call_started(self, kind: str, instance: Any, inputs: dict[str, Any]) -> SpanScope | None:
+        if kind != "module" or _tracer is None:  # the common case: tracing decided off
+            return None
+        scope = module_span(type(instance).__name__)
+        if scope is _NOOP_SCOPE:
+            return None
+        scope.__enter__()  # current for the call's body: its LM spans become children
+        return scope
+
+    def call_ended(self, scope: SpanScope, outputs: Any, exception: BaseException | None) -> None:
+        scope.__exit__(None if exception is None else type(exception), exception, None)
+
+
+MODULE_SPANS = _ModuleSpans()
+# Module calls are spanned whenever tracing is on, with or without instrument().
+hooks.add_call_observer(MODULE_SPANS)
 
 
 # --- LM request hook ----------------------------------------------------------------------

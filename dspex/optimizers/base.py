@@ -13,10 +13,12 @@ scored candidate, so a budget stop can return the best program so far.
 wait for a provider whose circuit breaker is open to answer a probe, instead
 of failing.
 
-While the dspex runtime is up (or with ``coordinator=True``) ``compile`` runs
-in an `OptimizationCoordinator` actor under the ``dspex.optimizers``
-supervisor, which resumes the run if it dies; the caller waits for the program
-(see coordinator.py and runs_api.py). ``coordinator=False`` keeps it in-process.
+While ``dspex.init()`` is in effect (or with ``coordinator=True``) ``compile``
+runs in the compile backend the runtime registered (`dspex.optimizers.backends`):
+an `OptimizationCoordinator` actor under the ``dspex.optimizers`` supervisor,
+which resumes the run if it dies; the caller waits for the program (see
+dspex.runtime.coordinator and dspex.runtime.runs). ``coordinator=False`` keeps
+it in-process.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dspex.errors import BudgetExceededError, ConfigurationError
+from dspex.optimizers.backends import compile_backend
 from dspex.optimizers.run import Evaluator, Run, RunInfo
 from dspex.optimizers.run_store import RunStore
 from dspex.primitives.workload import batch_work
@@ -38,7 +41,7 @@ log = logging.getLogger("dspex.optimizers")
 class Teleprompter:
     """Base class of optimizers."""
 
-    #: evaluator used by runs of this optimizer (the Ray runtime installs one)
+    #: evaluator used by runs of this optimizer (a coordinator installs the Ray one)
     evaluator: Evaluator | None = None
 
     def compile(
@@ -86,10 +89,9 @@ class Teleprompter:
             _check_dataset("valset", valset)
         if max_cost is not None:
             _check_cost_bounded(student)
-        if _use_coordinator(coordinator):
-            from dspex.runtime.runs import compile_remote
-
-            return await compile_remote(
+        backend = compile_backend(coordinator)
+        if backend is not None:
+            return await backend(
                 self,
                 student,
                 trainset=trainset,
@@ -140,15 +142,6 @@ class Teleprompter:
 
     def get_params(self) -> dict[str, Any]:
         return self.config()
-
-
-def _use_coordinator(choice: bool | None) -> bool:
-    """An explicit choice wins; by default a run goes to a coordinator while the runtime is up."""
-    if choice is not None:
-        return choice
-    from dspex import runtime
-
-    return runtime.active()
 
 
 def _check_cost_bounded(student: Any) -> None:

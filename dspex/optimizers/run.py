@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from dspex.clients.budget import CallBudget, budget_scope
 from dspex.clients.types import Usage
 from dspex.errors import BudgetExceededError
+from dspex.observability.events import emit
 from dspex.observability.redact import is_secret_name, without_secrets
 from dspex.observability.tracing import record_trial_result
 from dspex.optimizers.run_store import RunStore
@@ -273,9 +274,10 @@ class Run:
 
 
 def _evaluated_remotely() -> bool:
-    from dspex import runtime
+    """Whether `Evaluate` (default runner) does the LM work in other processes."""
+    from dspex.evaluate.runners import default_runner
 
-    return runtime.active()
+    return default_runner().remote
 
 
 def _plain(value: Any) -> Any:
@@ -294,10 +296,6 @@ def _plain(value: Any) -> Any:
 
 
 def _emit(kind: str, run_id: str, /, **data: Any) -> None:
-    try:
-        from dspex.runtime.supervision.events import emit
-    except ImportError:
-        return
     try:
         emit(kind, f"run:{run_id}", run_id=run_id, **data)
     except Exception:  # events are best-effort; a run never fails because of them

@@ -10,6 +10,8 @@ from different classes, the most derived definition serves both paths.
 
 Every call runs with ``settings.caller_modules`` extended by the module, and
 collects the LM usage that predictors report with `record_usage` inside it.
+Call observers (`dspex.observability.hooks`: tracing's module spans, the
+callbacks of `dspex.primitives.callbacks`) are told when it starts and ends.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Any, NoReturn, TypeVar
 
 from dspex.clients.types import Usage
 from dspex.errors import ConfigurationError, SavedFileError
+from dspex.observability.hooks import observe_call
 from dspex.observability.redact import without_secrets
-from dspex.observability.tracing import module_span
 from dspex.primitives import saving
+from dspex.primitives.callbacks import CallbackList
 from dspex.primitives.parameter import Parameter, deepcopy_attributes
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import SettingsContext, settings
@@ -101,7 +104,6 @@ def _attach_usage(result: Any, collector: UsageCollector) -> Any:
 class Module:
     """Base class for programs: subclass it and define forward and/or aforward."""
 
-    callbacks: list[Any]
     _compiled: bool
 
     def __new__(cls: type[M], *args: Any, **kwargs: Any) -> M:
@@ -114,6 +116,17 @@ class Module:
     def __init__(self, callbacks: list[Any] | None = None) -> None:
         self.callbacks = list(callbacks or [])
         self._compiled = False
+
+    @property
+    def callbacks(self) -> list[Any]:
+        """DSPy-style callbacks for calls of this module (`dspex.BaseCallback`), after the
+        ones in ``dspex.settings.callbacks``."""
+        return self.__dict__["callbacks"]  # type: ignore[no-any-return]
+
+    @callbacks.setter
+    def callbacks(self, value: list[Any] | None) -> None:
+        # A CallbackList registers the callback dispatcher once it holds a callback.
+        self.__dict__["callbacks"] = CallbackList(value or ())
 
     # --- calling --------------------------------------------------------------
 
@@ -132,23 +145,29 @@ class Module:
 
                 return run_sync(self.acall(*args, **kwargs))
             self._missing_forward()
-        with module_span(type(self).__name__), collect_usage() as collector, self._as_caller():
+        call = observe_call("module", self, {"args": args, "kwargs": kwargs})
+        with call, collect_usage() as collector, self._as_caller():
             result = self.forward(*args, **kwargs)
-        return _attach_usage(result, collector)
+            result = _attach_usage(result, collector)
+            call.finish(result)
+        return result
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program asynchronously: aforward if defined, else forward in a thread."""
         import asyncio
 
         use_forward, use_aforward = _entry_points(type(self))
-        with module_span(type(self).__name__), collect_usage() as collector, self._as_caller():
+        call = observe_call("module", self, {"args": args, "kwargs": kwargs})
+        with call, collect_usage() as collector, self._as_caller():
             if use_aforward:
                 result = await self.aforward(*args, **kwargs)
             elif use_forward:
                 result = await asyncio.to_thread(self.forward, *args, **kwargs)
             else:
                 self._missing_forward()
-        return _attach_usage(result, collector)
+            result = _attach_usage(result, collector)
+            call.finish(result)
+        return result
 
     def _as_caller(self) -> SettingsContext:
         return settings.context(caller_modules=(*settings.caller_modules, self))

@@ -37,6 +37,7 @@ def _is_int(value: Any, minimum: int) -> bool:
 #   disable_history                  by the LM history (`dspex.clients.history`), via the hook below
 #   rollout_id                       by predictors, which pass it to the LM as its cache salt
 #   track_usage                      always True: every prediction carries its LM usage
+#   callbacks                        by `dspex.primitives.callbacks`
 DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "lm": None,
@@ -116,11 +117,21 @@ def validate(values: dict[str, Any]) -> None:
             )
 
 
+def _load_callback_dispatch(values: dict[str, Any]) -> None:
+    """Callbacks given here need their dispatcher among the call observers; it is
+    registered on first use, so programs without callbacks pay nothing for them."""
+    if values.get("callbacks"):
+        from dspex.primitives import callbacks
+
+        callbacks.enable()
+
+
 class SettingsContext:
     """Overrides settings for the current context while active (see `context`)."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         validate(values)
+        _load_callback_dispatch(values)
         self._values = values
         self._tokens: list[Token[MappingProxyType[str, Any]]] = []
 
@@ -205,6 +216,7 @@ def configure(**kwargs: Any) -> None:
     """Set process-wide defaults. A `context(...)` override still wins where active."""
     global _defaults
     validate(kwargs)
+    _load_callback_dispatch(kwargs)
     with _defaults_lock:
         _defaults = MappingProxyType({**_defaults, **kwargs})
 

@@ -5,7 +5,9 @@
 (`dspex.runtime.supervision.application`): the root supervisor is a detached named
 actor in the ``dspex`` namespace, so a second driver attaching to the same
 cluster finds the same tree. While the runtime is up, evaluations fan out to
-EvalWorker actors and LM requests go through the cluster's provider pools.
+EvalWorker actors, compiles run in coordinator actors (both installed into the
+core's seams by `dspex.runtime.seams`) and LM requests go through the
+cluster's provider pools.
 
 ``dspex.status()`` reads the tree, the pools and the dead letters of a running
 runtime (the ``dspex status`` command prints it).
@@ -31,9 +33,8 @@ from dspex.errors import (
     ConfigurationError,
     RuntimeNotRunningError,
 )
+from dspex.runtime.names import NAMESPACE, ROOT_SUPERVISOR
 
-NAMESPACE = "dspex"
-ROOT_SUPERVISOR = "dspex.root"
 # Every worker of a job started by dspex.init routes LM calls through the pools
 # and, like the driver, sends no usage statistics anywhere.
 WORKER_ENV: dict[str, str] = {"DSPEX_POOLS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -116,6 +117,7 @@ def init(
                 ray.shutdown()
             raise
         _runtime = runtime
+        _install_seams()
         _enable_pools()
         log.info("dspex runtime up (address=%s)", address or "local")
         return runtime
@@ -138,6 +140,7 @@ def shutdown(*, stop_tree: bool | None = None) -> None:
         _runtime = None
         import ray
 
+        _uninstall_seams()
         _disable_pools()
         if not ray.is_initialized():
             return  # Ray was shut down under us: the tree is out of reach (or gone with it)
@@ -419,6 +422,18 @@ def _start_root() -> tuple[Any, bool]:
     from dspex.runtime.supervision.application import ensure_root
 
     return ensure_root()
+
+
+def _install_seams() -> None:
+    from dspex.runtime import seams
+
+    seams.install()
+
+
+def _uninstall_seams() -> None:
+    from dspex.runtime import seams
+
+    seams.uninstall()
 
 
 def _enable_pools() -> None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspex.errors import ConfigurationError, DspexError, RunCancelledError
 from dspex.optimizers.run_store import RunStore
-from dspex.runtime import ROOT_SUPERVISOR
+from dspex.runtime.names import NAMESPACE, OPTIMIZERS_SUPERVISOR, ROOT_SUPERVISOR, RUN_PREFIX
 from dspex.runtime.supervision.child import Supervised
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dspex.optimizers")
 
-OPTIMIZERS_SUPERVISOR = "dspex.optimizers"
-NAME_PREFIX = "dspex.run."
 # Step keys the coordinator owns; they are not the optimizer's checkpoints.
 RESERVED_PREFIX = "coordinator:"
 JOB_KEY = RESERVED_PREFIX + "job"
@@ -79,7 +77,7 @@ JOB_SETTINGS = (
 
 
 def coordinator_name(run_id: str) -> str:
-    return NAME_PREFIX + run_id
+    return RUN_PREFIX + run_id
 
 
 def new_run_id(optimizer: Any) -> str:
@@ -258,6 +256,7 @@ class RayEvaluator:
 
     async def __call__(self, program: Any, devset: Any, metric: Any, **options: Any) -> Any:
         from dspex.evaluate.evaluate import Evaluate
+        from dspex.runtime.evaluation import ray_runner  # noqa: F401  (registers runner="ray")
 
         options.setdefault("display_progress", False)
         return await Evaluate(devset=list(devset), metric=metric, runner="ray", **options).acall(program)
@@ -463,8 +462,6 @@ async def _start_standalone() -> Any:
 
 def _named(name: str) -> Any | None:
     import ray
-
-    from dspex.runtime.supervision.names import NAMESPACE
 
     try:
         return ray.get_actor(name, namespace=NAMESPACE)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspex.errors import ConfigurationError, CoordinatorUnavailableError
+from dspex.optimizers.backends import COORDINATOR, register_compile_backend
 from dspex.optimizers.run_store import RunStore
 from dspex.runtime.coordinator import (
     JOB_KEY,
@@ -37,6 +38,7 @@ from dspex.runtime.coordinator import (
     new_run_id,
     stored_result,
 )
+from dspex.runtime.names import NAMESPACE
 from dspex.utils.aio import run_sync
 
 if TYPE_CHECKING:
@@ -108,8 +110,6 @@ def _coordinator_alive(run_id: str) -> bool | None:
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return None  # never start or connect Ray just to list runs
-    from dspex.runtime.supervision.names import NAMESPACE
-
     try:
         handle = ray.get_actor(coordinator_name(run_id), namespace=NAMESPACE)
     except ValueError:
@@ -251,8 +251,6 @@ class _Attachment:
     def _lookup(self) -> Any | None:
         import ray
 
-        from dspex.runtime.supervision.names import NAMESPACE
-
         try:
             handle = ray.get_actor(self.name, namespace=NAMESPACE)
         except ValueError:
@@ -337,3 +335,8 @@ class _ProgressDisplay:
 
 
 __all__ = ["CoordinatorUnavailableError", "RunSummary", "aresume", "compile_remote", "resume", "runs"]
+
+
+# The runtime fills the optimizers' compile-backend seam: wherever this module is loaded,
+# compile(coordinator=True) runs in a coordinator; dspex.init() makes it the default.
+register_compile_backend(COORDINATOR, compile_remote)

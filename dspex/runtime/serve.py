@@ -46,14 +46,12 @@ from dspex.errors import (
     RuntimeNotRunningError,
     ServiceUnavailableError,
 )
+from dspex.runtime.names import NAMESPACE, SERVICE_PREFIX, SERVICES_SUPERVISOR
 from dspex.runtime.supervision.child_spec import ChildSpec
-from dspex.runtime.supervision.names import NAMESPACE
 from dspex.runtime.supervision.reasons import first_line
 
 logger = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "dspex.serve."
-SERVICES_SUPERVISOR = "dspex.services"  # dspex.runtime.supervision.application.SERVICES
 DEFAULT_MAX_CONCURRENCY = 64
 RESOLVE_TIMEOUT = 30.0  # a replica restart takes ~1 s; a start on a busy node longer
 START_TIMEOUT = 120.0

@@ -178,9 +178,9 @@ async def test_save_as_csv_writes_the_union_of_columns(tmp_path: Path) -> None:
 
 async def test_evaluation_reports_itself_on_the_event_bus() -> None:
     from dspex.evaluate import Evaluate
+    from dspex.observability.events import subscribe
     from dspex.primitives.example import Example
     from dspex.primitives.prediction import Prediction
-    from dspex.runtime.supervision.events import subscribe
 
     seen: list = []
     subscription = subscribe(seen.append, kinds=["eval.*"])

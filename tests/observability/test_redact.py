@@ -74,7 +74,7 @@ def test_one_rule_for_structured_records_shown_and_stored() -> None:
 
 
 def test_events_keep_token_counts_and_mask_keys() -> None:
-    from dspex.runtime.supervision.events import EventBus
+    from dspex.observability.events import EventBus
 
     bus = EventBus()
     bus.subscribe(lambda event: None)

@@ -64,6 +64,20 @@ async def test_module_span_contains_the_lm_span_of_a_call_inside_it(
     }
 
 
+def test_a_failing_sync_module_call_is_an_error_span_through_the_call_hook(
+    exporter: InMemorySpanExporter,
+) -> None:
+    class Fails(dspex.Module):
+        def forward(self, question: str) -> str:
+            raise ValueError("no answer")
+
+    with pytest.raises(ValueError, match="no answer"):
+        Fails()(question="x")  # Module.__call__ reports to the call observers; tracing is one
+    module = by_name(exporter.get_finished_spans(), "module Fails")
+    assert module.status.status_code == StatusCode.ERROR
+    assert module.attributes["error.type"] == "ValueError"
+
+
 def test_sync_lm_call_inside_a_module_span_is_its_child(exporter: InMemorySpanExporter) -> None:
     lm = make_lm(FakeTransport())
     # The sync LM call runs on dspex's background loop: the span context must travel there.

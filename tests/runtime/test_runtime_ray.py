@@ -31,8 +31,12 @@ from dspex.cli.status import status as status_command
 from dspex.clients import cache as cache_module
 from dspex.clients.cache import LMCache
 from dspex.clients.lm import LM
+from dspex.evaluate.runners import default_runner
+from dspex.optimizers.backends import compile_backend
+from dspex.runtime.names import NAMESPACE
 from dspex.runtime.pools import pool_client
 from dspex.runtime.pools.pool_client import pool_name, stop_pool
+from dspex.runtime.runs import compile_remote
 from dspex.runtime.supervision.application import (
     CHILDREN,
     DEAD_LETTERS,
@@ -42,7 +46,6 @@ from dspex.runtime.supervision.application import (
     start_root,
 )
 from dspex.runtime.supervision.events import EVENT_LOG_NAME
-from dspex.runtime.supervision.names import NAMESPACE
 from dspex.simlm import start_sim_lm
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -117,6 +120,9 @@ def test_init_attaches_to_the_running_ray_and_is_idempotent(rt: runtime.Runtime)
     assert all(c.state == "running" for c in children)
     assert [c.is_supervisor for c in children] == [False, True, True, True]
     assert pool_client.pool_routing_enabled()
+    # The runtime filled the core's seams: evaluations and compiles go to actors.
+    assert default_runner().name == "ray" and default_runner().remote
+    assert compile_backend(None) is compile_remote
 
 
 SECOND_DRIVER = """
@@ -330,6 +336,8 @@ def test_shutdown_stops_the_tree_in_reverse_order_and_leaves_ray_up(rt: runtime.
     ]
     assert stopped == list(reversed(CHILDREN))
     assert not pool_client.pool_routing_enabled()
+    # ...and shutdown put the in-process defaults back.
+    assert default_runner().name == "local" and compile_backend(None) is None
 
     result = CliRunner().invoke(cli(), [])
     assert result.exit_code == 4

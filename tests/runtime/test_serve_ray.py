@@ -24,6 +24,7 @@ from dspex import runtime
 from dspex.errors import ConfigurationError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
+from dspex.runtime.names import NAMESPACE
 from dspex.runtime.serve import (
     RemoteProgramError,
     ReplicaDiedError,
@@ -32,7 +33,6 @@ from dspex.runtime.serve import (
     serve,
 )
 from dspex.runtime.supervision.application import SERVICES, dead_letters
-from dspex.runtime.supervision.names import NAMESPACE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -109,7 +109,7 @@ def test_compile_in_a_killed_coordinator_resumes_and_a_new_driver_gets_its_progr
 ) -> None:
     import ray
 
-    from dspex.runtime.supervision.names import NAMESPACE
+    from dspex.runtime.names import NAMESPACE
 
     store = RunStore(script_env["DSPEX_RUNS_DB"])
     driver = start(script_env, "compile", "user-run")

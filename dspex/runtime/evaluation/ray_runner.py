@@ -57,6 +57,7 @@ from dspex.evaluate.runner import (
     RunOutcome,
     too_many_errors,
 )
+from dspex.evaluate.runners import Runner, register_runner
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import settings
 from dspex.runtime.evaluation.eval_worker import (
@@ -679,3 +680,8 @@ def _predictor_count(program: Any) -> int:
 def _over_limit(dispatch: _Dispatch) -> bool:
     limit = dispatch.options.max_errors
     return limit is not None and len(dispatch.failures) > limit
+
+
+# The runtime fills the core's evaluation-runner seam: wherever this module is loaded,
+# Evaluate(runner="ray") can run here; dspex.init() makes it the default.
+register_runner(Runner("ray", run_ray, remote=True))

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dspex.errors import (
+from dspex.observability.events import Event, EventBus, emit, subscribe
+from dspex.runtime.names import NAMESPACE
+from dspex.runtime.supervision.child import Supervised, supervised_class
+from dspex.runtime.supervision.child_spec import ChildSpec
+from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
+from dspex.runtime.supervision.errors import (
     ChildAlreadyExistsError,
     ChildNotFoundError,
     ChildRunningError,
@@ -20,13 +25,10 @@ from dspex.errors import (
     SupervisorError,
     SupervisorStoppedError,
 )
-from dspex.runtime.supervision.child import Supervised, supervised_class
-from dspex.runtime.supervision.child_spec import ChildSpec
-from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
-from dspex.runtime.supervision.events import Event, EventBus, EventLog, emit, subscribe
+from dspex.runtime.supervision.events import EventLog
 from dspex.runtime.supervision.intensity import RestartIntensity
-from dspex.runtime.supervision.names import NAMESPACE, ServiceRef
 from dspex.runtime.supervision.reasons import ExitReason
+from dspex.runtime.supervision.service_ref import ServiceRef
 from dspex.runtime.supervision.state import (
     ChildCounts,
     ChildInfo,

@@ -1,7 +1,7 @@
 """Ray glue for the event bus: forward local events to the cluster's
 ``EventLog`` in batches, and long-poll it for other processes' events.
 
-Imported only by ``events.py`` once Ray is initialised.
+Imported only by ``events.py`` (and the supervisor) once Ray is initialised.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from dspex.runtime.supervision.events import EVENT_LOG_NAME, ORIGIN, Event, EventBus, EventLog
-from dspex.runtime.supervision.names import NAMESPACE
+from dspex.observability.events import ORIGIN, Event, EventBus
+from dspex.runtime.names import EVENT_LOG_NAME, NAMESPACE
+from dspex.runtime.supervision.events import EventLog
 
 logger = logging.getLogger(__name__)
 

@@ -31,21 +31,29 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from dspex.errors import ChildStartError, SupervisorStoppedError
-from dspex.runtime import ROOT_SUPERVISOR, RuntimeNotRunningError
+from dspex.runtime import RuntimeNotRunningError
+from dspex.runtime.names import (
+    DEAD_LETTERS,
+    NAMESPACE,
+    OPTIMIZERS_SUPERVISOR,
+    PROVIDERS_SUPERVISOR,
+    ROOT_SUPERVISOR,
+    SERVICES_SUPERVISOR,
+    TREE_BRANCHES,
+)
 from dspex.runtime.supervision import events
 from dspex.runtime.supervision.child_spec import ChildSpec
 from dspex.runtime.supervision.dead_letters import DeadLetter, DeadLetterQueue
-from dspex.runtime.supervision.names import NAMESPACE
+from dspex.runtime.supervision.errors import ChildStartError, SupervisorStoppedError
 from dspex.runtime.supervision.supervisor import start_supervisor, stop_supervisor, supervisor_spec
 
 logger = logging.getLogger(__name__)
 
-DEAD_LETTERS = "dspex.dead_letters"
-PROVIDERS = "dspex.providers"
-SERVICES = "dspex.services"
-OPTIMIZERS = "dspex.optimizers"
-CHILDREN = (DEAD_LETTERS, PROVIDERS, SERVICES, OPTIMIZERS)  # start order
+# The tree's names live in dspex.runtime.names; these aliases keep this module's API.
+PROVIDERS = PROVIDERS_SUPERVISOR
+SERVICES = SERVICES_SUPERVISOR
+OPTIMIZERS = OPTIMIZERS_SUPERVISOR
+CHILDREN = TREE_BRANCHES  # start order
 
 DEAD_LETTER_CAPACITY = 10_000
 START_TIMEOUT = 120.0  # the root and its four children: a few seconds, more on a busy cluster
@@ -64,9 +72,9 @@ HEAD_NODE: dict[str, Any] = {"num_cpus": 0, "resources": {"node:__internal_head_
 # poison request costs 1 + retries replica restarts, hence the widest margin.
 ROOT_INTENSITY: dict[str, Any] = {"max_restarts": 3, "max_seconds": 30.0}
 BRANCH_INTENSITY: dict[str, dict[str, Any]] = {
-    PROVIDERS: {"max_restarts": 10, "max_seconds": 60.0},
-    SERVICES: {"max_restarts": 30, "max_seconds": 60.0},
-    OPTIMIZERS: {"max_restarts": 10, "max_seconds": 60.0},
+    PROVIDERS_SUPERVISOR: {"max_restarts": 10, "max_seconds": 60.0},
+    SERVICES_SUPERVISOR: {"max_restarts": 30, "max_seconds": 60.0},
+    OPTIMIZERS_SUPERVISOR: {"max_restarts": 10, "max_seconds": 60.0},
 }
 
 
@@ -148,7 +156,7 @@ def _retire_standalone_optimizers() -> None:
     """Stop an idle ``dspex.optimizers`` started without the tree (``compile(coordinator=True)``
     before ``dspex.init()``), so the tree can take its name."""
     try:
-        handle = ray.get_actor(OPTIMIZERS, namespace=NAMESPACE)
+        handle = ray.get_actor(OPTIMIZERS_SUPERVISOR, namespace=NAMESPACE)
     except ValueError:
         return
     counts = ray.get(handle.count_children.remote(), timeout=30)
@@ -156,11 +164,11 @@ def _retire_standalone_optimizers() -> None:
         from dspex.errors import ConfigurationError
 
         raise ConfigurationError(
-            f"a standalone {OPTIMIZERS!r} supervisor is running {counts.active} optimization run(s); "
+            f"a standalone {OPTIMIZERS_SUPERVISOR!r} supervisor is running {counts.active} optimization run(s); "
             "let them finish (or stop them with `dspex runs cancel`) before starting the dspex tree"
         )
     stop_supervisor(handle, timeout=STOP_TIMEOUT)
-    _wait_name_released(OPTIMIZERS, handle, NAME_RELEASE_TIMEOUT)
+    _wait_name_released(OPTIMIZERS_SUPERVISOR, handle, NAME_RELEASE_TIMEOUT)
 
 
 def _live_root(deadline: float) -> Any | None:
@@ -248,8 +256,8 @@ def collect_status(recent: int = 5, timeout: float = 10.0) -> dict[str, Any]:
     """The tree, the provider pools and the dead letters, as plain JSON-ready data
     (see ``dspex.runtime.status``). Raises ``RuntimeNotRunningError`` when there is
     no live root on the cluster this process is connected to."""
-    # The dashboard reads the same actors: one reading of each, shared.
-    from dspex.dashboard.sources import dead_letter_row, provider_pools, tree_node
+    # The dashboard reads the same actors through the same functions.
+    from dspex.runtime.status_rows import dead_letter_row, provider_pools, tree_node
     from dspex.runtime.supervision.tree import render_tree
 
     tree = _root_tree(timeout)

@@ -30,11 +30,11 @@ from typing import Any, ClassVar
 import ray
 from ray.exceptions import ActorAlreadyExistsError, GetTimeoutError, RayActorError, RayError
 
-from dspex.errors import ChildStartError, SupervisorStoppedError
+from dspex.runtime.names import NAMESPACE
 from dspex.runtime.supervision import _event_remote, events
 from dspex.runtime.supervision.child import Supervised, supervised_class
 from dspex.runtime.supervision.child_spec import ChildSpec, Restart, Shutdown
-from dspex.runtime.supervision.names import NAMESPACE
+from dspex.runtime.supervision.errors import ChildStartError, SupervisorStoppedError
 from dspex.runtime.supervision.reasons import (
     SHUTDOWN,
     ExitReason,

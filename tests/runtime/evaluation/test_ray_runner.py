@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex import runtime
 from dspex.clients.types import Usage
 from dspex.errors import EvaluationError
 from dspex.evaluate import Evaluate
 from dspex.evaluate.runner import run_local
+from dspex.runtime import seams
 from dspex.runtime.evaluation.ray_runner import (
     DispatchStats,
     EvalWorkerPool,
@@ -154,18 +154,20 @@ def test_through_the_simulated_lm_matches_in_process(pool: EvalWorkerPool) -> No
     assert remote.usage.calls == 30 and completions == 60
 
 
-def test_the_runtime_being_up_selects_the_ray_runner(
-    pool: EvalWorkerPool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_runtime_installs_the_ray_runner_as_the_default(pool: EvalWorkerPool) -> None:
     data = [ex for ex in devset(12) if int(ex.question.split()[0]) % 11]
-    monkeypatch.setattr(runtime, "active", lambda: True)
-
-    chosen = Evaluate(devset=data, metric=exact)(Adder())
-    forced = Evaluate(devset=data, metric=exact, runner="local")(Adder())
+    seams.install()  # what dspex.init() does once the tree is up
+    try:
+        chosen = Evaluate(devset=data, metric=exact)(Adder())
+        forced = Evaluate(devset=data, metric=exact, runner="local")(Adder())
+    finally:
+        seams.uninstall()
+    after = Evaluate(devset=data, metric=exact)(Adder())
 
     assert os.getpid() not in {pred.pid for _, pred, _ in chosen.results}
     assert {pred.pid for _, pred, _ in forced.results} == {os.getpid()}
     assert chosen.score == forced.score
+    assert {pred.pid for _, pred, _ in after.results} == {os.getpid()}  # local again
 
 
 def test_an_unknown_runner_is_refused() -> None:

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import ray
 
+from dspex.runtime.names import NAMESPACE
 from dspex.runtime.supervision import ChildInfo, Event, Supervised
 from dspex.runtime.supervision.events import start_event_log
-from dspex.runtime.supervision.names import NAMESPACE
 
 T = TypeVar("T")
 

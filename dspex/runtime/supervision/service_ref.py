@@ -15,8 +15,8 @@ import asyncio
 import time
 from typing import Any
 
-from dspex.errors import ServiceRestartedError, ServiceUnavailableError
-from dspex.runtime import NAMESPACE
+from dspex.runtime.names import NAMESPACE
+from dspex.runtime.supervision.errors import ServiceRestartedError, ServiceUnavailableError
 from dspex.runtime.supervision.reasons import first_line
 
 POLL_INTERVAL = 0.05  # seconds between look-ups while a restarted actor registers

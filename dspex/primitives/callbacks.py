@@ -1,0 +1,190 @@
+"""DSPy-style callbacks: handlers told when modules, LMs, adapters and evaluations run.
+
+Subclass `BaseCallback`, override the handlers you need, and pass instances in
+``dspex.configure(callbacks=[...])`` (every call), ``dspex.context(callbacks=[...])``
+(calls in that context), or a module's ``callbacks=`` (calls of that module)::
+
+    class Printer(dspex.BaseCallback):
+        def on_lm_end(self, call_id, outputs, exception):
+            print("LM said", outputs)
+
+    dspex.configure(callbacks=[Printer()])
+
+Each call gets a fresh ``call_id`` shared by its start and end handler. A start
+handler receives the instance and its inputs as a dict (a module call:
+``{"args": (...), "kwargs": {...}}``; an LM call: ``{"messages": [...],
+"kwargs": {...}}``; an adapter's format: ``signature``, ``demos``, ``inputs``;
+its parse: ``signature``, ``completion``; an evaluation: ``program``, ``metric``,
+``devset`` and the call's options). An end handler receives the outputs (None
+when the call raised) and the exception (None when it returned).
+
+Handlers run inline, in the order given: the settings' callbacks first, then
+the instance's. A handler that raises is logged and skipped; the call goes on.
+
+The dispatch is a call observer (`dspex.observability.hooks`): the core reports
+its calls there and knows nothing of callbacks. It is registered the first time
+a callback is given anywhere (settings, a module's list), so a program without
+callbacks pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Self, SupportsIndex
+
+from dspex.observability import hooks
+from dspex.primitives.settings import settings
+
+logger = logging.getLogger("dspex.callbacks")
+
+
+class BaseCallback:
+    """Base class of callback handlers; every handler does nothing until overridden."""
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A module (``dspex.Module``, e.g. Predict) is called with ``inputs``."""
+
+    def on_module_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """The module call returned ``outputs`` (None if it raised ``exception``)."""
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An LM (``instance``) is sent a request: ``inputs["messages"]``, ``inputs["kwargs"]``."""
+
+    def on_lm_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """The LM answered ``outputs`` (its output texts), or failed with ``exception``."""
+
+    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An adapter formats a signature, demos and inputs into chat messages."""
+
+    def on_adapter_format_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """The adapter produced ``outputs`` (the messages)."""
+
+    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An adapter parses one LM reply (``inputs["completion"]``) into output fields."""
+
+    def on_adapter_parse_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """The adapter parsed ``outputs`` (a dict of output fields), or could not."""
+
+    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An ``Evaluate`` (``instance``) starts on ``inputs["program"]``."""
+
+    def on_evaluate_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """The evaluation ended with ``outputs`` (an ``EvaluationResult``) or ``exception``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Dispatch:
+    """One call's callbacks, carried from its start to its end."""
+
+    call_id: str
+    kind: str
+    callbacks: tuple[Any, ...]
+
+
+class CallbackDispatcher:
+    """The call observer that runs the callbacks active for a call."""
+
+    def call_started(
+        self, kind: hooks.CallKind, instance: Any, inputs: dict[str, Any]
+    ) -> _Dispatch | None:
+        callbacks = active_callbacks(instance)
+        if not callbacks:
+            return None
+        dispatch = _Dispatch(uuid.uuid4().hex, kind, callbacks)
+        for callback in callbacks:
+            _run(callback, f"on_{kind}_start", call_id=dispatch.call_id, instance=instance, inputs=inputs)
+        return dispatch
+
+    def call_ended(
+        self, dispatch: _Dispatch, outputs: Any, exception: BaseException | None
+    ) -> None:
+        for callback in dispatch.callbacks:
+            _run(
+                callback,
+                f"on_{dispatch.kind}_end",
+                call_id=dispatch.call_id,
+                outputs=outputs,
+                exception=exception,
+            )
+
+
+def active_callbacks(instance: Any) -> tuple[Any, ...]:
+    """The callbacks for a call of ``instance``: the settings' ones, then its own."""
+    own = getattr(instance, "callbacks", None) or ()
+    configured = settings.callbacks
+    if not configured:
+        return tuple(own)
+    return (*configured, *own)
+
+
+def _run(callback: Any, handler_name: str, **arguments: Any) -> None:
+    # DSPy passes the arguments by keyword; handlers written for it expect that.
+    handler = getattr(callback, handler_name, None)
+    if handler is None:
+        return  # a duck-typed callback that does not handle this kind of call
+    try:
+        handler(**arguments)
+    except Exception:
+        # A broken callback must not break the program it observes.
+        logger.exception("dspex: callback %r failed in %s", callback, handler_name)
+
+
+DISPATCHER = CallbackDispatcher()
+
+
+def enable() -> None:
+    """Register the dispatcher with the call observers (once; later calls do nothing)."""
+    hooks.add_call_observer(DISPATCHER)
+
+
+class CallbackList(list[Any]):
+    """A module's ``callbacks``: a list that registers the dispatcher as soon as it holds one.
+
+    So ``module.callbacks.append(cb)`` works like ``Module(callbacks=[cb])``, and a
+    program unpickled in another process (a Ray worker) brings its callbacks along.
+    """
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        super().__init__(items)
+        self._enable_if_any()
+
+    def _enable_if_any(self) -> None:
+        if self:
+            enable()
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        enable()
+
+    def insert(self, index: SupportsIndex, item: Any) -> None:
+        super().insert(index, item)
+        enable()
+
+    def extend(self, items: Iterable[Any]) -> None:
+        super().extend(items)
+        self._enable_if_any()
+
+    def __iadd__(self, items: Iterable[Any]) -> Self:  # type: ignore[override,misc]
+        super().__iadd__(items)
+        self._enable_if_any()
+        return self
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        self._enable_if_any()
+
+
+__all__ = ["BaseCallback", "CallbackDispatcher", "CallbackList", "active_callbacks", "enable"]
