@@ -28,6 +28,14 @@ from dspex.runtime.supervision import (
 )
 
 
+def _gone(handle: object) -> bool:
+    try:
+        ray.get(handle.get.remote(), timeout=5)  # type: ignore[attr-defined]
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
 def test_service_ref_follows_restarts(roots) -> None:
     root = unique("svc")
     name = f"{root}.counter"
@@ -36,7 +44,10 @@ def test_service_ref_follows_restarts(roots) -> None:
     assert ref.call_sync("incr") == 1
     first = ref.actor_id
 
-    ray.kill(ref.resolve())
+    victim = ref.resolve()
+    ray.kill(victim)
+    # ray.kill returns before the actor is gone: a call sent earlier could still succeed.
+    wait_until(lambda: _gone(victim), what="the killed actor to be gone")
     # Not idempotent: Ray cannot say whether it ran, so it is not retried.
     with pytest.raises(ServiceRestartedError) as err:
         ref.call_sync("incr")
