@@ -57,13 +57,6 @@ CORE: frozenset[str] = frozenset(
     }
 )
 
-# Upward edges being removed on another branch right now (the LM client's pool routing
-# becomes a request-dispatcher seam the runtime fills). Listed here so this test guards
-# everything else meanwhile; delete each entry when its branch lands. Nothing else belongs here.
-PENDING_REMOVAL: frozenset[tuple[str, str]] = frozenset(
-    {("dspex.clients.lm", "dspex.runtime.pools.pool_client")}
-)
-
 FACADE = "dspex"
 
 
@@ -176,11 +169,7 @@ class ImportGraph:
 
     def real_edges(self) -> list[Edge]:
         """Edges that run code: statements, not lazy tables; pending removals left out."""
-        return [
-            e
-            for e in self.edges
-            if not e.lazy_table and (e.source, e.target) not in PENDING_REMOVAL
-        ]
+        return [e for e in self.edges if not e.lazy_table]
 
     def ray_importers(self) -> dict[str, list[str]]:
         """Each module that imports ray, directly or through dspex modules, with one chain."""
@@ -228,25 +217,15 @@ def test_imports_only_run_downward() -> None:
     upward = [
         str(edge)
         for edge in GRAPH.edges
-        if (edge.source, edge.target) not in PENDING_REMOVAL
-        and top_level(edge.source) != FACADE
+        if top_level(edge.source) != FACADE
         and (layer_of(edge.target) or 0) > (layer_of(edge.source) or 0)
     ]
     assert not upward, "imports of a higher layer:\n" + "\n".join(sorted(set(upward)))
 
 
-def test_pending_removals_still_exist() -> None:
-    """An entry of PENDING_REMOVAL whose import is gone must be deleted from the list."""
-    present = {(e.source, e.target) for e in GRAPH.edges}
-    stale = sorted(PENDING_REMOVAL - present)
-    assert not stale, f"these imports are gone: delete them from PENDING_REMOVAL: {stale}"
-
-
 def test_subpackages_form_no_cycle() -> None:
     graph: dict[str, dict[str, Edge]] = {}
     for edge in GRAPH.edges:
-        if (edge.source, edge.target) in PENDING_REMOVAL:
-            continue
         source, target = top_level(edge.source), top_level(edge.target)
         if FACADE not in (source, target) and source != target:
             graph.setdefault(source, {}).setdefault(target, edge)

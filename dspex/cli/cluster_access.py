@@ -5,7 +5,7 @@ when ``RAY_AUTH_MODE=token`` a cluster rejects HTTP requests without an
 ``Authorization: Bearer <token>`` header. Ray's clients find the token in this
 order: the ``RAY_AUTH_TOKEN`` variable, the file named by ``RAY_AUTH_TOKEN_PATH``,
 then ``~/.ray/auth_token`` (where ``ray get-auth-token --generate`` writes it).
-We follow the same order, but ask the cluster whether it wants a token at all
+`dspex.runtime.auth_token` finds it in the same order; we ask the cluster whether it wants a token at all
 (``/api/authentication_mode`` is public) instead of trusting this process's
 ``RAY_AUTH_MODE``: the CLI often runs on a machine other than the head node.
 We never switch authentication off; a missing token is an error that says where
@@ -21,27 +21,24 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspex.cli.common import ExitCode
-from dspex.errors import CliError
+from dspex.errors import CliError, ClusterAuthError
+from dspex.runtime.auth_token import (
+    GET_TOKEN_HINT,
+    TOKEN_ENV,
+    TOKEN_PATH_ENV,
+    Token,
+    default_token_path,
+)
+from dspex.runtime.auth_token import find_token as _find_token
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-TOKEN_ENV = "RAY_AUTH_TOKEN"
-TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
-AUTH_MODE_ENV = "RAY_AUTH_MODE"
 PROBE_TIMEOUT_S = 5.0
 
-GET_TOKEN_HINT = (
-    "On the head node, `ray get-auth-token` prints the cluster's token (it reads ~/.ray/auth_token "
-    "there). Make it available here in one of the ways Ray looks for it: export "
-    f"{TOKEN_ENV}=<token>, or export {TOKEN_PATH_ENV}=<file holding the token>, or save it as "
-    "~/.ray/auth_token."
-)
 NO_CLUSTER_HINT = (
     "Start a local cluster with `dspex cluster start`, or pass the head node's dashboard URL "
     "with --address (e.g. http://127.0.0.1:8265); check RAY_API_SERVER_ADDRESS / RAY_ADDRESS "
@@ -49,58 +46,12 @@ NO_CLUSTER_HINT = (
 )
 
 
-def default_token_path() -> Path:
-    """Where Ray keeps its token when no variable says otherwise."""
-    return Path.home() / ".ray" / "auth_token"
-
-
-@dataclass(frozen=True)
-class Token:
-    """A token and where it came from (the origin is safe to print; the value is not)."""
-
-    value: str = field(repr=False)
-    origin: str = ""
-
-
 def find_token(env: Mapping[str, str] | None = None) -> Token | None:
-    """Find the Ray auth token as Ray does; None when there is none.
-
-    An unreadable or empty ``RAY_AUTH_TOKEN_PATH`` is an error, not a fall-through:
-    Ray treats it as a misconfiguration too, and silently using another token
-    would hide the mistake.
-    """
-    env = os.environ if env is None else env
-    direct = env.get(TOKEN_ENV, "").strip()
-    if direct:
-        return Token(direct, f"${TOKEN_ENV}")
-    explicit = env.get(TOKEN_PATH_ENV)
-    if explicit:
-        return Token(
-            _read_token_file(Path(explicit), required=True), f"{explicit} (${TOKEN_PATH_ENV})"
-        )
-    default = default_token_path()
-    value = _read_token_file(default, required=False)
-    return Token(value, str(default)) if value else None
-
-
-def _read_token_file(path: Path, *, required: bool) -> str:
+    """`dspex.runtime.auth_token.find_token`, its errors as the CLI's (exit code AUTH)."""
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        if not required:
-            return ""
-        raise CliError(
-            f"{TOKEN_PATH_ENV} points to {path}, which does not exist. {GET_TOKEN_HINT}",
-            ExitCode.AUTH,
-        ) from None
-    except OSError as exc:
-        raise CliError(f"cannot read the Ray auth token file {path}: {exc}", ExitCode.AUTH) from exc
-    if required and not value:
-        raise CliError(
-            f"the Ray auth token file {path} ({TOKEN_PATH_ENV}) is empty. {GET_TOKEN_HINT}",
-            ExitCode.AUTH,
-        )
-    return value
+        return _find_token(env)
+    except ClusterAuthError as exc:
+        raise CliError(str(exc), ExitCode.AUTH) from None
 
 
 # --- addresses -----------------------------------------------------------------------

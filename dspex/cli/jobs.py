@@ -252,7 +252,8 @@ def _job_errors(url: str, job_id: str | None = None) -> Iterator[None]:
     import requests
     from ray.exceptions import AuthenticationError
 
-    from dspex.cli.cluster_access import GET_TOKEN_HINT, NO_CLUSTER_HINT
+    from dspex.cli.cluster_access import NO_CLUSTER_HINT
+    from dspex.runtime.auth_token import GET_TOKEN_HINT
 
     try:
         yield

@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dspex.cli.cluster_access import AUTH_MODE_ENV, find_token
+from dspex.cli.cluster_access import find_token
 from dspex.cli.common import ExitCode
 from dspex.errors import CliError
+from dspex.runtime.auth_token import AUTH_MODE_ENV
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "cluster.json"

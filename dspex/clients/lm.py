@@ -5,10 +5,16 @@
     await lm.acomplete([{"role": "user", "content": "Say hi"}], n=3)
 
 One request goes: cache lookup -> single-flight (identical concurrent requests
-share one call) -> protocol encodes -> transport posts (behind the optional
-per-process concurrency semaphore) -> protocol decodes or raises a typed
+share one call) -> dispatch -> protocol encodes -> transport posts (behind the
+optional per-process concurrency semaphore) -> protocol decodes or raises a typed
 `LMError` -> retries on retryable errors -> cache store -> usage, history and
-request hooks.
+request hooks. The steps after dispatch are `dspex.clients.pipeline`, which the
+runtime's provider pools run too.
+
+Dispatch. With no dispatcher installed the request is made in this process.
+The runtime installs one (`dspex.clients.dispatch`) that sends cache-missed
+requests to the endpoint's provider pool; the cache, single-flight and the run
+budget stay in front of it, in the caller's process.
 
 Budgets. Inside a run with ``max_lm_calls=``/``max_cost=`` every HTTP request
 (each retry too) reserves its claim from the active budget right before it is
@@ -39,20 +45,22 @@ from typing import Any
 from dspex.clients.anthropic_protocol import AnthropicProtocol
 from dspex.clients.budget import Budget, Claim, active_budget
 from dspex.clients.cache import CachedValue, LMCache, cache_key, get_cache
+from dspex.clients.dispatch import Dispatcher, current_dispatcher
 from dspex.clients.history import MAX_HISTORY, make_entry, record
 from dspex.clients.openai_protocol import OpenAIProtocol
+from dspex.clients.pipeline import ChatProtocol, Endpoint, post_once, priced, send_n
 from dspex.clients.pricing import Price, cost_usd, lookup_price, worst_case_cost
 from dspex.clients.retry import RetryPolicy, call_with_retries
+from dspex.clients.single_flight import loop_single_flight
 from dspex.clients.transport import Transport
 from dspex.clients.types import LMResponse, Message, Usage
 from dspex.clients.usage import record_usage
 from dspex.errors import CircuitOpenError, ConfigurationError, LMError
 from dspex.observability.hooks import lm_request_hooks, observed_lm_call
-from dspex.runtime.pools.pool_client import pool_routing_enabled, route_through_pool
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS: dict[str, OpenAIProtocol | AnthropicProtocol] = {
+PROTOCOLS: dict[str, ChatProtocol] = {
     "openai": OpenAIProtocol(),
     "anthropic": AnthropicProtocol(),
 }
@@ -65,9 +73,6 @@ request's event loop; an exception in one is logged."""
 
 _KEYS: dict[str, str] = {}  # token -> explicitly given API key (never pickled)
 _SECRET_PARAMS = frozenset({"api_key", "api_base", "base_url"})
-_LEADER_GONE = object()  # single-flight: the task making the call was cancelled
-_inflight: dict[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = {}
-_default_transport: Transport | None = None
 _semaphores: dict[asyncio.AbstractEventLoop, dict[tuple[Any, ...], asyncio.Semaphore]] = {}
 
 
@@ -160,6 +165,28 @@ class LM:
     def usage(self) -> Usage:
         """Running totals of this LM's calls in this process (cache hits add nothing)."""
         return self._usage
+
+    @property
+    def protocol(self) -> ChatProtocol:
+        """The provider's wire format (encodes requests, decodes answers and errors)."""
+        return self._protocol
+
+    @property
+    def resolved_price(self) -> Price | None:
+        """The price requests are charged at: ``price=``, else the price table's entry
+        for the model, else None (cost unknown)."""
+        return self._price
+
+    def endpoint(self) -> Endpoint:
+        """Where this LM's requests go, resolved now (``api_base=``, else the provider's
+        base-URL environment variable, else its public API). Holds no secret."""
+        return Endpoint(self.provider, self.model, self.model_name, self._api_base())
+
+    def credential(self) -> str | None:
+        """The API key requests are sent with: ``api_key=`` (kept out of pickles), else
+        the provider's key variable in this process's environment. A secret: pass it
+        only to where the request is made, never to logs, events or storage."""
+        return self._api_key()
 
     @observed_lm_call  # call observers (DSPy-style callbacks) see each LM call
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
@@ -303,67 +330,45 @@ class LM:
     async def _single_flight(
         self, key: str, cache: LMCache, messages: Sequence[Message], params: dict[str, Any]
     ) -> LMResponse:
-        loop = asyncio.get_running_loop()
-        inflight = _inflight.get(loop)
-        if inflight is None:
-            inflight = _inflight_for(loop)
-        while (leader := inflight.get(key)) is not None:
-            # shield: a waiter being cancelled must not cancel the leader's call.
-            result = await asyncio.shield(leader)
-            if result is not _LEADER_GONE:
-                return _shared(result)
-        future: asyncio.Future[Any] = loop.create_future()
-        inflight[key] = future
-        try:
+        async def call() -> LMResponse:
             response = await self._request(messages, params, key)
-        except asyncio.CancelledError:
-            future.set_result(_LEADER_GONE)  # waiters try again themselves
-            raise
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # mark retrieved: no "never retrieved" noise without waiters
-            raise
-        finally:
-            if inflight.get(key) is future:
-                del inflight[key]
-        cache.put(key, _to_cache(response))
-        future.set_result(response)
-        return response
+            cache.put(key, _to_cache(response))  # before followers wake: they may re-ask
+            return response
+
+        return await loop_single_flight().run(key, call)
 
     async def _request(
         self, messages: Sequence[Message], params: dict[str, Any], key: str | None = None
     ) -> LMResponse:
-        if pool_routing_enabled():  # the runtime is up: the endpoint's ProviderPool calls
+        dispatcher = current_dispatcher()
+        if dispatcher is not None:  # the runtime's: the endpoint's provider pool calls
             budget = active_budget()
             if budget is None:
-                return await route_through_pool(self, messages, params, key)
-            return await self._pooled_within_budget(budget, messages, params, key)
-        n = params.get("n", 1)
-        if n > 1 and not self._protocol.supports_n:
-            # Providers without `n` get n parallel single requests, merged.
-            single = {k: v for k, v in params.items() if k != "n"}
-            parts = await asyncio.gather(*(self._request_once(messages, single) for _ in range(n)))
-            return _merge(parts, self.model)
-        return await self._request_once(messages, params)
+                return await dispatcher.send(self, messages, params, key)
+            return await self._dispatched_within_budget(dispatcher, budget, messages, params, key)
+        return await send_n(
+            self._protocol, params, self.model, lambda p: self._request_once(messages, p)
+        )
 
     async def _request_once(
         self, messages: Sequence[Message], params: dict[str, Any]
     ) -> LMResponse:
-        url, headers, body = self._protocol.build_request(
-            api_base=self._api_base(),
-            model_name=self.model_name,
-            messages=messages,
-            params=params,
-            api_key=self._api_key(),
-        )
-        transport = self.transport or _get_default_transport()
+        endpoint = self.endpoint()
+        api_key = self._api_key()
         semaphore = self._semaphore() if self.max_concurrency else None
         budget = active_budget()
         claim = None if budget is None else self._claim(budget, messages, params, calls=1)
 
         async def send() -> LMResponse:
-            http = await transport.post(url, headers=headers, body=body, timeout=self.timeout)
-            return self._protocol.parse_response(http, model=self.model)
+            return await post_once(
+                self._protocol,
+                endpoint,
+                messages,
+                params,
+                api_key=api_key,
+                transport=self.transport,
+                timeout=self.timeout,
+            )
 
         async def post() -> LMResponse:
             # Reserved here, after any wait for a concurrency slot: a queued request
@@ -378,31 +383,25 @@ class LM:
             async with semaphore:
                 return await post()
 
-        response = await call_with_retries(attempt, self.retry_policy)
-        if self._price is None:
-            return response
-        usage = response.usage
-        cost = cost_usd(self._price, usage.prompt_tokens, usage.completion_tokens)
-        return LMResponse(
-            outputs=response.outputs,
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.calls, cost),
-            model=response.model,
-            cached=False,
-            finish_reasons=response.finish_reasons,
-        )
+        return priced(await call_with_retries(attempt, self.retry_policy), self._price)
 
-    async def _pooled_within_budget(
-        self, budget: Budget, messages: Sequence[Message], params: dict[str, Any], key: str | None
+    async def _dispatched_within_budget(
+        self,
+        dispatcher: Dispatcher,
+        budget: Budget,
+        messages: Sequence[Message],
+        params: dict[str, Any],
+        key: str | None,
     ) -> LMResponse:
-        # A pool retries out of this budget's sight, so under a budget the pool makes
-        # one attempt per request and the retries happen here, each reserved again.
+        # A dispatcher's target retries out of this budget's sight, so under a budget it
+        # makes one attempt per request and the retries happen here, each reserved again.
         n = params.get("n", 1)
         sends = n if n > 1 and not self._protocol.supports_n else 1
         shape = params if sends == 1 else {k: v for k, v in params.items() if k != "n"}
         claim = self._claim(budget, messages, shape, calls=sends)
 
         async def send() -> LMResponse:
-            return await route_through_pool(self, messages, params, key, num_retries=0)
+            return await dispatcher.send(self, messages, params, key, num_retries=0)
 
         async def attempt() -> LMResponse:
             return await _spend(budget, claim, send, self._price)
@@ -545,22 +544,6 @@ async def _spend(
     return response
 
 
-def _get_default_transport() -> Transport:
-    # Imported on first request, so `import dspex` does not import aiohttp.
-    global _default_transport
-    if _default_transport is None:
-        from dspex.clients.aiohttp_transport import default_transport
-
-        _default_transport = default_transport()
-    return _default_transport
-
-
-def _inflight_for(loop: asyncio.AbstractEventLoop) -> dict[str, asyncio.Future[Any]]:
-    for old in [lp for lp in _inflight if lp.is_closed()]:
-        del _inflight[old]
-    return _inflight.setdefault(loop, {})
-
-
 def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequence[Message]:
     if messages is not None:
         return messages
@@ -609,24 +592,3 @@ def _from_cache(value: CachedValue, model: str) -> LMResponse:
         cached=True,
         finish_reasons=list(value["finish_reasons"]),
     )
-
-
-def _shared(response: LMResponse) -> LMResponse:
-    return LMResponse(
-        outputs=list(response.outputs),
-        usage=_NO_USAGE,
-        model=response.model,
-        cached=True,
-        finish_reasons=list(response.finish_reasons),
-    )
-
-
-def _merge(parts: list[LMResponse], model: str) -> LMResponse:
-    usage = Usage()
-    outputs: list[str] = []
-    finish: list[str | None] = []
-    for part in parts:
-        usage = usage + part.usage
-        outputs.extend(part.outputs)
-        finish.extend(part.finish_reasons)
-    return LMResponse(outputs=outputs, usage=usage, model=model, finish_reasons=finish)

@@ -24,7 +24,6 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dspex.errors import (
@@ -35,9 +34,9 @@ from dspex.errors import (
 )
 from dspex.runtime.names import NAMESPACE, ROOT_SUPERVISOR
 
-# Every worker of a job started by dspex.init routes LM calls through the pools
-# and, like the driver, sends no usage statistics anywhere.
-WORKER_ENV: dict[str, str] = {"DSPEX_POOLS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+# Workers of a job started by dspex.init send no usage statistics anywhere, like the
+# driver; they route LM calls through the pools by the setup hook (DSPEX_POOLS=0: not).
+WORKER_ENV: dict[str, str] = {"RAY_USAGE_STATS_ENABLED": "0"}
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's driver
 PROBE_TIMEOUT_S = 3.0  # Ray itself retries an unreachable address for minutes
 DEFAULT_GCS_PORT = 6379
@@ -88,8 +87,10 @@ def init(
       ``~/.ray/auth_token``) the driver sends it.
     - Neither: start a fresh local Ray with ``num_cpus`` CPUs.
 
-    ``runtime_env`` is merged with dspex's own (``DSPEX_POOLS=1``,
-    ``RAY_USAGE_STATS_ENABLED=0``; yours win). Raises ``ClusterUnreachableError``
+    ``runtime_env`` is merged with dspex's own (``RAY_USAGE_STATS_ENABLED=0``, and a
+    worker setup hook that routes workers' LM requests through the provider pools,
+    composed with yours; ``env_vars={"DSPEX_POOLS": "0"}`` keeps them in-process; your
+    values win). Raises ``ClusterUnreachableError``
     (a ``ConfigurationError``) when the address does not answer.
     """
     global _runtime
@@ -293,16 +294,10 @@ def _token_available() -> bool:
 def _token_value() -> tuple[str, str] | None:
     """``(token, where it came from)`` in Ray's order, or None. Only ever sent to the
     cluster in a header; never logged."""
-    direct = os.environ.get("RAY_AUTH_TOKEN", "").strip()
-    if direct:
-        return direct, "$RAY_AUTH_TOKEN"
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    candidate = Path(path) if path else Path.home() / ".ray" / "auth_token"
-    try:
-        value = candidate.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return (value, str(candidate)) if value else None
+    from dspex.runtime.auth_token import find_token
+
+    token = find_token()
+    return None if token is None else (token.value, token.origin)
 
 
 TOKEN_HELP = (
@@ -385,22 +380,27 @@ def _ray_sends_token() -> bool:
 
 
 def _merged_runtime_env(user: dict[str, Any] | None) -> dict[str, Any]:
-    """dspex's worker variables under the user's ``runtime_env`` (the user's win)."""
+    """dspex's worker variables and setup hook under the user's ``runtime_env``
+    (the user's values win; a user's hook is composed with ours)."""
+    from dspex.runtime.worker_setup import with_setup_hook
+
+    job = _job_runtime_env()
     env = dict(user or {})
     # In a submitted job Ray merges the job's runtime_env with ours and rejects
     # a variable set by both: the job's value stands, so leave ours out.
-    ours = {k: v for k, v in WORKER_ENV.items() if k not in _job_env_vars()}
+    job_vars = job.get("env_vars") or {}
+    ours = {k: v for k, v in WORKER_ENV.items() if k not in job_vars}
     env["env_vars"] = {**ours, **(env.get("env_vars") or {})}
-    return env
+    return with_setup_hook(env, job)
 
 
-def _job_env_vars() -> dict[str, str]:
-    """The env_vars of the submitted job this driver runs in (empty outside a job)."""
+def _job_runtime_env() -> dict[str, Any]:
+    """The runtime_env of the submitted job this driver runs in (empty outside a job)."""
     raw = os.environ.get(JOB_CONFIG_ENV)
     if not raw:
         return {}
     try:
-        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+        return dict(json.loads(raw).get("runtime_env") or {})
     except (ValueError, AttributeError, TypeError):
         return {}
 

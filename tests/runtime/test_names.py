@@ -11,11 +11,6 @@ from dspex.runtime import names
 PACKAGE_DIR = Path(dspex.__file__).resolve().parent
 NAMES_FILE = PACKAGE_DIR / "runtime" / "names.py"
 
-# Copies another branch is removing right now (the pool client is being rewritten);
-# delete each entry when it lands. Nothing else belongs here.
-PENDING_REMOVAL = {("runtime/pools/pool_client.py", names.PROVIDERS_SUPERVISOR)}
-
-
 def _defined_names() -> set[str]:
     # The namespace, "dspex", is also the tracer's and loggers' name: checked by target below.
     return {
@@ -42,15 +37,9 @@ def test_no_module_but_names_defines_a_runtime_name() -> None:
                 value = node.value.value
                 where = str(path.relative_to(PACKAGE_DIR))
                 copied = value in wanted or "NAMESPACE" in _targets(node)
-                if copied and (where, value) not in PENDING_REMOVAL:
+                if copied:
                     copies.append(f"{where}:{node.lineno} copies {value!r}")
     assert not copies, "import these from dspex.runtime.names instead:\n" + "\n".join(copies)
-
-
-def test_pending_copies_still_exist() -> None:
-    for where, value in PENDING_REMOVAL:
-        text = (PACKAGE_DIR / where).read_text()
-        assert f'"{value}"' in text, f"{where} no longer copies {value!r}: delete it from PENDING_REMOVAL"
 
 
 def test_the_runtime_package_re_exports_the_same_values() -> None:

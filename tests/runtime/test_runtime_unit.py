@@ -20,6 +20,7 @@ from dspex.errors import ConfigurationError
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.workload import batch_work, current_workload
+from dspex.runtime import worker_setup
 from dspex.runtime.serve import (
     ModuleActor,
     RemoteProgramError,
@@ -102,8 +103,29 @@ def test_user_runtime_env_is_merged_and_wins() -> None:
     assert merged == {
         "pip": ["x"],
         "env_vars": {"DSPEX_POOLS": "0", "MINE": "1", "RAY_USAGE_STATS_ENABLED": "0"},
+        "worker_process_setup_hook": "dspex.runtime.worker_setup.setup_worker",
     }
     assert runtime._merged_runtime_env(None)["env_vars"] == runtime.WORKER_ENV
+
+
+def test_a_users_setup_hook_runs_before_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    by_path = runtime._merged_runtime_env({"worker_process_setup_hook": "mypkg.setup"})
+    assert by_path["worker_process_setup_hook"] == worker_setup.HOOK_PATH
+    assert by_path["env_vars"][worker_setup.USER_HOOK_ENV] == "mypkg.setup"
+    calls: list[str] = []
+    monkeypatch.setattr(worker_setup, "install_pool_routing", lambda: calls.append("dspex"))
+    by_callable = runtime._merged_runtime_env({"worker_process_setup_hook": lambda: calls.append("user")})
+    by_callable["worker_process_setup_hook"]()
+    assert calls == ["user", "dspex"]
+
+
+def test_dspex_pools_0_keeps_a_workers_requests_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dspex.clients.dispatch import current_dispatcher
+
+    monkeypatch.setenv(worker_setup.POOLS_ENV, "0")
+    monkeypatch.delenv(worker_setup.USER_HOOK_ENV, raising=False)
+    worker_setup.setup_worker()
+    assert current_dispatcher() is None
 
 
 def test_in_a_submitted_job_the_jobs_variables_are_not_repeated(
@@ -112,7 +134,17 @@ def test_in_a_submitted_job_the_jobs_variables_are_not_repeated(
     # Ray refuses to merge a job's runtime_env with a driver's that sets the same variable.
     job = {"runtime_env": {"working_dir": "/x", "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}}
     monkeypatch.setenv(runtime.JOB_CONFIG_ENV, json.dumps(job))
-    assert runtime._merged_runtime_env(None) == {"env_vars": {"DSPEX_POOLS": "1"}}
+    assert runtime._merged_runtime_env(None) == {
+        "env_vars": {},
+        "worker_process_setup_hook": worker_setup.HOOK_PATH,
+    }
+
+
+def test_a_jobs_own_setup_hook_stands(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray allows one hook per job: dspex's actors then enable pools themselves.
+    job = {"runtime_env": {"worker_process_setup_hook": "theirs.setup"}}
+    monkeypatch.setenv(runtime.JOB_CONFIG_ENV, json.dumps(job))
+    assert "worker_process_setup_hook" not in runtime._merged_runtime_env(None)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """The process-local side of provider pools: routing an `LM`'s requests to its pool.
 
-While pools are enabled (``dspex.init`` calls `enable_pools`; a Ray worker with
-``DSPEX_POOLS=1`` in its environment enables them itself), every cache-missed
-LM request goes to the `ProviderPool` actor of its (provider, model, api_base)
-instead of making the HTTP call in this process. The cache stays in front: a
-hit never leaves the process.
+`enable_pools` installs the `PoolDispatcher` in the LM client's dispatcher seam
+(`dspex.clients.dispatch`): ``dspex.init`` does it in the driver, and the
+runtime's worker setup hook (`dspex.runtime.worker_setup`) in every Ray worker
+of the job. From then on every cache-missed LM request goes to the
+`ProviderPool` actor of its (provider, model, api_base) instead of making the
+HTTP call in this process. The cache, single-flight and the run budget stay in
+front, in the caller's process: a hit never leaves it.
 
 Requests issued in the same event-loop tick (up to `max_batch`) travel in one
 actor call, and results come back as they finish (a Ray streaming generator;
@@ -22,8 +24,8 @@ a pool starts as a child of its ``dspex.providers`` supervisor, which restarts
 it when it crashes; without the runtime it is a plain detached actor. The API key is read here
 (where the LM has it) and sent with each batch as a separate argument.
 
-Importing this module imports neither Ray nor aiohttp: the LM client imports it
-to ask `pool_routing_enabled()` on every cache miss.
+Importing this module imports neither Ray nor aiohttp (Ray is imported when a
+pool is first needed).
 """
 
 from __future__ import annotations
@@ -35,16 +37,16 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from dspex.clients.dispatch import current_dispatcher, install_dispatcher
+from dspex.clients.pipeline import priced
 from dspex.errors import ConfigurationError, LMTransportError
-from dspex.runtime import NAMESPACE
+from dspex.runtime.names import NAMESPACE, PROVIDERS_SUPERVISOR
 
 if TYPE_CHECKING:
     from dspex.clients.lm import LM
@@ -55,16 +57,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ENV_FLAG = "DSPEX_POOLS"
 DEFAULT_MAX_BATCH = 512
 # How long a batch keeps resending after its pool died (a restart takes ~0.5-2 s).
 RESEND_SECONDS = 30.0
-# The runtime's supervisor of provider pools (dspex.runtime.supervision.application.PROVIDERS).
-PROVIDERS_SUPERVISOR = "dspex.providers"
 SUPERVISED_START_S = 60.0
 Mode = Literal["stream", "batch"]
 
-_enabled: bool | None = None  # None: follow the DSPEX_POOLS environment variable
 _mode: Mode = "stream"
 _max_batch = DEFAULT_MAX_BATCH
 _handles: dict[str, Any] = {}  # pool name -> actor handle (usable from any thread)
@@ -79,13 +77,31 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 # --- switching routing on and off ------------------------------------------------
 
 
+class PoolDispatcher:
+    """The LM client's dispatcher while the runtime is up: each request to its pool."""
+
+    async def send(
+        self,
+        lm: LM,
+        messages: Sequence[Message],
+        params: dict[str, Any],
+        key: str | None,
+        *,
+        num_retries: int | None = None,
+    ) -> LMResponse:
+        return await route_through_pool(lm, messages, params, key, num_retries=num_retries)
+
+    def __repr__(self) -> str:
+        return f"PoolDispatcher(mode={_mode!r}, max_batch={_max_batch})"
+
+
 def enable_pools(*, mode: Mode | None = None, max_batch: int | None = None) -> None:
     """Route LM requests of this process through provider pools (Ray must be up).
 
     ``mode``: "stream" (results streamed back as they finish, the default) or
     "batch" (one reply per batch). ``max_batch``: most requests per actor call.
     """
-    global _enabled, _mode, _max_batch
+    global _mode, _max_batch
     if mode is not None:
         if mode not in ("stream", "batch"):
             raise ValueError(f"mode must be 'stream' or 'batch', got {mode!r}")
@@ -94,24 +110,19 @@ def enable_pools(*, mode: Mode | None = None, max_batch: int | None = None) -> N
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         _max_batch = max_batch
-    _enabled = True
+    if not pool_routing_enabled():
+        install_dispatcher(PoolDispatcher())
 
 
 def disable_pools() -> None:
     """LM requests of this process make their HTTP calls in-process again."""
-    global _enabled
-    _enabled = False
+    if pool_routing_enabled():
+        install_dispatcher(None)
 
 
 def pool_routing_enabled() -> bool:
     """Whether cache-missed LM requests in this process go to provider pools."""
-    if _enabled is not None:
-        return _enabled
-    if os.environ.get(ENV_FLAG) not in ("1", "true"):
-        return False
-    # A Ray worker told to use pools: only once Ray is up here (never start Ray from a call).
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
+    return isinstance(current_dispatcher(), PoolDispatcher)
 
 
 @contextlib.contextmanager
@@ -148,7 +159,7 @@ def pool_config(lm: LM, **overrides: Any) -> PoolConfig:
         "provider": lm.provider,
         "model": lm.model,
         "model_name": lm.model_name,
-        "api_base": lm._api_base(),
+        "api_base": lm.endpoint().api_base,
         "rpm": lm.rpm,
         "tpm": lm.tpm,
         "max_concurrency": lm.max_concurrency or DEFAULT_MAX_CONCURRENCY,
@@ -325,7 +336,7 @@ def _actor_class() -> Any:
 
 
 def _name_of(lm: LM) -> str:
-    return pool_name(lm.provider, lm.model_name, lm._api_base())
+    return pool_name(lm.provider, lm.model_name, lm.endpoint().api_base)
 
 
 def _handle_for(lm: LM) -> Any:
@@ -381,10 +392,11 @@ async def route_through_pool(
     batcher = _batchers.get((loop, name))
     if batcher is None:
         batcher = _batcher_for(loop, name, lm)
-    outcome = await batcher.submit(request, lm._api_key())
+    outcome = await batcher.submit(request, lm.credential())
     if isinstance(outcome, BaseException):
         raise outcome
-    return _priced(lm, outcome)
+    # Cost by this LM's price, exactly as an in-process call would report it.
+    return priced(outcome, lm.resolved_price)
 
 
 def _shippable(policy: RetryPolicy) -> RetryPolicy:
@@ -400,26 +412,6 @@ def _batcher_for(loop: asyncio.AbstractEventLoop, name: str, lm: LM) -> _Batcher
         _batchers.pop(stale, None)  # other threads' loops may be doing the same
     batcher = _batchers[(loop, name)] = _Batcher(loop, name, lm)
     return batcher
-
-
-def _priced(lm: LM, response: LMResponse) -> LMResponse:
-    # Cost by this LM's price, exactly as an in-process call would report it.
-    from dspex.clients.pricing import cost_usd
-    from dspex.clients.types import LMResponse, Usage
-
-    usage = response.usage
-    if response.cached or usage.calls == 0:
-        return response
-    cost = cost_usd(lm._price, usage.prompt_tokens, usage.completion_tokens)
-    if cost == usage.cost:
-        return response
-    return LMResponse(
-        outputs=response.outputs,
-        usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.calls, cost),
-        model=response.model,
-        cached=response.cached,
-        finish_reasons=response.finish_reasons,
-    )
 
 
 class _Batcher:
@@ -546,8 +538,8 @@ def _fail_all(
 
 
 __all__ = [
-    "ENV_FLAG",
     "NAMESPACE",
+    "PoolDispatcher",
     "disable_pools",
     "enable_pools",
     "forget_pool_handles",

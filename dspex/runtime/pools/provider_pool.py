@@ -17,6 +17,11 @@ endpoint passes through it, its limits hold cluster-wide exactly:
   ``Retry-After``;
 - single-flight: identical requests in flight from any process share one call.
 
+Each HTTP attempt runs the client's request pipeline (`dspex.clients.pipeline`:
+encode, post, decode, price, split ``n``), with the client's retries and
+single-flight (`dspex.clients.single_flight`), so a request made here behaves
+as the same request made in-process.
+
 Requests arrive in batches (one actor call carries many prompts) and results
 go back as they finish. ``ProviderPool`` is a plain class with async methods:
 a unit test instantiates it directly; `pool_client` wraps it with ``ray.remote``.
@@ -45,8 +50,10 @@ from dspex.clients.breaker_state import (
     DEFAULT_WINDOW_SECONDS,
 )
 from dspex.clients.limiter import RateLimiter, Reservation, estimate_tokens
-from dspex.clients.pricing import Price, cost_usd, lookup_price
+from dspex.clients.pipeline import Endpoint, post_once, priced, send_n
+from dspex.clients.pricing import Price, lookup_price
 from dspex.clients.retry import RetryPolicy, call_with_retries
+from dspex.clients.single_flight import SingleFlight
 from dspex.clients.transport import Transport
 from dspex.clients.types import LMResponse, Message, Usage
 from dspex.errors import (
@@ -64,7 +71,6 @@ DEFAULT_MAX_CONCURRENCY = 256
 # evaluation a pause, not its examples.
 DEFAULT_MAX_CIRCUIT_WAIT = 120.0
 RECENT_WINDOW_SECONDS = 10.0
-_LEADER_GONE = object()  # single-flight: the request making the call was cancelled
 
 Outcome = LMResponse | BaseException
 """What one request came to: its response, or the error it failed with (as a value)."""
@@ -151,6 +157,7 @@ class ProviderPool:
         self._protocol = PROTOCOLS[config.provider]
         self._price = config.price if config.price is not None else lookup_price(config.model_name)
         self._transport = config.transport
+        self._endpoint = Endpoint(config.provider, config.model, config.model_name, config.api_base)
         self._slots = asyncio.Semaphore(max(1, config.max_concurrency))
         self.breaker = CircuitBreaker(
             fail_max=config.fail_max,
@@ -164,7 +171,7 @@ class ProviderPool:
             name=config.model,
         )
         self.limiter = RateLimiter(rpm=config.rpm, tpm=config.tpm)
-        self._inflight: dict[tuple[str, str, bool], asyncio.Future[Any]] = {}
+        self._flights = SingleFlight()
         self._counters = _Counters()
         self._queued = 0
         self._in_flight = 0
@@ -274,41 +281,20 @@ class ProviderPool:
         # And by mode: a batch request must not fail with an interactive leader's
         # fail-fast, nor an interactive one wait behind a batch leader's patience.
         flight = (request.key, credential, request.wait_for_circuit)
-        while (leader := self._inflight.get(flight)) is not None:
-            result = await asyncio.shield(leader)
-            if result is not _LEADER_GONE:
-                self._counters.shared += 1
-                return _shared(result)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[flight] = future
-        try:
-            response = await self._execute(request, api_key)
-        except asyncio.CancelledError:
-            future.set_result(_LEADER_GONE)  # followers make the call themselves
-            raise
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: no "never retrieved" warning without followers
-            raise
-        finally:
-            if self._inflight.get(flight) is future:
-                del self._inflight[flight]
-        future.set_result(response)
-        return response
+        return await self._flights.run(
+            flight, lambda: self._execute(request, api_key), on_shared=self._count_shared
+        )
+
+    def _count_shared(self) -> None:
+        self._counters.shared += 1
 
     async def _execute(self, request: PoolRequest, api_key: str | None) -> LMResponse:
-        params = request.params
-        n = params.get("n", 1)
-        if n > 1 and not self._protocol.supports_n:
-            # Providers without `n` get n single requests, merged (as the LM does in-process).
-            from dspex.clients.lm import _merge
-
-            single = {k: v for k, v in params.items() if k != "n"}
-            parts = await asyncio.gather(
-                *(self._with_retries(request, single, api_key) for _ in range(n))
-            )
-            return _merge(list(parts), self.config.model)
-        return await self._with_retries(request, params, api_key)
+        return await send_n(
+            self._protocol,
+            request.params,
+            self.config.model,
+            lambda params: self._with_retries(request, params, api_key),
+        )
 
     async def _with_retries(
         self, request: PoolRequest, params: dict[str, Any], api_key: str | None
@@ -399,31 +385,23 @@ class ProviderPool:
         api_key: str | None,
         timeout: float,
     ) -> LMResponse:
-        url, headers, body = self._protocol.build_request(
-            api_base=self.config.api_base,
-            model_name=self.config.model_name,
-            messages=messages,
-            params=params,
-            api_key=api_key,
-        )
-        transport = self._transport or _default_transport()
         self._queued -= 1
         self._in_flight += 1
         try:
-            http = await transport.post(url, headers=headers, body=body, timeout=timeout)
+            response = await post_once(
+                self._protocol,
+                self._endpoint,
+                messages,
+                params,
+                api_key=api_key,
+                transport=self._transport,
+                timeout=timeout,
+            )
         finally:
             self._in_flight -= 1
             self._queued += 1
             self._counters.calls += 1
-        response = self._protocol.parse_response(http, model=self.config.model)
-        usage = response.usage
-        cost = cost_usd(self._price, usage.prompt_tokens, usage.completion_tokens)
-        return LMResponse(
-            outputs=response.outputs,
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.calls, cost),
-            model=response.model,
-            finish_reasons=response.finish_reasons,
-        )
+        return priced(response, self._price)
 
     # --- bookkeeping -----------------------------------------------------------
 
@@ -474,27 +452,10 @@ def _credential_id(api_key: str | None) -> str:
     return hashlib.blake2b(api_key.encode(), digest_size=16).hexdigest()
 
 
-def _shared(response: LMResponse) -> LMResponse:
-    # Another request paid for this call: report it like a cache hit, at no cost.
-    return LMResponse(
-        outputs=list(response.outputs),
-        usage=Usage(0, 0, 0, 0.0),
-        model=response.model,
-        cached=True,
-        finish_reasons=list(response.finish_reasons),
-    )
-
-
 def _prune(recent: deque[float], now: float) -> None:
     horizon = now - RECENT_WINDOW_SECONDS
     while recent and recent[0] < horizon:
         recent.popleft()
-
-
-def _default_transport() -> Transport:
-    from dspex.clients.aiohttp_transport import default_transport
-
-    return default_transport()
 
 
 def _emit_event(kind: str, source: str, **data: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dspex.clients import dispatch
 from dspex.clients.lm import LM
 from dspex.clients.retry import RetryPolicy
 from dspex.clients.transport import HTTPResponse
@@ -304,14 +305,11 @@ def test_request_deadline_nests_to_the_earliest() -> None:
 
 
 def test_routing_is_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool_client, "_enabled", None)
-    monkeypatch.delenv(pool_client.ENV_FLAG, raising=False)
+    # Routing is the installed dispatcher, nothing else: no environment variable, no
+    # question whether Ray is up.
+    monkeypatch.setattr(dispatch, "_installed", None)
+    monkeypatch.setenv("DSPEX_POOLS", "1")
     assert not pool_client.pool_routing_enabled()
-    monkeypatch.setenv(pool_client.ENV_FLAG, "1")
-    ray = sys.modules.get("ray")
-    # The env flag routes only once Ray is up in this process; never starts Ray itself.
-    expected = ray is not None and ray.is_initialized()
-    assert pool_client.pool_routing_enabled() == expected
     pool_client.enable_pools()
     assert pool_client.pool_routing_enabled()
     pool_client.disable_pools()
@@ -331,7 +329,7 @@ from dspex.primitives.workload import batch_work, interactive_work
 from dspex.clients.lm import LM
 from dspex.clients.retry import RetryPolicy
 
-pool_client._enabled = True
+pool_client.enable_pools()
 lm = LM("openai/sim", api_base={sim.url!r}, cache=False)
 try:
     asyncio.run(asyncio.wait_for(lm.acomplete([{{"role": "user", "content": "x"}}]), 30.0))

@@ -18,6 +18,7 @@ import pytest
 
 import dspex
 from dspex.clients import cache as cache_module
+from dspex.clients import dispatch
 from dspex.clients.cache import LMCache
 from dspex.clients.lm import LM
 from dspex.clients.retry import RetryPolicy
@@ -46,7 +47,7 @@ def sim() -> Iterator[SimLMProcess]:
 @pytest.fixture
 def pools(ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Routing on in this process, a fresh memory-only cache; restored afterwards."""
-    monkeypatch.setattr(pool_client, "_enabled", pool_client._enabled)
+    monkeypatch.setattr(dispatch, "_installed", dispatch.current_dispatcher())
     monkeypatch.setattr(cache_module, "_default", LMCache(enable_disk=False))
     pool_client.enable_pools()
     yield
@@ -76,12 +77,14 @@ def caller_class() -> Any:
 
     @ray.remote(num_cpus=0)
     class Caller:
-        """Calls an LM from its own process, with pool routing on via DSPEX_POOLS=1."""
+        """Calls an LM from its own process, with pool routing on via dspex's setup hook."""
 
         def __init__(self) -> None:
             from dspex.clients.cache import configure_cache
+            from dspex.runtime.worker_setup import setup_worker
 
             configure_cache(enable_disk=False)
+            setup_worker()  # what dspex's hook does in a job's workers (one per job only)
             self._tasks: list[asyncio.Task[None]] = []
             self.count = 0
 
@@ -111,7 +114,7 @@ def caller_class() -> Any:
 def start_caller(node_id: str | None = None) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    options: dict[str, Any] = {"runtime_env": {"env_vars": {pool_client.ENV_FLAG: "1"}}}
+    options: dict[str, Any] = {}
     if node_id is not None:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
     return caller_class().options(**options).remote()
@@ -233,7 +236,7 @@ async def test_an_evaluation_through_the_pool_loses_nothing_to_random_errors(
     size = 2000
     faults = {"error_500_rate": error_rate / 2, "error_429_rate": error_rate / 2, "retry_after": 0}
     devset = [dspex.Example(question=f"q{i}").with_inputs("question") for i in range(size)]
-    workers = EvalWorkerPool(actor_options={"runtime_env": {"env_vars": {pool_client.ENV_FLAG: "1"}}})
+    workers = EvalWorkerPool(actor_options={})
     with spawn_sim_lm(seed=11, faults=faults) as flaky:
         lm = LM("openai/sim", api_base=flaky.url, cache=False)
         lm.retry_policy = fast_retries(10)
