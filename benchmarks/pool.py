@@ -8,8 +8,10 @@ actor, with C calls in flight from one asyncio client:
 - pool CPU per call (the actor's process time, from its stats),
 - calls/s of the whole path.
 
-Both reply modes are measured: "stream" (a Ray streaming generator, results as
-they finish) and "batch" (one reply per batch). A last run adds latency with
+Three modes are measured: "lease" (the client makes the HTTP call under a
+lease from the pool, which keeps only the shared state), "stream" (the pool
+makes the call; a Ray streaming generator returns results as they finish) and
+"batch" (the pool makes the call; one reply per batch). A last run adds latency with
 jitter (20 ms + up to 200 ms) to show what each mode does to per-call latency.
 
     python benchmarks/pool.py [--calls 4000] [--concurrency 1,50,500]
@@ -98,7 +100,7 @@ async def cpu_table(sim_url: str, calls: int, levels: list[int]) -> None:
         pool_client.disable_pools()
         base = await measure(lm, n, concurrency)
         print(row("in-process", concurrency, base))
-        for mode in ("stream", "batch"):
+        for mode in ("lease", "stream", "batch"):
             pool_client.enable_pools(mode=mode)
             figures = await measure(lm, n, concurrency, pool)
             print(row(f"pool/{mode}", concurrency, figures))
@@ -130,7 +132,7 @@ async def latency_table(calls: int) -> None:
         lm = LM("openai/sim", api_base=sim.url, cache=False)
         await asyncio.to_thread(pool_client.start_pool, lm)
         print("\nwith 20 ms + up to 200 ms latency, 200 in flight:")
-        for mode in ("in-process", "stream", "batch"):
+        for mode in ("in-process", "lease", "stream", "batch"):
             if mode == "in-process":
                 pool_client.disable_pools()
             else:
@@ -146,7 +148,7 @@ async def latency_table(calls: int) -> None:
         print("  200 programs of 3 sequential calls each, all at once (wall time):")
         pool_client.disable_pools()
         print(f"    in-process  {await chain_wall(lm, 200, 3):5.2f} s")
-        for mode in ("stream", "batch"):
+        for mode in ("lease", "stream", "batch"):
             pool_client.enable_pools(mode=mode)
             print(f"    pool/{mode:<6} {await chain_wall(lm, 200, 3):5.2f} s")
         pool_client.disable_pools()

@@ -191,6 +191,15 @@ class CircuitBreaker:
                 raise self._open_error(waited=True)
             await self._next_change(left if next_probe is None else next_probe)
 
+    @property
+    def logic(self) -> CircuitLogic:
+        """The circuit's state and decisions; a lease ledger shares it (see endpoint_ledger)."""
+        return self._logic
+
+    def announce(self, transitions: Iterable[Transition]) -> None:
+        """Tell listeners and waiters about transitions made on `logic` by another party."""
+        self._announce(transitions)
+
     # --- calls --------------------------------------------------------------
 
     async def call(self, fn: Callable[[], Awaitable[T]], *, until: float | None = None) -> T:

@@ -144,6 +144,16 @@ class RateLimiter:
         self.waiting = 0
 
     @property
+    def request_bucket(self) -> TokenBucket | None:
+        """The rpm bucket (None without an rpm limit); a lease ledger grants from it too."""
+        return self._requests
+
+    @property
+    def token_bucket(self) -> TokenBucket | None:
+        """The tpm bucket (None without a tpm limit)."""
+        return self._tokens
+
+    @property
     def enabled(self) -> bool:
         return self._requests is not None or self._tokens is not None
 

@@ -104,9 +104,9 @@ class RunSpec:
     """Examples of this run in flight at once on one worker."""
     failure_score: float = 0.0
     provide_traceback: bool = False
-    route_through_pools: bool = False
-    """The driver routes its LM requests through provider pools: so do this run's
-    examples here (a worker started without dspex's setup hook, e.g. after
+    pool_mode: str | None = None
+    """The driver routes its LM requests through provider pools in this mode: so do this
+    run's examples here (a worker started without dspex's setup hook, e.g. after
     ``ray.init()`` then ``dspex.init()``, would otherwise call the LM itself)."""
 
 
@@ -248,10 +248,10 @@ class EvalWorker:
         if state is not None:
             self._runs.move_to_end(spec.run_id)
             return state
-        if spec.route_through_pools:
+        if spec.pool_mode is not None:
             from dspex.runtime.pools.pool_client import enable_pools
 
-            enable_pools()  # idempotent; routing is per process, like the driver's
+            enable_pools(mode=spec.pool_mode)  # type: ignore[arg-type]  # as the driver does
         loaded = await self._load(spec)
         state = self._runs.get(spec.run_id)  # another chunk may have won the race
         if state is None:

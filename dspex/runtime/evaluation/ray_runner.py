@@ -72,7 +72,7 @@ from dspex.runtime.evaluation.eval_worker import (
     pack_payload,
     shutdown_pool,
 )
-from dspex.runtime.pools.pool_client import pool_routing_enabled
+from dspex.runtime.pools.pool_client import routing_mode
 
 __all__ = [
     "DispatchStats",
@@ -648,7 +648,7 @@ async def run_ray(
         concurrency=run_plan.concurrency,
         failure_score=options.failure_score,
         provide_traceback=options.provide_traceback,
-        route_through_pools=pool_routing_enabled(),
+        pool_mode=routing_mode(),
     )
     dispatch = _Dispatch(
         pool or default_pool(),

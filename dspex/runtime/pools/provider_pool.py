@@ -49,6 +49,7 @@ from dspex.clients.breaker_state import (
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_SECONDS,
 )
+from dspex.clients.endpoint_ledger import DEFAULT_LEASE_SECONDS, EndpointLedger, Lease, LeaseAsk
 from dspex.clients.limiter import RateLimiter, Reservation, estimate_tokens
 from dspex.clients.pipeline import Endpoint, post_once, priced, send_n
 from dspex.clients.pricing import Price, lookup_price
@@ -104,6 +105,12 @@ class PoolConfig:
     window_seconds: float | None = DEFAULT_WINDOW_SECONDS
     minimum_calls: int | None = None  # None: 50, or ``window`` if smaller
     max_circuit_wait: float = DEFAULT_MAX_CIRCUIT_WAIT
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    """How long a lease is good for (lease mode): how late a caller learns of an open circuit."""
+    lease_max_concurrency: int | None = None
+    """The cluster-wide cap on requests in flight under leases (None: no cap; set from
+    the LM's ``max_concurrency``). The pool's own ``max_concurrency`` bounds the HTTP
+    calls it makes itself."""
 
     def __post_init__(self) -> None:
         if not self.max_circuit_wait >= 0:
@@ -171,6 +178,14 @@ class ProviderPool:
             name=config.model,
         )
         self.limiter = RateLimiter(rpm=config.rpm, tpm=config.tpm)
+        # Callers that make their own HTTP calls lease from the same circuit and buckets.
+        self.ledger = EndpointLedger(
+            circuit=self.breaker.logic,
+            limiter=self.limiter,
+            max_concurrency=config.lease_max_concurrency,
+            lease_seconds=config.lease_seconds,
+            max_circuit_wait=config.max_circuit_wait,
+        )
         self._flights = SingleFlight()
         self._counters = _Counters()
         self._queued = 0
@@ -216,31 +231,45 @@ class ProviderPool:
             await asyncio.gather(*(self._outcome(r, api_key, credential) for r in requests))
         )
 
+    async def lease(self, ask: LeaseAsk) -> Lease:
+        """Take a caller's report and grant its next lease (see `dspex.clients.endpoint_ledger`)."""
+        lease, transitions = self.ledger.lease(self.breaker.clock(), ask)
+        self.breaker.announce(transitions)
+        if ask.report.requests:  # for requests_per_s: answered now, as far as the pool knows
+            now = time.monotonic()
+            self._counters.recent.extend([now] * ask.report.requests)
+            _prune(self._counters.recent, now)
+        return lease
+
     async def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests. Never includes a key or a prompt."""
         c = self._counters
+        t = self.ledger.totals  # what leaseholders reported making themselves
         now = time.monotonic()
         _prune(c.recent, now)
         return {
             "name": self.name,
             "model": self.config.model,
-            "in_flight": self._in_flight,
+            "in_flight": self._in_flight + self.ledger.in_flight(),
             "queued": self._queued,
             "batches": c.batches,
-            "calls": c.calls,
-            "requests": c.requests,
-            "errors": c.errors,
+            "leases": t.leases,
+            "leaseholders": self.ledger.holders(),
+            "calls": c.calls + t.calls,
+            "requests": c.requests + t.requests,
+            "errors": c.errors + t.errors,
             "shared": c.shared,
-            "retries": c.retries,
+            "retries": c.retries + t.retries,
             "breaker": self.breaker.state,
             "breaker_failures": self.breaker.fail_count,  # in a row
             "breaker_failure_rate": self.breaker.failure_rate,  # None: an empty window
             "breaker_window_calls": self.breaker.window_calls,
-            "circuit_waiting": self.breaker.waiting,  # batch requests waiting for the probe
+            # batch requests waiting for the probe, here and at leaseholders
+            "circuit_waiting": self.breaker.waiting + self.ledger.waiting_for_circuit(),
             "rate_limit_paused_for": self.limiter.paused_for(),
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-            "cost": c.cost if self._price is not None else None,
+            "prompt_tokens": c.prompt_tokens + t.prompt_tokens,
+            "completion_tokens": c.completion_tokens + t.completion_tokens,
+            "cost": c.cost + t.cost if self._price is not None else None,
             "requests_per_s": len(c.recent) / RECENT_WINDOW_SECONDS,
             "cpu_seconds": time.process_time(),  # this process's CPU (the actor's, under Ray)
         }

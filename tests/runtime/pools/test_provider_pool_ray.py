@@ -28,6 +28,7 @@ from dspex.primitives.workload import batch_work
 from dspex.runtime.evaluation.eval_worker import EvalWorkerPool
 from dspex.runtime.evaluation.ray_runner import RunOptions, run_ray
 from dspex.runtime.pools import pool_client
+from dspex.runtime.pools.lease_client import flush_leases
 from dspex.runtime.pools.pool_client import pool_name, pool_stats, start_pool, stop_pool
 from dspex.simlm import spawn_sim_lm
 from dspex.simlm.process import SimLMProcess
@@ -44,13 +45,17 @@ def sim() -> Iterator[SimLMProcess]:
         yield server
 
 
-@pytest.fixture
-def pools(ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Routing on in this process, a fresh memory-only cache; restored afterwards."""
+@pytest.fixture(params=["lease", "stream"])
+def pools(request: pytest.FixtureRequest, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Routing on in this process in each mode, a fresh memory-only cache; restored afterwards.
+
+    "lease": this process makes the HTTP calls under the pool's leases; "stream": the pool
+    makes them. Both must hold the same limits and lose nothing."""
     monkeypatch.setattr(dispatch, "_installed", dispatch.current_dispatcher())
+    monkeypatch.setattr(pool_client, "_mode", pool_client._mode)
     monkeypatch.setattr(cache_module, "_default", LMCache(enable_disk=False))
-    pool_client.enable_pools()
-    yield
+    pool_client.enable_pools(mode=request.param)
+    yield request.param
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -66,6 +71,7 @@ async def poll(predicate: Callable[[], Awaitable[bool]], timeout: float, what: s
 
 
 async def stats_of(lm: LM) -> dict[str, Any]:
+    await flush_leases()  # this process's lease reports reach the pool first
     return await asyncio.to_thread(pool_stats, lm)
 
 
@@ -79,12 +85,14 @@ def caller_class() -> Any:
     class Caller:
         """Calls an LM from its own process, with pool routing on via dspex's setup hook."""
 
-        def __init__(self) -> None:
+        def __init__(self, mode: str) -> None:
             from dspex.clients.cache import configure_cache
+            from dspex.runtime.pools.pool_client import enable_pools
             from dspex.runtime.worker_setup import setup_worker
 
             configure_cache(enable_disk=False)
             setup_worker()  # what dspex's hook does in a job's workers (one per job only)
+            enable_pools(mode=mode)  # type: ignore[arg-type]  # the mode under test
             self._tasks: list[asyncio.Task[None]] = []
             self.count = 0
 
@@ -111,20 +119,20 @@ def caller_class() -> Any:
     return Caller
 
 
-def start_caller(node_id: str | None = None) -> Any:
+def start_caller(mode: str, node_id: str | None = None) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     options: dict[str, Any] = {}
     if node_id is not None:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
-    return caller_class().options(**options).remote()
+    return caller_class().options(**options).remote(mode)
 
 
 # --- tests ----------------------------------------------------------------------------
 
 
 async def test_routed_requests_match_in_process_and_cache_stays_in_front(
-    pools: None, sim: SimLMProcess
+    pools: str, sim: SimLMProcess
 ) -> None:
     lm = LM("openai/sim", api_base=sim.url, temperature=0.0)
     prompts = [f"routing question {i}" for i in range(25)]
@@ -137,7 +145,11 @@ async def test_routed_requests_match_in_process_and_cache_stays_in_front(
         assert all(not r.cached and r.usage.calls == 1 for r in responses)
         stats = await stats_of(lm)
         assert stats["requests"] == len(prompts) and stats["calls"] == len(prompts)
-        assert stats["batches"] == 1  # issued in one tick: one actor call
+        if pools == "stream":
+            assert stats["batches"] == 1  # issued in one tick: one actor call
+        else:
+            assert stats["batches"] == 0  # leases: this process made the calls itself
+            assert 1 <= stats["leases"] <= 3  # one lease for all 25, a report, maybe one more
 
         again = await asyncio.gather(*(lm.acomplete(ask(p)) for p in prompts))
         assert all(r.cached for r in again)
@@ -147,7 +159,7 @@ async def test_routed_requests_match_in_process_and_cache_stays_in_front(
 
 
 async def test_breaker_opens_in_an_outage_fails_fast_and_closes_after(
-    pools: None, sim: SimLMProcess
+    pools: str, sim: SimLMProcess
 ) -> None:
     lm = LM("openai/sim", api_base=sim.url, cache=False, num_retries=0)
     await asyncio.to_thread(start_pool, lm, fail_max=3, reset_timeout=1.0)
@@ -187,7 +199,7 @@ def fast_retries(num_retries: int) -> RetryPolicy:
 
 
 async def test_in_an_outage_serving_fails_fast_and_batch_work_waits_for_the_probe(
-    pools: None, sim: SimLMProcess
+    pools: str, sim: SimLMProcess
 ) -> None:
     lm = LM("openai/sim", api_base=sim.url, cache=False, num_retries=0)
     batch_lm = lm.copy()
@@ -229,7 +241,7 @@ def answered(example: Any, prediction: Any) -> bool:
 
 @pytest.mark.parametrize("error_rate", [0.2, 0.3])
 async def test_an_evaluation_through_the_pool_loses_nothing_to_random_errors(
-    pools: None, error_rate: float
+    pools: str, error_rate: float
 ) -> None:
     # Random 429s and 500s at 64 requests in flight: the breaker must see a flaky
     # provider, not a down one, and every example must be scored.
@@ -253,6 +265,12 @@ async def test_an_evaluation_through_the_pool_loses_nothing_to_random_errors(
                     pool=workers,
                 )
             served = await asyncio.to_thread(flaky.stats)
+
+            async def all_reported() -> bool:
+                # Lease mode: the worker's last report arrives a lease period after it idles.
+                return (await stats_of(lm))["requests"] >= size
+
+            await poll(all_reported, 10.0, "every request in the pool's stats")
             stats = await stats_of(lm)
         finally:
             workers.shutdown()
@@ -266,7 +284,7 @@ async def test_an_evaluation_through_the_pool_loses_nothing_to_random_errors(
 
 
 async def test_rate_limit_holds_cluster_wide_across_processes_and_nodes(
-    ray_cluster: Any, pools: None, sim: SimLMProcess
+    ray_cluster: Any, pools: str, sim: SimLMProcess
 ) -> None:
     import ray
 
@@ -278,7 +296,7 @@ async def test_rate_limit_holds_cluster_wide_across_processes_and_nodes(
     try:
         await asyncio.to_thread(start_pool, lm)
         head = ray.get_runtime_context().get_node_id()
-        callers = [start_caller(head), start_caller(head), start_caller(worker.node_id)]
+        callers = [start_caller(pools, head), start_caller(pools, head), start_caller(pools, worker.node_id)]
         assert all(await asyncio.gather(*(c.start.remote(lm, 10) for c in callers)))
 
         async def past_the_burst() -> bool:
@@ -310,12 +328,14 @@ async def test_rate_limit_holds_cluster_wide_across_processes_and_nodes(
         ray_cluster.remove_node(worker)
 
 
-async def test_identical_requests_from_two_processes_share_one_call(pools: None) -> None:
+async def test_identical_requests_from_two_processes_share_one_call(pools: str) -> None:
+    if pools == "lease":
+        pytest.skip("lease mode makes each process's calls itself: sharing is per process")
     import ray
 
     with spawn_sim_lm(seed=6, latency_ms=1500) as slow:
         lm = LM("openai/sim", api_base=slow.url, rollout_id=str(uuid.uuid4()))
-        callers = [start_caller(), start_caller()]
+        callers = [start_caller(pools), start_caller(pools)]
         try:
             await asyncio.to_thread(start_pool, lm)
             # Warm both processes (routing on, pool handle resolved) with other prompts.
@@ -335,7 +355,7 @@ async def test_identical_requests_from_two_processes_share_one_call(pools: None)
 
 
 async def test_a_pool_killed_mid_flight_is_re_resolved_and_requests_complete(
-    pools: None,
+    pools: str,
 ) -> None:
     import ray
 
@@ -353,6 +373,8 @@ async def test_a_pool_killed_mid_flight_is_re_resolved_and_requests_complete(
             ray.kill(first, no_restart=True)
             responses = await asyncio.wait_for(asyncio.gather(*calls), 60.0)
             assert all(isinstance(r, LMResponse) and r.outputs for r in responses)
+            # Lease mode: the calls were this process's; its next lease comes from a new pool.
+            assert (await lm.acomplete(ask("after the kill"))).outputs
             replacement = ray.get_actor(name, namespace=pool_client.NAMESPACE)
             assert replacement._actor_id != first._actor_id
         finally:
