@@ -61,6 +61,8 @@ LINGER_SECONDS = 600.0
 """How long a finished coordinator waits for a driver to collect its result."""
 SHUTDOWN_SECONDS = 10.0
 """How long a stopped coordinator gets to mark its run cancelled before it is killed."""
+SPARE_IDLE_SECONDS = 300.0
+"""How long a warm spare coordinator waits to be claimed before it exits."""
 SUPERVISOR_WAIT_SECONDS = 30.0
 """How long a driver waits for the tree's ``dspex.optimizers`` supervisor to come back."""
 # Settings a program reads while the optimizer runs it (the rest are per call).
@@ -247,19 +249,72 @@ class Outcome:
     blob: bytes | None = None
 
 
-class RayEvaluator:
-    """A run's evaluator that fans evaluations out to EvalWorker actors (a class, so the
-    run's stored config names it)."""
+IN_PROCESS_MAX_EXAMPLES = 128
+"""Evaluations of at most this many examples run inside the coordinator, on asyncio (the
+in-process runner); bigger ones fan out to EvalWorker actors.
 
-    #: LM work happens on the workers: the run charges the results' usage itself
-    remote = True
+Why: an optimizer's evaluations are mostly small (a MIPROv2 minibatch is 35 examples, a
+valset 100 or so) and many run at once. On the workers each pays the program's shipping
+and a chunk round trip per few examples, and concurrent trials queue behind each other's
+chunks: measured, MIPROv2 light's LM traffic took twice as long there as in one process.
+An example costs the caller about 0.5 ms of CPU per LM call, so a few hundred examples
+are well within one process; spreading only pays off for big evaluations, where the
+work of many processes (and nodes) adds up. ``RayEvaluator(in_process_max=...)``
+overrides it per run (0: always fan out)."""
+
+
+class RayEvaluator:
+    """A run's evaluator on the runtime: small evaluations in this process, big ones fanned
+    out to EvalWorker actors (a class, so the run's stored config names it).
+
+    Either way the run sees the usage the way it sees an in-process evaluation's: LM calls
+    made here reach its usage trackers and budget as they happen; a fanned-out evaluation
+    spends the budget through its workers' leases and its usage is added to the trackers
+    when it returns (`record_usage`). So ``remote`` is False: the run must not charge it again.
+    """
+
+    remote = False
+
+    def __init__(self, in_process_max: int = IN_PROCESS_MAX_EXAMPLES) -> None:
+        if in_process_max < 0:
+            raise ConfigurationError(f"in_process_max must be at least 0, got {in_process_max}")
+        self.in_process_max = in_process_max
+
+    def runner_for(self, devset: Sequence[Any]) -> str:
+        """``"local"`` or ``"ray"``: where an evaluation of ``devset`` runs."""
+        return "local" if len(devset) <= self.in_process_max else "ray"
 
     async def __call__(self, program: Any, devset: Any, metric: Any, **options: Any) -> Any:
         from dspex.evaluate.evaluate import Evaluate
+
+        devset = list(devset)
+        runner = self.runner_for(devset)
+        options.setdefault("display_progress", False)
+        if runner == "local":
+            return await Evaluate(devset=devset, metric=metric, runner="local", **options).acall(program)
         from dspex.runtime.evaluation import ray_runner  # noqa: F401  (registers runner="ray")
 
-        options.setdefault("display_progress", False)
-        return await Evaluate(devset=list(devset), metric=metric, runner="ray", **options).acall(program)
+        result = await Evaluate(devset=devset, metric=metric, runner="ray", **options).acall(program)
+        _account_remote(result)
+        return result
+
+    def __repr__(self) -> str:
+        return f"RayEvaluator(in_process_max={self.in_process_max})"
+
+
+def _account_remote(result: Any) -> None:
+    """Make a fanned-out evaluation's LM usage count here as an in-process one would."""
+    from dspex.clients.budget import CallBudget, active_budget
+    from dspex.clients.usage import record_usage
+    from dspex.primitives.settings import settings
+
+    usage = getattr(result, "usage", None)
+    if usage is None or not usage.calls:
+        return
+    budget = active_budget()
+    if isinstance(budget, CallBudget) and not getattr(result, "budget_charged", False):
+        budget.charge(usage)  # the workers ran without a lease of it (not the Ray runner's way)
+    record_usage(getattr(settings.lm, "model", None) or "unknown", usage)
 
 
 class OptimizationCoordinator(Supervised):
@@ -267,14 +322,34 @@ class OptimizationCoordinator(Supervised):
 
     A plain class: ``await OptimizationCoordinator(run_id, path).result()`` works
     without Ray. As an actor it is started by `coordinator_spec`.
+
+    Started before its run has a job (``spare=True``), it is a *warm spare*: the process is
+    up, dspex and the optimizers are imported, and it waits for a driver to `claim` it,
+    store the job and ask for the result. A driver keeps one ready for its next run (see
+    runs.py), so a run pays no actor start. A spare nobody claims exits by itself after
+    ``spare_idle`` seconds. Its spec is an ordinary run coordinator's: restarted after a
+    crash, it loads the job if one was stored by then (and resumes the run), else it is a
+    spare again.
     """
 
-    def __init__(self, run_id: str, store_path: str, linger: float = LINGER_SECONDS) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        store_path: str,
+        linger: float = LINGER_SECONDS,
+        spare: bool = False,
+        spare_idle: float = SPARE_IDLE_SECONDS,
+    ) -> None:
         self.run_id = run_id
         self.store = RunStore(store_path)
-        # Loaded here so a job that cannot be unpickled fails the start, not a later call.
-        self._job = load_job(self.store, run_id)
-        self._resumed_steps = count_steps(self.store, run_id)
+        self._job: Job | None = None
+        self._resumed_steps = 0
+        if not spare or self.store.get_step(run_id, JOB_KEY)[0]:
+            # Loaded here so a job that cannot be unpickled fails the start, not a later call.
+            self._load()
+        self._spare_idle = spare_idle
+        self._claimed = False
+        self._idle: asyncio.TimerHandle | None = None
         self._linger = linger
         self._started = time.monotonic()
         self._task: asyncio.Task[None] | None = None
@@ -284,8 +359,23 @@ class OptimizationCoordinator(Supervised):
         from dspex.runtime.supervision import events
 
         events.connect_event_log()  # the run's trial events reach the cluster's log, if any
-        self._ensure_started()
+        if self._job is not None:
+            self._ensure_started()
+        elif self._idle is None:
+            loop = asyncio.get_running_loop()
+            self._idle = loop.call_later(self._spare_idle, self._expire)
+            loop.call_soon(_warm_imports)
         return await super().ready()
+
+    async def claim(self) -> bool:
+        """Reserve this spare for a driver's run: True once, for the first caller, while
+        it is idle (False if it already has a job or is exiting)."""
+        if self._claimed or self._job is not None or self.exit_reason is not None:
+            return False
+        self._claimed = True
+        if self._idle is not None:
+            self._idle.cancel()
+        return True
 
     async def progress(self) -> RunProgress:
         state = "running" if self._outcome is None else self._outcome.state
@@ -307,6 +397,8 @@ class OptimizationCoordinator(Supervised):
 
     async def cancel(self) -> None:
         """Stop the compile; the run is marked cancelled and can be resumed later."""
+        if self._task is None and self._job is None:
+            return  # an unclaimed spare: no run to cancel
         task = self._ensure_started()
         if not task.done():
             task.cancel()
@@ -320,8 +412,22 @@ class OptimizationCoordinator(Supervised):
 
     def _ensure_started(self) -> asyncio.Task[None]:
         if self._task is None:
+            if self._job is None:
+                # A claimed spare: its driver stored the job before asking for the result.
+                self._load()
             self._task = asyncio.get_running_loop().create_task(self._run())
         return self._task
+
+    def _load(self) -> None:
+        self._job = load_job(self.store, self.run_id)
+        self._resumed_steps = count_steps(self.store, self.run_id)
+        self._started = time.monotonic()
+
+    def _expire(self) -> None:
+        # Never claimed: a clean exit (not restarted); the driver that started it
+        # forgets its spec when it next looks for a spare.
+        if not self._claimed and self._job is None:
+            self.exit("normal")
 
     async def _run(self) -> None:
         try:
@@ -340,6 +446,7 @@ class OptimizationCoordinator(Supervised):
         from dspex.primitives.settings import context
 
         job = self._job
+        assert job is not None  # _ensure_started loaded it
         optimizer = job.optimizer
         if job.fan_out and optimizer.evaluator is None:
             optimizer.evaluator = RayEvaluator()
@@ -369,6 +476,27 @@ class OptimizationCoordinator(Supervised):
         asyncio.get_running_loop().call_later(self._linger, self.exit, reason)
 
 
+WARM_MODULES = (
+    "dspex.optimizers",
+    "dspex.optimizers.mipro",
+    "dspex.optimizers.proposer",
+    "dspex.evaluate.evaluate",
+    "dspex.runtime.evaluation.ray_runner",
+    "optuna",
+)
+"""What a spare imports while it waits, so its run does not wait for the imports."""
+
+
+def _warm_imports() -> None:
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional dependency missing: the run imports (or fails) later
+            log.debug("spare coordinator could not import %s", name, exc_info=True)
+
+
 def _dump_error(exc: BaseException) -> bytes:
     pickler = _pickler()
     try:
@@ -395,9 +523,12 @@ def load_outcome(outcome: Outcome, run_id: str) -> Any:
 # --- starting it under the supervisor ------------------------------------------------------
 
 
-def coordinator_spec(run_id: str, store_path: str | Path, *, node_id: str | None = None) -> ChildSpec:
+def coordinator_spec(
+    run_id: str, store_path: str | Path, *, node_id: str | None = None, spare: bool = False
+) -> ChildSpec:
     """The child spec of a run's coordinator: the same args on every restart, so a
-    restart resumes the run. ``node_id``: where the store file is (default: this node)."""
+    restart resumes the run. ``node_id``: where the store file is (default: this node).
+    ``spare``: start it before the run has a job, as a warm spare (see the class)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -407,7 +538,7 @@ def coordinator_spec(run_id: str, store_path: str | Path, *, node_id: str | None
     return ChildSpec(
         name=coordinator_name(run_id),
         cls=OptimizationCoordinator,
-        args=(run_id, str(Path(store_path).resolve())),
+        args=(run_id, str(Path(store_path).resolve()), LINGER_SECONDS, spare),
         restart="transient",
         shutdown=SHUTDOWN_SECONDS,
         actor_options={
@@ -482,3 +613,4 @@ __all__ = [
     "load_outcome",
     "optimizers_supervisor",
 ]
+

@@ -139,9 +139,17 @@ async def compile_remote(
     store: RunStore | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``optimizer.acompile(...)`` run by the run's coordinator actor; returns the program."""
+    """``optimizer.acompile(...)`` run by the run's coordinator actor; returns the program.
+
+    Without a ``run_id`` the run takes this driver's warm spare coordinator if it has one
+    (no actor start to wait for) and, once its own coordinator is up, starts the spare for
+    the next run (`KEEP_SPARE`).
+    """
     store = store or RunStore()
-    run_id = run_id or new_run_id(optimizer)
+    spare_key = (type(optimizer).__name__, str(Path(store.path).resolve()))
+    warm = run_id is None and KEEP_SPARE
+    claimed = await _spares.take(spare_key) if warm else None
+    run_id = run_id or claimed or new_run_id(optimizer)
 
     def job() -> Job:
         return make_job(
@@ -154,7 +162,14 @@ async def compile_remote(
             kwargs=kwargs,
         )
 
-    return await _Attachment(run_id, store, job).result()
+    def started(supervisor: Any) -> None:
+        # The next run's spare starts while this run works (its LM traffic leaves the CPU
+        # mostly idle), after this run's own coordinator, which must not queue behind it.
+        if warm:
+            _spares.replenish(spare_key, optimizer, supervisor)
+
+    attachment = _Attachment(run_id, store, job, claimed=claimed is not None, on_started=started)
+    return await attachment.result()
 
 
 async def aresume(run_id: str, *, store: RunStore | str | Path | None = None) -> Any:
@@ -170,30 +185,132 @@ def resume(run_id: str, *, store: RunStore | str | Path | None = None) -> Any:
     return run_sync(aresume(run_id, store=store))
 
 
+# --- warm spare coordinators ---------------------------------------------------------------------
+
+KEEP_SPARE = True
+"""Keep a warm spare coordinator per (optimizer class, run store) for this driver's next run
+without a ``run_id``: an actor start (about 1 s here: a process, Ray, dspex's imports) is
+then paid in the background after a run rather than at the start of the next. False: every
+run starts its coordinator when it starts."""
+
+
+class _Spares:
+    """This driver's spare coordinators: one per key, started after a run, taken by the next.
+
+    A spare is an ordinary run coordinator (named by the run id it will serve) started
+    before its job exists; `take` claims it (the coordinator answers yes once), so two
+    drivers or two concurrent compiles never share one.
+    """
+
+    def __init__(self) -> None:
+        self._spares: dict[tuple[str, ...], tuple[str, Any, Any]] = {}
+        """(Ray job, *key) -> (run id, the supervisor, the start_child call's ref); keyed by
+        the Ray job too, so a driver that reconnected never waits on an old session's ref."""
+
+    async def take(self, key: tuple[str, str]) -> str | None:
+        """The run id of a claimed spare for ``key``, or None (the run starts its own)."""
+        from ray.exceptions import RayActorError, RayError
+
+        from dspex.errors import DspexError
+
+        entry = self._spares.pop(_session(key), None)
+        if entry is None:
+            return None
+        run_id, supervisor, started = entry
+        try:
+            await started  # normally long done; else waiting beats starting another
+            handle = _named(coordinator_name(run_id))
+            if handle is not None and await handle.claim.remote():
+                return run_id
+        except (RayActorError, DspexError, RayError):
+            log.debug("spare coordinator %s unusable", run_id, exc_info=True)
+        await _forget(supervisor, run_id)
+        return None
+
+    def replenish(self, key: tuple[str, str], optimizer: Any, supervisor: Any) -> None:
+        """Start a spare for ``key`` if there is none (does not wait for it to be up)."""
+        from dspex.runtime.coordinator import coordinator_spec
+
+        if _session(key) in self._spares or supervisor is None:
+            return
+        run_id = new_run_id(optimizer)
+        started = supervisor.start_child.remote(coordinator_spec(run_id, key[1], spare=True))
+        self._spares[_session(key)] = (run_id, supervisor, started)
+
+
+_spares = _Spares()
+
+
+def _session(key: tuple[str, str]) -> tuple[str, ...]:
+    import ray
+
+    return (ray.get_runtime_context().get_job_id(), *key)
+
+
+async def _forget(supervisor: Any, run_id: str) -> None:
+    """Stop an unusable spare and drop its spec (it may be gone already)."""
+    from ray.exceptions import RayError
+
+    from dspex.errors import DspexError
+
+    for method in ("terminate_child", "delete_child"):
+        try:
+            await getattr(supervisor, method).remote(coordinator_name(run_id))
+        except (DspexError, RayError):
+            log.debug("spare coordinator %s: %s failed", run_id, method, exc_info=True)
+
+
+def _named(name: str) -> Any | None:
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
 class _Attachment:
     """One driver's link to a run's coordinator: find or start it, wait, collect, release."""
 
-    def __init__(self, run_id: str, store: RunStore, make_job: Callable[[], Job] | None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        store: RunStore,
+        make_job: Callable[[], Job] | None,
+        *,
+        claimed: bool = False,
+        on_started: Callable[[Any], None] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.name = coordinator_name(run_id)
         self.store = store
         self.make_job = make_job  # None: resume with the job already stored
+        self.claimed = claimed
+        """The run's coordinator is a spare this driver claimed: it waits for the job."""
+        self.on_started = on_started
+        """Called with the supervisor once the run's coordinator is up (or found)."""
         self._dead: set[str] = set()  # actor ids known dead: their name may linger briefly
         self._supervisor: Any = None
 
     async def result(self) -> Any:
         from ray.exceptions import RayActorError
 
-        from dspex.runtime.coordinator import load_outcome, optimizers_supervisor
+        from dspex.runtime.coordinator import load_outcome, optimizers_supervisor, save_job
 
         program = stored_result(self.store, self.run_id)
         if program is not None:
             log.info("run %s finished earlier; returning its stored program", self.run_id)
             return program
         self._supervisor = await optimizers_supervisor()
+        if self.claimed and self.make_job is not None:
+            # The spare is up and waits for its job; asking for its result starts the run.
+            save_job(self.store, self.run_id, self.make_job())
         display = _ProgressDisplay()
         try:
             while (handle := await self._coordinator()) is not None:
+                if self.on_started is not None:
+                    self.on_started(self._supervisor)
+                    self.on_started = None
                 try:
                     outcome = await _wait(handle, display)
                 except RayActorError:
@@ -340,3 +457,4 @@ __all__ = ["CoordinatorUnavailableError", "RunSummary", "aresume", "compile_remo
 # The runtime fills the optimizers' compile-backend seam: wherever this module is loaded,
 # compile(coordinator=True) runs in a coordinator; dspex.init() makes it the default.
 register_compile_backend(COORDINATOR, compile_remote)
+

@@ -1,0 +1,228 @@
+"""The runtime's fast path for optimizers: small evaluations in the coordinator's process,
+big ones on EvalWorkers, each counted once; warm spare coordinators reused across runs,
+still restarted and resumed after a kill.
+
+The simulated LM runs as an HTTP server so coordinators and workers reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+import dspex
+from dspex.optimizers import BootstrapRS
+from dspex.optimizers.run import Run
+from dspex.optimizers.run_store import RunStore
+from dspex.primitives.settings import settings
+from dspex.runtime import runs as runs_module
+from dspex.runtime.coordinator import (
+    IN_PROCESS_MAX_EXAMPLES,
+    OPTIMIZERS_SUPERVISOR,
+    OptimizationCoordinator,
+    RayEvaluator,
+    coordinator_name,
+    count_steps,
+    make_job,
+    save_job,
+)
+from dspex.simlm import datasets, start_sim_lm
+
+T = TypeVar("T")
+DEADLINE = 60.0
+
+
+def examples(split: str, n: int) -> list[dspex.Example]:
+    rows = datasets.load("arithmetic", split)  # type: ignore[arg-type]
+    return [dspex.Example(question=r["question"], answer=str(r["answer"])).with_inputs("question") for r in rows][:n]
+
+
+TRAIN = examples("train", 20)
+VAL = examples("dev", 24)
+
+
+def exact(example: Any, prediction: Any, trace: Any = None) -> bool:
+    return str(example.answer).strip() == str(prediction.answer).strip()
+
+
+def search() -> BootstrapRS:
+    return BootstrapRS(
+        exact, max_bootstrapped_demos=2, max_labeled_demos=4, num_candidate_programs=8, num_threads=1
+    )
+
+
+def student() -> dspex.ChainOfThought:
+    return dspex.ChainOfThought("question -> answer")
+
+
+async def poll(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = DEADLINE) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    with start_sim_lm(seed=0, latency_ms=5) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http_lm(server: Any) -> Iterator[Any]:
+    model = dspex.LM("openai/sim-lm", api_base=server.url, cache=False)
+    previous = settings.lm
+    dspex.configure(lm=model)
+    yield model
+    dspex.configure(lm=previous)
+
+
+# --- dispatch by size --------------------------------------------------------------------------
+
+
+def test_small_evaluations_run_in_process_big_ones_fan_out() -> None:
+    evaluator = RayEvaluator()
+    assert evaluator.runner_for(VAL) == "local"
+    assert evaluator.runner_for([None] * (IN_PROCESS_MAX_EXAMPLES + 1)) == "ray"
+    assert RayEvaluator(in_process_max=0).runner_for(VAL[:1]) == "ray"
+    assert not RayEvaluator.remote  # the run must not charge its usage a second time
+
+
+async def test_a_small_evaluation_on_the_runtime_runs_in_this_process_and_counts_once(
+    http_lm: Any, server: Any, store: RunStore
+) -> None:
+    # Local by size (runner_for): the LM calls are made here, seen live by the step tracker.
+    run = Run.open("Test", run_id="small", store=store, evaluator=RayEvaluator())
+    server.reset_stats()
+    result = await run.step("eval", lambda: run.evaluate(student(), VAL, exact, num_threads=4))
+    calls = server.stats()["total"]
+    assert len(result.results) == len(VAL) and calls == len(VAL)
+    assert run.budget.calls == calls
+    assert store.usage("small")[http_lm.model]["calls"] == calls
+
+
+@pytest.mark.ray
+async def test_a_fanned_out_evaluation_counts_its_usage_once(
+    ray_cluster: Any, http_lm: Any, server: Any, store: RunStore
+) -> None:
+    run = Run.open("Test", run_id="big", store=store, evaluator=RayEvaluator(in_process_max=0))
+    server.reset_stats()
+    result = await run.step("eval", lambda: run.evaluate(student(), VAL, exact, num_threads=4))
+    calls = server.stats()["total"]
+    assert len(result.results) == len(VAL) and calls == len(VAL) and result.budget_charged
+    assert run.budget.calls == calls
+    assert store.usage("big")[http_lm.model]["calls"] == calls
+
+
+# --- warm spares ---------------------------------------------------------------------------------
+
+
+async def test_an_unclaimed_spare_exits_by_itself_and_is_claimed_once(store: RunStore) -> None:
+    claimed = OptimizationCoordinator("spare-a", str(store.path), spare=True)
+    await claimed.ready()
+    assert await claimed.claim() and not await claimed.claim()
+    await claimed.cancel()  # a spare with no run has nothing to cancel
+
+    idle = OptimizationCoordinator("spare-b", str(store.path), spare=True, spare_idle=0.05)
+    await idle.ready()
+
+    async def exited() -> bool:
+        return idle.exit_reason is not None
+
+    await poll(exited, "the idle spare to exit")
+    assert idle.exit_reason is not None and idle.exit_reason.kind == "normal"
+    assert not await idle.claim()
+
+
+@pytest.fixture(scope="module")
+def reference(http_lm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    store = RunStore(tmp_path_factory.mktemp("reference") / "runs.sqlite3")
+    program = search().compile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=False)
+    return dict(program.dump_state())
+
+
+@pytest.fixture(scope="module")
+def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
+    from dspex.runtime.supervision import get_supervisor, stop_supervisor
+
+    try:
+        get_supervisor(OPTIMIZERS_SUPERVISOR)
+        existed = True
+    except ValueError:
+        existed = False
+    yield
+    if not existed:
+        with contextlib.suppress(ValueError):
+            stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)
+
+
+def coordinator(run_id: str) -> Any | None:
+    import ray
+
+    try:
+        return ray.get_actor(coordinator_name(run_id), namespace="dspex")
+    except ValueError:
+        return None
+
+
+def spare_of(store: RunStore) -> str | None:
+    """The run id of this driver's spare for a BootstrapRS run on ``store``."""
+    key = runs_module._session(("BootstrapFewShotWithRandomSearch", str(store.path.resolve())))
+    entry = runs_module._spares._spares.get(key)
+    return None if entry is None else entry[0]
+
+
+@pytest.mark.ray
+async def test_a_warm_spare_serves_the_next_run_and_a_killed_one_resumes(
+    optimizers: None, reference: dict[str, Any], store: RunStore
+) -> None:
+    import ray
+
+    first = await search().acompile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=True)
+    assert first.dump_state() == reference
+    spare = spare_of(store)
+    assert spare is not None and spare != first.run_info.run_id
+    assert coordinator(spare) is not None  # up and waiting, before anyone asked for it
+
+    # The next run is served by that spare: no coordinator started for it.
+    driver = asyncio.ensure_future(
+        search().acompile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=True)
+    )
+
+    async def three_steps() -> bool:
+        return store.has_run(spare) and count_steps(store, spare) >= 3
+
+    await poll(three_steps, "the spare to run the second compile")
+    victim = coordinator(spare)
+    assert victim is not None
+    ray.kill(victim)  # the supervisor restarts it from the same spec: it resumes the run
+    second = await asyncio.wait_for(driver, DEADLINE)
+    assert second.run_info.run_id == spare
+    assert second.run_info.replayed_steps >= 3
+    assert second.dump_state() == reference
+    assert coordinator(spare) is None  # collected and stopped like any run's coordinator
+
+    # A run with its own run_id does not take the spare the second run left behind.
+    third_spare = spare_of(store)
+    assert third_spare is not None and third_spare != spare
+    named = await search().acompile(
+        student(), trainset=TRAIN, valset=VAL, store=store, run_id="named", coordinator=True
+    )
+    assert named.run_info.run_id == "named" and spare_of(store) == third_spare
+
+
+def test_save_job_before_claim_keeps_the_job_for_a_restart(http_lm: Any, store: RunStore) -> None:
+    # A spare restarted after its driver stored the job loads it: it is a run's coordinator.
+    job = make_job(search(), student(), trainset=TRAIN, valset=VAL, max_lm_calls=None, max_cost=None, kwargs={})
+    save_job(store, "restarted", job)
+    restarted = OptimizationCoordinator("restarted", str(store.path), spare=True)
+    assert not asyncio.run(restarted.claim())  # it has a job: not a spare any more
