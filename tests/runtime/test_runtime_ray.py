@@ -35,6 +35,7 @@ from dspex.evaluate.runners import default_runner
 from dspex.optimizers.backends import compile_backend
 from dspex.runtime.names import NAMESPACE
 from dspex.runtime.pools import pool_client
+from dspex.runtime.pools.lease_client import flush_leases
 from dspex.runtime.pools.pool_client import pool_name, stop_pool
 from dspex.runtime.runs import compile_remote
 from dspex.runtime.supervision.application import (
@@ -250,6 +251,7 @@ async def test_a_pool_starts_under_providers_on_first_use(
             assert response.outputs
             child = next(c for c in children_of(PROVIDERS) if c.name == name)
             assert (child.state, child.restart) == ("running", "permanent")
+            await flush_leases()  # lease mode: this process's calls reach the pool's stats
             pools = {row["name"]: row for row in runtime.status()["pools"]}
             assert pools[name]["calls"] >= 1 and pools[name]["breaker"] == "closed"
 
