@@ -52,6 +52,34 @@ def process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def per_process_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's CPU seconds and command line (for --by-process)."""
+    seen: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")[:90]
+            seen[int(entry)] = (command, process_seconds(int(entry)))
+        except OSError:
+            continue  # gone meanwhile
+    return seen
+
+
+def top_consumers(before: dict[int, tuple[str, float]], calls: int, count: int = 8) -> str:
+    after = per_process_seconds()
+    spent = [
+        (after[pid][1] - before.get(pid, ("", 0.0))[1], after[pid][0]) for pid in after
+    ]
+    spent.sort(reverse=True)
+    return "\n".join(
+        f"    {seconds / max(calls, 1) * 1e3:7.3f} ms/call  {command}"
+        for seconds, command in spent[:count]
+        if seconds > 0
+    )
+
+
 def rows(n: int) -> list[dspex.Example]:
     pool = datasets.load("arithmetic", "train") + datasets.load("arithmetic", "dev")
     return [
@@ -64,14 +92,20 @@ def metric(example: Any, pred: Any, trace: Any = None) -> bool:
     return str(example.answer).strip() == str(pred.answer).strip()
 
 
+BY_PROCESS = False
+
+
 def measure(run: Callable[[], float], server: Any, calls_before: Callable[[], int]) -> dict[str, float]:
     run()  # warm: connections, workers, leases
+    processes = per_process_seconds() if BY_PROCESS else {}
     busy, served, calls = machine_busy_seconds(), process_seconds(server.pid), calls_before()
     started = time.perf_counter()
     score = run()
     wall = time.perf_counter() - started
     calls = calls_before() - calls
     client = (machine_busy_seconds() - busy) - (process_seconds(server.pid) - served)
+    if BY_PROCESS:
+        print(top_consumers(processes, calls))
     return {"wall": wall, "score": score, "calls": calls, "cpu_ms": client / max(calls, 1) * 1e3}
 
 
@@ -80,7 +114,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--by-process", action="store_true", help="show the top CPU users")
     args = parser.parse_args()
+    global BY_PROCESS
+    BY_PROCESS = args.by_process
     n, c = args.n, args.concurrency
     ideal = math.ceil(n / c) * args.latency_ms / 1000
     devset = rows(n)

@@ -94,6 +94,15 @@ class Sampler:
             self._stop.wait(self.period)
         conn.close()
 
+    def bounds(self) -> tuple[float, float] | None:
+        """(first request seen, last request ended), on perf_counter's clock."""
+        busy = [s for s in self.samples if s[1] > 0]
+        if not busy:
+            return None
+        final_total = busy[-1][1]
+        end = next((t for t, total, flying in busy if total == final_total and flying == 0), busy[-1][0])
+        return busy[0][0], end
+
     def window(self) -> tuple[float, float]:
         """(traffic window seconds, mean in flight inside it) from the samples."""
         busy = [s for s in self.samples if s[1] > 0]
@@ -163,6 +172,13 @@ async def measure(
         wall = time.perf_counter() - start
     seen = server.stats()
     window, window_in_flight = sampler.window()
+    bounds = sampler.bounds()
+    if bounds is not None and os.environ.get("DSPEX_BENCH_PHASES"):
+        print(
+            f"    {mode} {LABELS[name]}: {bounds[0] - start:.2f} s before the first request, "
+            f"{start + wall - bounds[1]:.2f} s after the last",
+            flush=True,
+        )
     calls = int(seen["total"])
     score = (
         await dspex.Evaluate(

@@ -34,6 +34,12 @@ from dspex.clients.limiter import estimate_tokens
 from dspex.clients.pipeline import post_once, priced, send_n
 from dspex.clients.retry import call_with_retries
 from dspex.errors import LMRateLimitError, LMTimeoutError, LMTransportError
+from dspex.runtime.pools.pool_client import (
+    cached_handle,
+    forget_handle,
+    pool_name_of,
+    start_pool,
+)
 
 if TYPE_CHECKING:
     from dspex.clients.endpoint_ledger import Lease, LeaseAsk
@@ -59,8 +65,6 @@ async def send_leased(
     deadline: float | None,
 ) -> LMResponse:
     """One request under ``lm``'s endpoint lease, with the LM's retries; priced as in-process."""
-    from dspex.runtime.pools.pool_client import pool_name_of
-
     name = pool_name_of(lm)
     holder = _holder_for(asyncio.get_running_loop(), name, lm)
     endpoint, api_key = lm.endpoint(), lm.credential()
@@ -170,8 +174,6 @@ class _Renewer:
 
     async def __call__(self, ask: LeaseAsk) -> Lease:
         from ray.exceptions import RayActorError
-
-        from dspex.runtime.pools.pool_client import cached_handle, forget_handle, start_pool
 
         give_up_at = time.monotonic() + RENEW_RETRY_SECONDS
         attempt = 0
