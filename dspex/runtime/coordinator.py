@@ -102,8 +102,9 @@ class Job:
     settings: dict[str, Any]
     fan_out: bool = False
     """Evaluate on EvalWorker actors (the driver had the dspex runtime up)."""
-    pools: bool = False
-    """Route LM calls through provider pools (the driver did)."""
+    pools: str | bool | None = None
+    """Route LM calls through provider pools in this mode, as the driver did (None: not;
+    True, from runs stored by an older dspex: the default mode)."""
 
 
 def make_job(
@@ -119,7 +120,7 @@ def make_job(
     """The job of a compile called in this process (its settings and runtime state included)."""
     from dspex import runtime
     from dspex.primitives.settings import settings
-    from dspex.runtime.pools.pool_client import pool_routing_enabled
+    from dspex.runtime.pools.pool_client import routing_mode
 
     return Job(
         optimizer=optimizer,
@@ -131,7 +132,7 @@ def make_job(
         kwargs=dict(kwargs),
         settings={name: settings.get(name) for name in JOB_SETTINGS},
         fan_out=runtime.active(),
-        pools=pool_routing_enabled(),
+        pools=routing_mode(),
     )
 
 
@@ -453,7 +454,7 @@ class OptimizationCoordinator(Supervised):
         if job.pools:
             from dspex.runtime.pools.pool_client import enable_pools
 
-            enable_pools()
+            enable_pools(mode=job.pools if isinstance(job.pools, str) else None)  # type: ignore[arg-type]
         # A run stored by an older dspex may name settings this version no longer ships:
         # cache_dir (removed; nothing read it) and track_usage (now always True).
         with context(**{k: v for k, v in job.settings.items() if k in JOB_SETTINGS}):
