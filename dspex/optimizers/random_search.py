@@ -229,9 +229,12 @@ class _Search:
         )
 
     async def _evaluate(self, program: Any, seed: int) -> tuple[float, list[float]]:
-        # A custom evaluator (the Ray runtime) gets the program itself: the limiter
-        # belongs to this event loop and cannot travel.
-        target = program if self.run_.evaluator is not None else _Limited(program, self.limiter, seed)
+        # The shared limit holds wherever the examples run in this process (the runtime
+        # evaluates small valsets inside the coordinator too). Examples fanned out to other
+        # processes get the program itself: the limiter belongs to this event loop and cannot
+        # travel; each such evaluation is bounded by num_threads on its workers.
+        local = self.run_.evaluates_in_process(self.valset)
+        target = _Limited(program, self.limiter, seed) if local else program
         result = await self.run_.evaluate(
             target, self.valset, self.owner.metric, num_threads=self.threads, max_errors=self.max_errors
         )

@@ -15,7 +15,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,7 +31,12 @@ T = TypeVar("T")
 log = logging.getLogger("dspex.optimizers")
 
 Evaluator = Callable[..., Awaitable[Any]]
-"""``await evaluator(program, devset, metric, num_threads=...) -> EvaluationResult``"""
+"""``await evaluator(program, devset, metric, num_threads=...) -> EvaluationResult``.
+
+An evaluator may also have ``runs_in_process(devset) -> bool``: True when it would
+evaluate ``devset`` in this process (so an optimizer's in-process limits, bound to
+this event loop, can wrap the program). Without it, a custom evaluator is taken to
+run the program elsewhere."""
 
 
 @dataclass
@@ -135,6 +140,13 @@ class Run:
                 )
 
     # --- evaluation, trials, best -----------------------------------------------------------
+
+    def evaluates_in_process(self, devset: Sequence[Any]) -> bool:
+        """Whether `evaluate` would run ``devset``'s examples in this process."""
+        if self.evaluator is None:
+            return True
+        decide = getattr(self.evaluator, "runs_in_process", None)
+        return bool(decide(devset)) if decide is not None else False
 
     async def evaluate(self, program: Any, devset: Iterable[Any], metric: Any, **options: Any) -> Any:
         """Evaluate through the run's evaluator (in-process unless the runtime provides one).

@@ -285,6 +285,10 @@ class RayEvaluator:
         """``"local"`` or ``"ray"``: where an evaluation of ``devset`` runs."""
         return "local" if len(devset) <= self.in_process_max else "ray"
 
+    def runs_in_process(self, devset: Sequence[Any]) -> bool:
+        """Whether ``devset`` is evaluated in this process (see `dspex.optimizers.run.Evaluator`)."""
+        return self.runner_for(list(devset)) == "local"
+
     async def __call__(self, program: Any, devset: Any, metric: Any, **options: Any) -> Any:
         from dspex.evaluate.evaluate import Evaluate
 

@@ -110,6 +110,25 @@ async def test_a_small_evaluation_on_the_runtime_runs_in_this_process_and_counts
     assert store.usage("small")[http_lm.model]["calls"] == calls
 
 
+async def test_num_threads_bounds_a_search_whose_evaluations_run_in_the_coordinator(
+    http_lm: Any, server: Any, store: RunStore
+) -> None:
+    # The coordinator gives the optimizer a RayEvaluator; small valsets are then evaluated in
+    # its process, and the user's num_threads must bound them all, as it does in-process.
+    optimizer = BootstrapRS(
+        exact, max_bootstrapped_demos=2, max_labeled_demos=4, num_candidate_programs=6, num_threads=3
+    )
+    optimizer.evaluator = RayEvaluator()
+    server.reset_stats()
+    await optimizer.acompile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=False)
+    stats = server.stats()
+    assert stats["total"] > len(VAL) * 3  # several candidates were evaluated
+    # Without the shared limit this reaches 20-27. The server may count one request more
+    # than the client has in flight: a request stays counted until its handler returns, and
+    # the client can send the next one as soon as it has read the answer.
+    assert stats["max_in_flight"] <= 3 + 1
+
+
 @pytest.mark.ray
 async def test_a_fanned_out_evaluation_counts_its_usage_once(
     ray_cluster: Any, http_lm: Any, server: Any, store: RunStore
