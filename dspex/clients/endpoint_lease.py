@@ -108,6 +108,7 @@ class EndpointLease:
         self._paused_until = float("-inf")
         self._stale = False  # a counted failure: renew before the next request
         self.max_circuit_wait = DEFAULT_MAX_CIRCUIT_WAIT
+        self.count_rate_limits = True  # whether a 429 counts against the breaker (the pool's)
         self.in_flight = 0
         self.waiting = 0
         self.waiting_for_circuit = 0
@@ -248,6 +249,7 @@ class EndpointLease:
     def _after_admit(self, now: float) -> None:
         self._admitted += 1
         self._admitted_total += 1
+        self._schedule_flush()
         renewing = self._renewal is not None and not self._renewal.done()
         if now - self._renewed_at > self._ttl_half() and not renewing:
             self._start_renewal()  # ahead of time: steady traffic never waits for a lease
@@ -350,6 +352,7 @@ class EndpointLease:
         self._retry_after = lease.retry_after
         self._slots = lease.slots
         self.max_circuit_wait = lease.max_circuit_wait or self.max_circuit_wait
+        self.count_rate_limits = lease.count_rate_limits
         if lease.state != "closed" and not lease.probe:
             # The circuit opened: permits of earlier leases must not be used.
             self._return_all()
@@ -469,11 +472,17 @@ class EndpointLease:
 
     def _flush_now(self) -> None:
         self._flush = None
-        if self.in_flight or self.waiting or self._renewal is not None:
-            if self.in_flight or self.waiting:
-                self._schedule_flush()
+        renewing = self._renewal is not None and not self._renewal.done()
+        if self.in_flight or self.waiting:
+            # Busy: keep reporting while a slot is held, or the ledger takes this holder for
+            # gone after a few lease periods and gives its slots to others (a request may
+            # well take longer than that).
+            stale = self._clock() - self._renewed_at >= self._ttl()
+            if self._slots is not None and not renewing and stale:
+                self._start_renewal()
+            self._schedule_flush()
             return
-        if self._has_report():
+        if not renewing and self._has_report():
             self._start_renewal()
 
     def _event(self) -> asyncio.Event:

@@ -121,6 +121,8 @@ class Lease:
     """Nothing granted: seconds until asking again can get something."""
     max_circuit_wait: float = 0.0
     """How long batch work may wait for an open circuit."""
+    count_rate_limits: bool = True
+    """Whether a 429 counts as a failure for the breaker (report it in ``outcomes``)."""
 
 
 @dataclass
@@ -156,6 +158,7 @@ class EndpointLedger:
         max_concurrency: int | None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_circuit_wait: float = 0.0,
+        count_rate_limits: bool = True,
     ) -> None:
         self.circuit = circuit
         self.limiter = limiter  # its buckets and its pause (a 429's Retry-After)
@@ -164,6 +167,7 @@ class EndpointLedger:
         self.max_concurrency = max_concurrency
         self.lease_seconds = lease_seconds
         self.max_circuit_wait = max_circuit_wait
+        self.count_rate_limits = count_rate_limits
         self.totals = Totals()
         self._holders: dict[str, _Holder] = {}
 
@@ -261,6 +265,7 @@ class EndpointLedger:
             probe=probe,
             retry_after=retry_after,
             max_circuit_wait=self.max_circuit_wait,
+            count_rate_limits=self.count_rate_limits,
         )
 
     def _take_report(self, now: float, report: Report) -> tuple[Transition, ...]:

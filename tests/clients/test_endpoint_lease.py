@@ -179,3 +179,29 @@ async def test_a_failed_renewal_keeps_the_report_for_the_next_one() -> None:
     holder.request_done(ok=True)
     await holder.aclose()
     assert book.ledger.totals.errors == 1 and book.ledger.totals.requests == 1
+
+
+async def test_a_holder_with_long_requests_keeps_its_slots_past_the_holder_expiry() -> None:
+    # Requests often take longer than the ledger's holder expiry (5 lease periods): a busy
+    # holder reports in the meantime, so its slots are not handed to another holder.
+    book = Book(max_concurrency=2)
+    a = EndpointLease(book.renew, holder="a")
+    b = EndpointLease(book.renew, holder="b")
+    held = [await a.admit(), await a.admit()]
+    blocked = asyncio.ensure_future(b.admit())
+    deadline = time.monotonic() + 1.6  # past 5 x 0.2 s
+    while time.monotonic() < deadline:
+        assert not blocked.done(), "b got a slot a still uses: the cap no longer holds"
+        await asyncio.sleep(0.05)
+    for ticket in held:
+        a.finish(ticket, failed=False)
+    ticket = await asyncio.wait_for(blocked, 3.0)  # a's slots come back once it reports
+    assert not ticket.probe
+
+
+async def test_a_pool_that_does_not_count_rate_limits_says_so_in_its_leases() -> None:
+    book = Book()
+    book.ledger.count_rate_limits = False
+    holder = EndpointLease(book.renew, holder="a")
+    holder.finish(await holder.admit(), failed=False)
+    assert holder.count_rate_limits is False

@@ -108,7 +108,8 @@ async def send_leased(
                 raise
             except Exception as error:
                 retry_after = error.retry_after if isinstance(error, LMRateLimitError) else None
-                holder.finish(ticket, failed=counts_as_failure(error), retry_after=retry_after)
+                failed = counts_as_failure(error, count_rate_limits=holder.count_rate_limits)
+                holder.finish(ticket, failed=failed, retry_after=retry_after)
                 raise
             usage = response.usage
             holder.finish(

@@ -185,6 +185,7 @@ class ProviderPool:
             max_concurrency=config.lease_max_concurrency,
             lease_seconds=config.lease_seconds,
             max_circuit_wait=config.max_circuit_wait,
+            count_rate_limits=config.count_rate_limits,
         )
         self._flights = SingleFlight()
         self._counters = _Counters()
