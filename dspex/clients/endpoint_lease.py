@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dspex.clients.breaker_state import BreakerState
-from dspex.clients.endpoint_ledger import Lease, LeaseAsk, Report
+from dspex.clients.endpoint_ledger import DEFAULT_MAX_CIRCUIT_WAIT, Lease, LeaseAsk, Report
 from dspex.errors import CircuitOpenError
 
 Renew = Callable[[LeaseAsk], Awaitable[Lease]]
@@ -42,7 +42,6 @@ Renew = Callable[[LeaseAsk], Awaitable[Lease]]
 # The fewest seconds between two renewals that got nothing: bounds the ask rate of a
 # process that waits for the rate limit or for slots.
 MIN_RETRY_SECONDS = 0.005
-DEFAULT_MAX_CIRCUIT_WAIT = 120.0
 
 
 @dataclass
@@ -65,9 +64,23 @@ class Ticket:
     probe: bool = False
 
 
+# Report's fields that add up from one report to the next (the rest are merged by hand).
+_COUNTS = (
+    "unused_requests",
+    "token_correction",
+    "requests",
+    "errors",
+    "calls",
+    "retries",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+)
+
+
 @dataclass
 class _Pending:
-    """The report being built for the next renewal."""
+    """The report being built for the next renewal (Report's fields, mutable)."""
 
     outcomes: list[tuple[int, bool]]
     probe: tuple[int, bool | None] | None = None
@@ -251,7 +264,7 @@ class EndpointLease:
         self._admitted_total += 1
         self._schedule_flush()
         renewing = self._renewal is not None and not self._renewal.done()
-        if now - self._renewed_at > self._ttl_half() and not renewing:
+        if now - self._renewed_at > self._ttl() / 2 and not renewing:
             self._start_renewal()  # ahead of time: steady traffic never waits for a lease
 
     async def _wait_for_circuit(self, now: float, wait_until: float | None) -> None:
@@ -373,17 +386,9 @@ class EndpointLease:
         return Report(
             outcomes=tuple(p.outcomes),
             probe=p.probe,
-            unused_requests=p.unused_requests,
-            token_correction=p.token_correction,
             retry_after=p.retry_after,
             in_flight=self.in_flight,
-            requests=p.requests,
-            errors=p.errors,
-            calls=p.calls,
-            retries=p.retries,
-            prompt_tokens=p.prompt_tokens,
-            completion_tokens=p.completion_tokens,
-            cost=p.cost,
+            **{name: getattr(p, name) for name in _COUNTS},
         )
 
     def _restore(self, report: Report) -> None:
@@ -391,17 +396,10 @@ class EndpointLease:
         p = self._pending
         p.outcomes[:0] = list(report.outcomes)
         p.probe = p.probe or report.probe
-        p.unused_requests += report.unused_requests
-        p.token_correction += report.token_correction
         if report.retry_after:
             p.retry_after = max(p.retry_after or 0.0, report.retry_after)
-        p.requests += report.requests
-        p.errors += report.errors
-        p.calls += report.calls
-        p.retries += report.retries
-        p.prompt_tokens += report.prompt_tokens
-        p.completion_tokens += report.completion_tokens
-        p.cost += report.cost
+        for name in _COUNTS:
+            setattr(p, name, getattr(p, name) + getattr(report, name))
 
     def _drop_expired(self, now: float) -> None:
         if not self._grants or self._grants[0].expires > now:
@@ -453,9 +451,6 @@ class EndpointLease:
     def _ttl(self) -> float:
         return max(0.0, self._expires - self._renewed_at) or 0.2
 
-    def _ttl_half(self) -> float:
-        return self._ttl() / 2
-
     def _has_report(self) -> bool:
         p = self._pending
         return bool(
@@ -495,4 +490,4 @@ class EndpointLease:
             self._changed.set()
 
 
-__all__ = ["DEFAULT_MAX_CIRCUIT_WAIT", "EndpointLease", "Renew", "Ticket"]
+__all__ = ["EndpointLease", "Renew", "Ticket"]

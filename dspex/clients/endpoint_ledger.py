@@ -48,6 +48,10 @@ from dspex.clients.limiter import RateLimiter
 DEFAULT_LEASE_SECONDS = 0.2
 """How long a lease is good for: the bound on how late a holder learns that the
 breaker opened or a 429 paused the endpoint."""
+DEFAULT_MAX_CIRCUIT_WAIT = 120.0
+"""How long batch work waits for an open circuit when its deadline allows: a few probes
+at the default reset timeout, so a short outage costs an evaluation a pause, not its
+examples."""
 HOLDER_EXPIRY_LEASES = 5
 """A holder silent for this many lease periods is gone: its concurrency slots return."""
 
@@ -348,6 +352,7 @@ class EndpointLedger:
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_CIRCUIT_WAIT",
     "EndpointLedger",
     "Lease",
     "LeaseAsk",

@@ -46,9 +46,6 @@ class SingleFlight:
     def __init__(self) -> None:
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
 
-    def __len__(self) -> int:
-        return len(self._flights)
-
     async def run(
         self,
         key: Hashable,

@@ -37,7 +37,7 @@ from dspex.errors import LMRateLimitError, LMTimeoutError, LMTransportError
 from dspex.runtime.pools.pool_client import (
     cached_handle,
     forget_handle,
-    pool_name_of,
+    pool_name,
     start_pool,
 )
 
@@ -65,9 +65,9 @@ async def send_leased(
     deadline: float | None,
 ) -> LMResponse:
     """One request under ``lm``'s endpoint lease, with the LM's retries; priced as in-process."""
-    name = pool_name_of(lm)
-    holder = _holder_for(asyncio.get_running_loop(), name, lm)
     endpoint, api_key = lm.endpoint(), lm.credential()
+    name = pool_name(endpoint.provider, endpoint.model_name, endpoint.api_base)
+    holder = _holder_for(asyncio.get_running_loop(), name, lm)
     policy = lm.retry_policy
     if num_retries is not None and num_retries != policy.num_retries:
         policy = dataclasses.replace(policy, num_retries=num_retries)
@@ -147,14 +147,6 @@ def forget_leases() -> None:
     _holders.clear()
 
 
-def lease_stats() -> dict[str, dict[str, Any]]:
-    """Per pool name: this process's lease state (for tests and benchmarks)."""
-    return {
-        name: {"state": h.state, "in_flight": h.in_flight, "renewals": h.renewals}
-        for (_, name), h in list(_holders.items())
-    }
-
-
 def _holder_for(loop: asyncio.AbstractEventLoop, name: str, lm: LM) -> EndpointLease:
     holder = _holders.get((loop, name))
     if holder is not None:
@@ -214,4 +206,4 @@ def _time_left(timeout: float, deadline: float | None) -> float:
     return min(timeout, left)
 
 
-__all__ = ["flush_leases", "forget_leases", "lease_stats", "send_leased"]
+__all__ = ["flush_leases", "forget_leases", "send_leased"]

@@ -309,7 +309,7 @@ def stop_pool(lm: LM) -> None:
     ``dspex.providers`` is removed from it, so the supervisor does not restart it."""
     import ray
 
-    name = _name_of(lm)
+    name = pool_name_of(lm)
     with _handles_lock:
         _handles.pop(name, None)
     if _stop_supervised(name):
@@ -375,11 +375,9 @@ def pool_name_of(lm: LM) -> str:
     return pool_name(lm.provider, lm.model_name, lm.endpoint().api_base)
 
 
-_name_of = pool_name_of
-
 
 def _handle_for(lm: LM) -> Any:
-    name = _name_of(lm)
+    name = pool_name_of(lm)
     handle = _handles.get(name)
     return handle if handle is not None else start_pool(lm)
 
@@ -427,7 +425,7 @@ async def route_through_pool(
         wait_for_circuit=current_workload() == "batch",
     )
     loop = asyncio.get_running_loop()
-    name = _name_of(lm)
+    name = pool_name_of(lm)
     batcher = _batchers.get((loop, name))
     if batcher is None:
         batcher = _batcher_for(loop, name, lm)

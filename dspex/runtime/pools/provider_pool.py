@@ -49,7 +49,13 @@ from dspex.clients.breaker_state import (
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_SECONDS,
 )
-from dspex.clients.endpoint_ledger import DEFAULT_LEASE_SECONDS, EndpointLedger, Lease, LeaseAsk
+from dspex.clients.endpoint_ledger import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_CIRCUIT_WAIT,
+    EndpointLedger,
+    Lease,
+    LeaseAsk,
+)
 from dspex.clients.limiter import RateLimiter, Reservation, estimate_tokens
 from dspex.clients.pipeline import Endpoint, post_once, priced, send_n
 from dspex.clients.pricing import Price, lookup_price
@@ -67,10 +73,6 @@ from dspex.errors import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 256
-# How long a batch request waits for an open circuit when its deadline allows:
-# a few probes at the default reset timeout, so a short outage costs an
-# evaluation a pause, not its examples.
-DEFAULT_MAX_CIRCUIT_WAIT = 120.0
 RECENT_WINDOW_SECONDS = 10.0
 
 Outcome = LMResponse | BaseException

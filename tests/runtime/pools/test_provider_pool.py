@@ -242,7 +242,7 @@ async def test_the_lm_s_backoff_travels_with_its_requests(sim: SimLMServer) -> N
             return LMResponse(outputs=["x"], usage=Usage(1, 1, 1), model=lm.model)
 
     loop = asyncio.get_running_loop()
-    name = pool_client._name_of(lm)
+    name = pool_client.pool_name_of(lm)
     pool_client._batchers[(loop, name)] = Capture()  # type: ignore[assignment]
     try:
         await pool_client.route_through_pool(lm, [{"role": "user", "content": "q"}], {})
