@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS usage (
     cost REAL NOT NULL,
     PRIMARY KEY (run_id, model)
 );
+CREATE TABLE IF NOT EXISTS coordinator_slots (
+    slot TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    assigned REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS coordinator_slots_by_run ON coordinator_slots (run_id);
 """
 
 RUN_STATUSES = ("running", "finished", "budget_limited", "failed", "cancelled")
@@ -291,9 +297,39 @@ class RunStore:
             r[0]: {"calls": r[1], "prompt_tokens": r[2], "completion_tokens": r[3], "cost": r[4]} for r in rows
         }
 
+    # --- reusable coordinators ----------------------------------------------------------
+    # A coordinator that serves one run after another (the runtime's warm coordinators) is
+    # known by its slot id, not by a run id: this says which run a slot serves right now,
+    # so a restarted slot resumes that run and a driver finds the coordinator of a run.
+
+    def assign_slot(self, slot: str, run_id: str) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO coordinator_slots (slot, run_id, assigned) VALUES (?, ?, ?)",
+                (slot, run_id, time.time()),
+            )
+
+    def release_slot(self, slot: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM coordinator_slots WHERE slot=?", (slot,))
+
+    def slot_run(self, slot: str) -> str | None:
+        """The run the slot serves, or None when it is free."""
+        with self._connect() as db:
+            row = db.execute("SELECT run_id FROM coordinator_slots WHERE slot=?", (slot,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def run_slot(self, run_id: str) -> str | None:
+        """The slot serving the run, or None when no reusable coordinator does."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT slot FROM coordinator_slots WHERE run_id=? ORDER BY assigned DESC", (run_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def delete_run(self, run_id: str) -> None:
         with self._connect() as db:
-            for table in ("runs", "steps", "trials", "usage", "programs"):
+            for table in ("runs", "steps", "trials", "usage", "programs", "coordinator_slots"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
 
 

@@ -87,6 +87,11 @@ def new_run_id(optimizer: Any) -> str:
     return f"{type(optimizer).__name__.lower()}-{uuid.uuid4().hex[:10]}"
 
 
+def new_slot_id() -> str:
+    """The id of a reusable (spare) coordinator: it serves one run after another."""
+    return f"coordinator-{uuid.uuid4().hex[:10]}"
+
+
 # --- the job: everything a coordinator needs, pickled into the run store -----------
 
 
@@ -329,11 +334,13 @@ class OptimizationCoordinator(Supervised):
     without Ray. As an actor it is started by `coordinator_spec`.
 
     Started before its run has a job (``spare=True``), it is a *warm spare*: the process is
-    up, dspex and the optimizers are imported, and it waits for a driver to `claim` it,
-    store the job and ask for the result. A driver keeps one ready for its next run (see
-    runs.py), so a run pays no actor start. A spare nobody claims exits by itself after
-    ``spare_idle`` seconds. Its spec is an ordinary run coordinator's: restarted after a
-    crash, it loads the job if one was stored by then (and resumes the run), else it is a
+    up, dspex and the optimizers are imported, and it waits for a driver to `claim` it for
+    a run, store the job and ask for the result. Its first argument is then a *slot* id
+    (its actor's name), not a run id: the run store records which run the slot serves, so
+    after its run the driver can `recycle` it into a spare for the next run and a driver's
+    runs pay no actor start after the first (see runs.py). A spare nobody claims exits by
+    itself after ``spare_idle`` seconds. Restarted after a crash, a slot carries on with
+    the run it was serving (loading the job if one was stored by then), else it is a
     spare again.
     """
 
@@ -345,17 +352,24 @@ class OptimizationCoordinator(Supervised):
         spare: bool = False,
         spare_idle: float = SPARE_IDLE_SECONDS,
     ) -> None:
+        self.slot = run_id if spare else None
+        """A spare's own id (its actor is named after it), kept across the runs it serves."""
         self.run_id = run_id
         self.store = RunStore(store_path)
         self._job: Job | None = None
         self._resumed_steps = 0
-        if not spare or self.store.get_step(run_id, JOB_KEY)[0]:
+        self._claimed = False
+        serving = self.store.slot_run(run_id) if spare else None
+        if serving is not None and self.store.get_step(serving, RESULT_KEY)[1] is None:
+            # Restarted while serving a run (or between its claim and its job): carry on.
+            self.run_id, self._claimed = serving, True
+        if not spare or self.store.get_step(self.run_id, JOB_KEY)[0]:
             # Loaded here so a job that cannot be unpickled fails the start, not a later call.
             self._load()
         self._spare_idle = spare_idle
-        self._claimed = False
         self._idle: asyncio.TimerHandle | None = None
         self._linger = linger
+        self._lingering: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._outcome: Outcome | None = None
@@ -366,20 +380,37 @@ class OptimizationCoordinator(Supervised):
         events.connect_event_log()  # the run's trial events reach the cluster's log, if any
         if self._job is not None:
             self._ensure_started()
-        elif self._idle is None:
-            loop = asyncio.get_running_loop()
-            self._idle = loop.call_later(self._spare_idle, self._expire)
-            loop.call_soon(_warm_imports)
+        elif self._idle is None and not self._claimed:
+            self._wait_for_claim()
+            asyncio.get_running_loop().call_soon(_warm_imports)
         return await super().ready()
 
-    async def claim(self) -> bool:
-        """Reserve this spare for a driver's run: True once, for the first caller, while
-        it is idle (False if it already has a job or is exiting)."""
+    async def claim(self, run_id: str | None = None) -> bool:
+        """Reserve this spare for the run ``run_id``: True once, for the first caller, while
+        it is idle (False if it already has a job or is exiting). Without ``run_id`` the
+        spare serves the run named by its own id."""
         if self._claimed or self._job is not None or self.exit_reason is not None:
             return False
         self._claimed = True
         if self._idle is not None:
             self._idle.cancel()
+        if run_id is not None and self.slot is not None:
+            self.store.assign_slot(self.slot, run_id)  # before the job: a restart must know
+            self.run_id = run_id
+        return True
+
+    async def recycle(self) -> bool:
+        """Make this finished slot a spare again, for its driver's next run: True if it
+        is one now (False: not a slot, its run not over, or it is exiting)."""
+        if self.slot is None or self._outcome is None or self.exit_reason is not None:
+            return False
+        if self._lingering is not None:
+            self._lingering.cancel()
+        self.store.release_slot(self.slot)
+        self.run_id = self.slot
+        self._job, self._task, self._outcome = None, None, None
+        self._claimed, self._resumed_steps = False, 0
+        self._wait_for_claim()
         return True
 
     async def progress(self) -> RunProgress:
@@ -427,6 +458,9 @@ class OptimizationCoordinator(Supervised):
         self._job = load_job(self.store, self.run_id)
         self._resumed_steps = count_steps(self.store, self.run_id)
         self._started = time.monotonic()
+
+    def _wait_for_claim(self) -> None:
+        self._idle = asyncio.get_running_loop().call_later(self._spare_idle, self._expire)
 
     def _expire(self) -> None:
         # Never claimed: a clean exit (not restarted); the driver that started it
@@ -478,7 +512,7 @@ class OptimizationCoordinator(Supervised):
         self._outcome = outcome
         # Clean exits either way: a failed compile would fail again if restarted.
         reason = "normal" if outcome.state == "finished" else f"shutdown:{outcome.state}"
-        asyncio.get_running_loop().call_later(self._linger, self.exit, reason)
+        self._lingering = asyncio.get_running_loop().call_later(self._linger, self.exit, reason)
 
 
 WARM_MODULES = (
@@ -618,6 +652,7 @@ __all__ = [
     "RunCancelledError",
     "RunProgress",
     "coordinator_name",
+    "new_slot_id",
     "coordinator_spec",
     "load_outcome",
     "optimizers_supervisor",

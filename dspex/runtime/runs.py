@@ -102,16 +102,22 @@ def _summary(store: RunStore, run_id: str) -> RunSummary:
         updated=record.updated,
         error=record.error,
         has_result=found and result is not None,
-        coordinator=_coordinator_alive(run_id),
+        coordinator=_coordinator_alive(store, run_id),
     )
 
 
-def _coordinator_alive(run_id: str) -> bool | None:
+def _coordinator_alive(store: RunStore, run_id: str) -> bool | None:
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return None  # never start or connect Ray just to list runs
+    slot = store.run_slot(run_id)
+    names = [coordinator_name(slot)] if slot is not None else []
+    return any(_name_alive(ray, name) for name in [*names, coordinator_name(run_id)])
+
+
+def _name_alive(ray: Any, name: str) -> bool:
     try:
-        handle = ray.get_actor(coordinator_name(run_id), namespace=NAMESPACE)
+        handle = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         return False
     # Ray frees a killed actor's name a little after its death: ask the actor itself.
@@ -142,14 +148,15 @@ async def compile_remote(
     """``optimizer.acompile(...)`` run by the run's coordinator actor; returns the program.
 
     Without a ``run_id`` the run takes this driver's warm spare coordinator if it has one
-    (no actor start to wait for) and, once its own coordinator is up, starts the spare for
-    the next run (`KEEP_SPARE`).
+    (no actor start to wait for) and gives it back as the spare for the next run when it
+    is done. A run that found no spare starts its own coordinator and, once that is up,
+    a spare for the next run (`KEEP_SPARE`).
     """
     store = store or RunStore()
     spare_key = (type(optimizer).__name__, str(Path(store.path).resolve()))
     warm = run_id is None and KEEP_SPARE
-    claimed = await _spares.take(spare_key) if warm else None
-    run_id = run_id or claimed or new_run_id(optimizer)
+    run_id = run_id or new_run_id(optimizer)
+    slot = await _spares.take(spare_key, run_id) if warm else None
 
     def job() -> Job:
         return make_job(
@@ -165,11 +172,14 @@ async def compile_remote(
     def started(supervisor: Any) -> None:
         # The next run's spare starts while this run works (its LM traffic leaves the CPU
         # mostly idle), after this run's own coordinator, which must not queue behind it.
-        if warm:
-            _spares.replenish(spare_key, optimizer, supervisor)
+        if warm and slot is None:
+            _spares.replenish(spare_key, supervisor)
 
-    attachment = _Attachment(run_id, store, job, claimed=claimed is not None, on_started=started)
-    return await attachment.result()
+    attachment = _Attachment(run_id, store, job, slot=slot, on_started=started)
+    program = await attachment.result()
+    if attachment.finished_slot is not None:
+        await _spares.give_back(spare_key, *attachment.finished_slot)
+    return program
 
 
 async def aresume(run_id: str, *, store: RunStore | str | Path | None = None) -> Any:
@@ -195,20 +205,23 @@ run starts its coordinator when it starts."""
 
 
 class _Spares:
-    """This driver's spare coordinators: one per key, started after a run, taken by the next.
+    """This driver's spare coordinators: one per key, taken by a run and given back after it.
 
-    A spare is an ordinary run coordinator (named by the run id it will serve) started
-    before its job exists; `take` claims it (the coordinator answers yes once), so two
-    drivers or two concurrent compiles never share one.
+    A spare is a reusable run coordinator (a *slot*, see `OptimizationCoordinator`) that
+    waits for a run; `take` claims it for a run id (the coordinator answers yes once), so
+    two drivers or two concurrent compiles never share one. After its run the slot is
+    recycled into the spare again, so a driver's runs after the first start no process.
     """
 
     def __init__(self) -> None:
         self._spares: dict[tuple[str, ...], tuple[str, Any, Any]] = {}
-        """(Ray job, *key) -> (run id, the supervisor, the start_child call's ref); keyed by
-        the Ray job too, so a driver that reconnected never waits on an old session's ref."""
+        """(Ray job, *key) -> (slot id, the supervisor, the start_child call's ref or None);
+        keyed by the Ray job too, so a driver that reconnected never waits on an old
+        session's ref."""
 
-    async def take(self, key: tuple[str, str]) -> str | None:
-        """The run id of a claimed spare for ``key``, or None (the run starts its own)."""
+    async def take(self, key: tuple[str, str], run_id: str) -> str | None:
+        """The slot id of a spare for ``key`` claimed for ``run_id``, or None (the run
+        starts its own coordinator)."""
         from ray.exceptions import RayActorError, RayError
 
         from dspex.errors import DspexError
@@ -216,26 +229,43 @@ class _Spares:
         entry = self._spares.pop(_session(key), None)
         if entry is None:
             return None
-        run_id, supervisor, started = entry
+        slot, supervisor, started = entry
         try:
-            await started  # normally long done; else waiting beats starting another
-            handle = _named(coordinator_name(run_id))
-            if handle is not None and await handle.claim.remote():
-                return run_id
+            if started is not None:
+                await started  # normally long done; else waiting beats starting another
+            handle = _named(coordinator_name(slot))
+            if handle is not None and await handle.claim.remote(run_id):
+                return slot
         except (RayActorError, DspexError, RayError):
-            log.debug("spare coordinator %s unusable", run_id, exc_info=True)
-        await _forget(supervisor, run_id)
+            log.debug("spare coordinator %s unusable", slot, exc_info=True)
+        await _forget(supervisor, slot)
         return None
 
-    def replenish(self, key: tuple[str, str], optimizer: Any, supervisor: Any) -> None:
+    def replenish(self, key: tuple[str, str], supervisor: Any) -> None:
         """Start a spare for ``key`` if there is none (does not wait for it to be up)."""
-        from dspex.runtime.coordinator import coordinator_spec
+        from dspex.runtime.coordinator import coordinator_spec, new_slot_id
 
         if _session(key) in self._spares or supervisor is None:
             return
-        run_id = new_run_id(optimizer)
-        started = supervisor.start_child.remote(coordinator_spec(run_id, key[1], spare=True))
-        self._spares[_session(key)] = (run_id, supervisor, started)
+        slot = new_slot_id()
+        started = supervisor.start_child.remote(coordinator_spec(slot, key[1], spare=True))
+        self._spares[_session(key)] = (slot, supervisor, started)
+
+    async def give_back(self, key: tuple[str, str], slot: str, handle: Any, supervisor: Any) -> None:
+        """Keep a slot whose run is over as the spare for ``key``, or stop it if there is
+        a spare already (or it cannot be one again)."""
+        from ray.exceptions import RayError
+
+        from dspex.errors import DspexError
+
+        if _session(key) not in self._spares:
+            try:
+                if await handle.recycle.remote():
+                    self._spares[_session(key)] = (slot, supervisor, None)
+                    return
+            except (DspexError, RayError):
+                log.debug("coordinator %s could not be recycled", slot, exc_info=True)
+        await _forget(supervisor, slot)
 
 
 _spares = _Spares()
@@ -247,17 +277,17 @@ def _session(key: tuple[str, str]) -> tuple[str, ...]:
     return (ray.get_runtime_context().get_job_id(), *key)
 
 
-async def _forget(supervisor: Any, run_id: str) -> None:
-    """Stop an unusable spare and drop its spec (it may be gone already)."""
+async def _forget(supervisor: Any, slot: str) -> None:
+    """Stop a spare that is not needed or not usable and drop its spec (it may be gone)."""
     from ray.exceptions import RayError
 
     from dspex.errors import DspexError
 
     for method in ("terminate_child", "delete_child"):
         try:
-            await getattr(supervisor, method).remote(coordinator_name(run_id))
+            await getattr(supervisor, method).remote(coordinator_name(slot))
         except (DspexError, RayError):
-            log.debug("spare coordinator %s: %s failed", run_id, method, exc_info=True)
+            log.debug("spare coordinator %s: %s failed", slot, method, exc_info=True)
 
 
 def _named(name: str) -> Any | None:
@@ -278,17 +308,20 @@ class _Attachment:
         store: RunStore,
         make_job: Callable[[], Job] | None,
         *,
-        claimed: bool = False,
+        slot: str | None = None,
         on_started: Callable[[Any], None] | None = None,
     ) -> None:
         self.run_id = run_id
-        self.name = coordinator_name(run_id)
+        self.slot = slot
+        """The spare this driver claimed for the run (it waits for the job), if any."""
+        self.name = coordinator_name(slot or run_id)
         self.store = store
         self.make_job = make_job  # None: resume with the job already stored
-        self.claimed = claimed
-        """The run's coordinator is a spare this driver claimed: it waits for the job."""
         self.on_started = on_started
         """Called with the supervisor once the run's coordinator is up (or found)."""
+        self.finished_slot: tuple[str, Any, Any] | None = None
+        """(slot, its handle, the supervisor) once the claimed slot delivered the outcome:
+        it is not stopped, the driver may give it back as a spare."""
         self._dead: set[str] = set()  # actor ids known dead: their name may linger briefly
         self._supervisor: Any = None
 
@@ -302,7 +335,7 @@ class _Attachment:
             log.info("run %s finished earlier; returning its stored program", self.run_id)
             return program
         self._supervisor = await optimizers_supervisor()
-        if self.claimed and self.make_job is not None:
+        if self.slot is not None and self.make_job is not None:
             # The spare is up and waits for its job; asking for its result starts the run.
             save_job(self.store, self.run_id, self.make_job())
         display = _ProgressDisplay()
@@ -317,7 +350,10 @@ class _Attachment:
                     self._dead.add(handle._actor_id.hex())
                     log.warning("run %s: its coordinator died; waiting for it to resume", self.run_id)
                     continue
-                await self._release()
+                if self.slot is not None:
+                    self.finished_slot = (self.slot, handle, self._supervisor)
+                else:
+                    await self._release()
                 return load_outcome(outcome, self.run_id)
             # It stored its program before we got to it (or another driver collected it).
             await self._release()
@@ -382,6 +418,11 @@ class _Attachment:
         try:
             if forget:  # a coordinator that exited on its own left its spec behind
                 await self._ask("delete_child", self.name)
+            if self.slot is not None:
+                # The claimed spare is gone for good: the run gets a coordinator of its own.
+                self.store.release_slot(self.slot)
+                self.slot, self.name = None, coordinator_name(self.run_id)
+                self.make_job = None  # its job was stored when the spare was claimed
             if self.make_job is not None:
                 save_job(self.store, self.run_id, self.make_job())
             elif not self.store.get_step(self.run_id, JOB_KEY)[0]:

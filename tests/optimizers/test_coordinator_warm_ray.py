@@ -1,6 +1,6 @@
 """The runtime's fast path for optimizers: small evaluations in the coordinator's process,
-big ones on EvalWorkers, each counted once; warm spare coordinators reused across runs,
-still restarted and resumed after a kill.
+big ones on EvalWorkers, each counted once; warm spare coordinators that serve one run
+after another, still restarted and resumed after a kill.
 
 The simulated LM runs as an HTTP server so coordinators and workers reach it.
 """
@@ -28,6 +28,7 @@ from dspex.runtime.coordinator import (
     RayEvaluator,
     coordinator_name,
     count_steps,
+    load_outcome,
     make_job,
     save_job,
 )
@@ -148,8 +149,10 @@ async def test_a_fanned_out_evaluation_counts_its_usage_once(
 async def test_an_unclaimed_spare_exits_by_itself_and_is_claimed_once(store: RunStore) -> None:
     claimed = OptimizationCoordinator("spare-a", str(store.path), spare=True)
     await claimed.ready()
-    assert await claimed.claim() and not await claimed.claim()
-    await claimed.cancel()  # a spare with no run has nothing to cancel
+    assert await claimed.claim("run-1") and not await claimed.claim("run-2")
+    assert claimed.run_id == "run-1" and store.slot_run("spare-a") == "run-1"
+    assert store.run_slot("run-1") == "spare-a"
+    await claimed.cancel()  # claimed but given no job yet: nothing to cancel
 
     idle = OptimizationCoordinator("spare-b", str(store.path), spare=True, spare_idle=0.05)
     await idle.ready()
@@ -159,7 +162,43 @@ async def test_an_unclaimed_spare_exits_by_itself_and_is_claimed_once(store: Run
 
     await poll(exited, "the idle spare to exit")
     assert idle.exit_reason is not None and idle.exit_reason.kind == "normal"
-    assert not await idle.claim()
+    assert not await idle.claim("run-3")
+
+
+async def test_a_slot_serves_one_run_after_another(
+    http_lm: Any, reference: dict[str, Any], store: RunStore
+) -> None:
+    slot = OptimizationCoordinator("slot-a", str(store.path), spare=True, linger=60)
+    await slot.ready()
+    programs = {}
+    for run_id in ("first", "second"):
+        assert not await slot.recycle()  # no run over yet
+        assert await slot.claim(run_id)
+        job = make_job(search(), student(), trainset=TRAIN, valset=VAL, max_lm_calls=None, max_cost=None, kwargs={})
+        save_job(store, run_id, job)
+        outcome = await slot.result()
+        assert outcome.state == "finished" and store.get_run(run_id).status == "finished"
+        programs[run_id] = load_outcome(outcome, run_id)
+        assert await slot.recycle()  # a spare again: free in the store, waiting for a claim
+        assert store.slot_run("slot-a") is None and slot.run_id == "slot-a"
+    assert [program.run_info.run_id for program in programs.values()] == ["first", "second"]
+    assert all(program.dump_state() == reference for program in programs.values())
+    assert slot.exit_reason is None  # recycling cancelled the finished run's linger-exit
+    await slot.terminate()
+
+
+def test_a_restarted_slot_resumes_the_run_it_was_serving(http_lm: Any, store: RunStore) -> None:
+    job = make_job(search(), student(), trainset=TRAIN, valset=VAL, max_lm_calls=None, max_cost=None, kwargs={})
+    save_job(store, "served", job)
+    store.assign_slot("slot-b", "served")
+    restarted = OptimizationCoordinator("slot-b", str(store.path), spare=True)
+    assert restarted.run_id == "served"  # its spec names the slot; the store names the run
+    assert not asyncio.run(restarted.claim("other"))  # it has a run: not a spare
+
+    # Claimed but killed before its driver stored the job: it waits for that job.
+    store.assign_slot("slot-c", "unstored")
+    waiting = OptimizationCoordinator("slot-c", str(store.path), spare=True)
+    assert waiting.run_id == "unstored" and not asyncio.run(waiting.claim("other"))
 
 
 @pytest.fixture(scope="module")
@@ -194,22 +233,27 @@ def coordinator(run_id: str) -> Any | None:
 
 
 def spare_of(store: RunStore) -> str | None:
-    """The run id of this driver's spare for a BootstrapRS run on ``store``."""
+    """The slot id of this driver's spare for a BootstrapRS run on ``store``."""
     key = runs_module._session(("BootstrapFewShotWithRandomSearch", str(store.path.resolve())))
     entry = runs_module._spares._spares.get(key)
     return None if entry is None else entry[0]
 
 
+def actor_id(handle: Any) -> str:
+    return str(handle._actor_id.hex())
+
+
 @pytest.mark.ray
-async def test_a_warm_spare_serves_the_next_run_and_a_killed_one_resumes(
+async def test_a_warm_spare_serves_the_next_runs_and_a_killed_one_resumes(
     optimizers: None, reference: dict[str, Any], store: RunStore
 ) -> None:
     import ray
 
     first = await search().acompile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=True)
     assert first.dump_state() == reference
+    assert coordinator(first.run_info.run_id) is None  # a cold run's own coordinator is stopped
     spare = spare_of(store)
-    assert spare is not None and spare != first.run_info.run_id
+    assert spare is not None
     assert coordinator(spare) is not None  # up and waiting, before anyone asked for it
 
     # The next run is served by that spare: no coordinator started for it.
@@ -217,26 +261,35 @@ async def test_a_warm_spare_serves_the_next_run_and_a_killed_one_resumes(
         search().acompile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=True)
     )
 
-    async def three_steps() -> bool:
-        return store.has_run(spare) and count_steps(store, spare) >= 3
+    async def serving_three_steps() -> str | None:
+        run_id = store.slot_run(spare)
+        return run_id if run_id is not None and count_steps(store, run_id) >= 3 else None
 
-    await poll(three_steps, "the spare to run the second compile")
+    second_id = await poll(serving_three_steps, "the spare to run the second compile")
+    assert [s.coordinator for s in dspex.runs(store) if s.run_id == second_id] == [True]
     victim = coordinator(spare)
     assert victim is not None
     ray.kill(victim)  # the supervisor restarts it from the same spec: it resumes the run
     second = await asyncio.wait_for(driver, DEADLINE)
-    assert second.run_info.run_id == spare
+    assert second.run_info.run_id == second_id
     assert second.run_info.replayed_steps >= 3
     assert second.dump_state() == reference
-    assert coordinator(spare) is None  # collected and stopped like any run's coordinator
 
-    # A run with its own run_id does not take the spare the second run left behind.
-    third_spare = spare_of(store)
-    assert third_spare is not None and third_spare != spare
+    # The slot is given back after its run, and serves the third run in the same process.
+    assert spare_of(store) == spare and store.slot_run(spare) is None
+    recycled = coordinator(spare)
+    assert recycled is not None and actor_id(recycled) != actor_id(victim)
+    third = await search().acompile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=True)
+    assert third.dump_state() == reference and third.run_info.run_id not in (second_id, spare)
+    still = coordinator(spare)
+    assert still is not None and actor_id(still) == actor_id(recycled)
+    assert [s.coordinator for s in dspex.runs(store) if s.run_id == third.run_info.run_id] == [False]
+
+    # A run with its own run_id does not take the spare.
     named = await search().acompile(
         student(), trainset=TRAIN, valset=VAL, store=store, run_id="named", coordinator=True
     )
-    assert named.run_info.run_id == "named" and spare_of(store) == third_spare
+    assert named.run_info.run_id == "named" and spare_of(store) == spare
 
 
 def test_save_job_before_claim_keeps_the_job_for_a_restart(http_lm: Any, store: RunStore) -> None:
