@@ -15,6 +15,14 @@ through its ``OptimizationCoordinator``. Each (optimizer, mode) runs once to war
 up (imports, connections, actors) and is then timed ``--repeats`` times; the
 report shows the best and the mean.
 
+With ``--modes ...,dspy`` the same two optimizers (DSPy's ``MIPROv2`` and
+``BootstrapFewShotWithRandomSearch``, same parameters, same ``ChainOfThought``
+student, same data) also run in DSPy 3.4 in its own virtualenv, once per
+setting after one warm-up LM call (install it with ``python -m venv
+/tmp/dspy-venv && /tmp/dspy-venv/bin/pip install dspy``), and the report shows
+DSPy wall / runtime wall (target: at least 5) next to both LM call counts and
+dev scores.
+
 Per timed compile: wall time, LM requests the server saw, requests in flight
 at the server (``calls x latency / wall``, i.e. averaged over the whole
 compile, and averaged over the traffic window only), the traffic window (first
@@ -24,6 +32,8 @@ setting (target: at most 1.2).
 
     python benchmarks/runtime_optimizers.py [--settings 16:50,64:100] [--repeats 1]
                                             [--optimizers mipro,rs] [--sample-ms 10]
+                                            [--modes in-process,runtime,dspy]
+                                            [--dspy-python /tmp/dspy-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -114,6 +124,89 @@ class Sampler:
         end = next((t for t, total, flying in busy if total == final_total and flying == 0), busy[-1][0])
         inside = [flying for t, _, flying in busy if t <= end]
         return end - first, sum(inside) / max(len(inside), 1)
+
+
+DSPY_RUNNER = r"""
+import json, sys, time, urllib.request
+import dspy
+
+config = json.load(open(sys.argv[1]))
+
+def stats():
+    return json.loads(urllib.request.urlopen(config["base_url"] + "/stats").read())
+
+def reset():
+    request = urllib.request.Request(config["base_url"] + "/admin/reset", data=b"{}", method="POST")
+    urllib.request.urlopen(request).read()
+
+def examples(name):
+    return [dspy.Example(**r).with_inputs("question") for r in config[name]]
+
+def exact(example, prediction, trace=None):
+    return str(example.answer).strip() == str(prediction.answer).strip()
+
+lm = dspy.LM("openai/sim-lm", api_base=config["url"], api_key="sim-local", cache=False)
+dspy.configure(lm=lm)
+threads = config["threads"]
+if config["optimizer"] == "mipro":
+    optimizer = dspy.MIPROv2(metric=exact, auto="light", num_threads=threads, seed=9)
+else:
+    optimizer = dspy.BootstrapFewShotWithRandomSearch(
+        metric=exact, max_bootstrapped_demos=4, max_labeled_demos=4,
+        num_candidate_programs=8, num_threads=threads,
+    )
+lm("Say hello.")  # warm-up: first-call imports and one connection, outside the timing
+reset()
+start = time.perf_counter()
+program = optimizer.compile(dspy.ChainOfThought("question -> answer"),
+                            trainset=examples("train"), valset=examples("val"))
+wall = time.perf_counter() - start
+calls = stats()["total"]
+score = dspy.Evaluate(devset=examples("dev"), metric=exact, num_threads=threads)(program).score
+print("RESULT " + json.dumps({"wall": wall, "lm_calls": calls, "score": float(score),
+                               "version": dspy.__version__}))
+"""
+
+
+def run_dspy(
+    python: str, server: Any, name: str, threads: int, latency_ms: float, data: dict[str, list[Any]]
+) -> Outcome | str:
+    """One compile in DSPy, in its own interpreter (an Outcome), or why not (a str)."""
+    import subprocess
+
+    if not Path(python).exists():
+        return f"no DSPy interpreter at {python} (see the module docstring to install one)"
+    workdir = Path(tempfile.mkdtemp(prefix="dspy-bench-"))
+    config = {
+        "url": server.url,
+        "base_url": server.base_url,
+        "optimizer": name,
+        "threads": threads,
+        **{split: [{"question": e.question, "answer": e.answer} for e in found] for split, found in data.items()},
+    }
+    (workdir / "config.json").write_text(json.dumps(config))
+    (workdir / "runner.py").write_text(DSPY_RUNNER)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DSPY_CACHEDIR": str(workdir / "cache")}
+    done = subprocess.run(
+        [python, str(workdir / "runner.py"), str(workdir / "config.json")],
+        capture_output=True, text=True, timeout=900, env=env, cwd=workdir,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            found = json.loads(line.removeprefix("RESULT "))
+            return Outcome(
+                setting=f"{threads} threads, {latency_ms:g} ms",
+                optimizer=LABELS[name],
+                mode="dspy",
+                wall=found["wall"],
+                lm_calls=int(found["lm_calls"]),
+                in_flight=found["lm_calls"] * latency_ms / 1000 / found["wall"],
+                window=0.0,
+                window_in_flight=0.0,
+                peak=0,
+                score=float(found["score"]),  # a percentage, as dspex reports it
+            )
+    return f"DSPy {LABELS[name]} failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}"
 
 
 def rows(split: str, start: int, n: int) -> list[dict[str, str]]:
@@ -252,6 +345,20 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
             f"{sum(o.window for o in group) / n:>9.2f}{sum(o.window_in_flight for o in group) / n:>8.1f}"
             f"{max(o.peak for o in group):>6}{sum(o.score for o in group) / n:>7.1f}"
         )
+    dspy_keys = [key for key in groups if key[2] == "dspy"]
+    if dspy_keys:
+        print("\nDSPy wall / runtime wall (target >= 5), with LM calls and dev score (runtime vs DSPy):")
+    for setting, optimizer, _ in dspy_keys:
+        ours = groups.get((setting, optimizer, "runtime")) or groups.get((setting, optimizer, "in-process"))
+        if not ours:
+            continue
+        theirs = groups[(setting, optimizer, "dspy")][0]
+        wall = sum(o.wall for o in ours) / len(ours)
+        print(
+            f"  {setting:<20}{optimizer:<15}{theirs.wall / wall:6.2f}x  ({ours[0].mode})"
+            f"  LM calls {sum(o.lm_calls for o in ours) / len(ours):.0f} vs {theirs.lm_calls}"
+            f"  dev {sum(o.score for o in ours) / len(ours):.1f} vs {theirs.score:.1f}"
+        )
     print("\nruntime wall / in-process wall (mean; target <= 1.2):")
     for setting, optimizer, mode in groups:
         if mode != "runtime" or (setting, optimizer, "in-process") not in means:
@@ -278,6 +385,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm-up")
     parser.add_argument("--sample-ms", type=float, default=10.0, help="0 turns the /stats sampler off")
     parser.add_argument("--modes", default="in-process,runtime")
+    parser.add_argument("--dspy-python", default="/tmp/dspy-venv/bin/python")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -311,6 +419,15 @@ def main() -> None:
                 outcomes += asyncio.run(run_mode("runtime", servers, optimizers, data, args, log))
             finally:
                 dspex.shutdown()
+        if "dspy" in modes:
+            for (threads, latency_ms), server in servers.items():
+                for name in optimizers:
+                    found = run_dspy(args.dspy_python, server, name, threads, latency_ms, data)
+                    if isinstance(found, str):
+                        log(found)
+                        continue
+                    log(f"dspy       {found.setting:<20} {found.optimizer:<14} timed    {found.wall:6.2f} s")
+                    outcomes.append(found)
     finally:
         for server in servers.values():
             server.stop()
