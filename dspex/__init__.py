@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "ChainOfThought": "dspex.modules.chain_of_thought",
     # LM client
     "LM": "dspex.clients.lm",
+    "BaseLM": "dspex.clients.base_lm",
     "configure_cache": "dspex.clients.cache",
     "inspect_history": "dspex.clients.history",
     "track_usage": "dspex.clients.usage",
@@ -83,7 +84,16 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
+# Subpackages DSPy code reaches as attributes (``dspy.teleprompt.COPRO``) without
+# importing them first.
+_SUBPACKAGES = frozenset(
+    {"adapters", "clients", "evaluate", "predict", "primitives", "signatures", "teleprompt", "utils"}
+)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"dspex.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dspex' has no attribute {name!r}")
@@ -100,6 +110,7 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
+    from dspex.clients.base_lm import BaseLM
     from dspex.clients.cache import configure_cache
     from dspex.clients.history import inspect_history
     from dspex.clients.lm import LM

@@ -1,0 +1,228 @@
+"""`BaseLM`: the class to subclass for a language model dspex does not ship.
+
+Write ``forward(prompt=None, messages=None, **kwargs)`` returning an OpenAI-style
+chat completion (an object or a dict with ``choices[i].message.content``, optional
+``finish_reason``, ``usage`` and ``model``), and optionally ``aforward`` for a
+natively async model; Predict and the adapters then call it like any other LM
+(they use `acomplete`, which this class builds on ``aforward``). A subclass that
+only overrides ``__call__`` (returning a list of output texts) works too: dspex
+calls it in a worker thread.
+
+Calls are recorded in ``lm.history`` and the global history and counted in the
+usage of the prediction they serve, as for `dspex.LM`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy as copy_module
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dspex.clients.history import make_entry, record
+from dspex.clients.types import LMResponse, Message, Usage
+from dspex.clients.usage import record_usage
+from dspex.errors import ConfigurationError
+
+LM_CLASS_STATE_KEY = "_dspex_lm_class"
+"""The key of a saved LM state that names its class (``module.QualName``), so a program
+saved with a custom LM can be loaded with the same class (only when trusted)."""
+
+# Request options that steer dspex itself (the cache, the rollout salt): a model
+# written by a user never sees them.
+_DSPEX_OPTIONS = ("cache", "rollout_id")
+
+
+class BaseLM:
+    """Subclass and override ``forward`` (and ``aforward``, for a native async model)."""
+
+    #: Predict reserves the run budget for this LM (it does not reserve itself)
+    reserves_budget = False
+
+    def __init__(
+        self,
+        model: str,
+        model_type: str = "chat",
+        temperature: float = 0.0,
+        max_tokens: int = 1000,
+        cache: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if model_type != "chat":
+            raise ConfigurationError(
+                f"{type(self).__name__}(model_type={model_type!r}): only 'chat' models are supported"
+            )
+        self.model = model
+        self.model_type = model_type
+        self.cache = cache
+        self.kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
+        self.history: list[dict[str, Any]] = []
+
+    # --- what a subclass writes ------------------------------------------------------------
+
+    def forward(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> Any:
+        """Answer one request: an OpenAI-style chat completion (object or dict)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override forward(prompt=None, messages=None, **kwargs) "
+            "(or aforward for an async model) to answer requests"
+        )
+
+    async def aforward(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> Any:
+        """Async `forward`; by default runs ``forward`` in a worker thread (with this
+        context's settings), so a blocking model does not stall the event loop."""
+        context = contextvars.copy_context()
+        return await asyncio.to_thread(
+            context.run, lambda: self.forward(prompt=prompt, messages=messages, **kwargs)
+        )
+
+    # --- what dspex calls ------------------------------------------------------------------
+
+    async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
+        """One request, as the adapters send it (the `dspex.LM` interface)."""
+        params = {**self.kwargs, **{k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}}
+        start = time.perf_counter()
+        if self._answers_through_call():
+            outputs = await asyncio.to_thread(
+                contextvars.copy_context().run, lambda: self(messages=list(messages), **params)
+            )
+            response = LMResponse([_output_text(o) for o in outputs], Usage(calls=1), self.model)
+        else:
+            raw = await self.aforward(messages=list(messages), **params)
+            response = response_from_completion(raw, self.model)
+        self._finish(messages, params, response, time.perf_counter() - start)
+        return response
+
+    def complete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
+        from dspex.utils.aio import run_sync
+
+        return run_sync(self.acomplete(messages, **kwargs))
+
+    def __call__(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """The output texts for a prompt or a message list (DSPy's call)."""
+        return self.complete(_as_messages(prompt, messages), **kwargs).outputs
+
+    async def acall(
+        self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
+    ) -> list[Any]:
+        return (await self.acomplete(_as_messages(prompt, messages), **kwargs)).outputs
+
+    def copy(self, **kwargs: Any) -> BaseLM:
+        """A copy with some request options changed (``None`` removes one); fresh history."""
+        new = copy_module.deepcopy(self)
+        new.history = []
+        for name, value in kwargs.items():
+            if hasattr(new, name) and name != "kwargs":
+                setattr(new, name, value)
+            elif value is None:
+                new.kwargs.pop(name, None)
+            else:
+                new.kwargs[name] = value
+        return new
+
+    def dump_state(self) -> dict[str, Any]:
+        """Model and request options, for saving a program (never an API key); names
+        this LM's class under `LM_CLASS_STATE_KEY`."""
+        from dspex.observability.redact import is_secret_name
+
+        options = {
+            k: v for k, v in self.kwargs.items() if k != LM_CLASS_STATE_KEY and not is_secret_name(k)
+        }
+        return {
+            LM_CLASS_STATE_KEY: f"{type(self).__module__}.{type(self).__qualname__}",
+            "model": self.model,
+            "model_type": self.model_type,
+            "cache": self.cache,
+            **options,
+        }
+
+    @classmethod
+    def load_state(cls, state: Mapping[str, Any]) -> BaseLM:
+        """An LM of this class rebuilt from `dump_state` output."""
+        options = {k: v for k, v in state.items() if k != LM_CLASS_STATE_KEY}
+        return cls(**options)
+
+    def inspect_history(self, n: int = 1) -> str:
+        from dspex.clients.history import inspect_history
+
+        return inspect_history(n, history=self.history)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _answers_through_call(self) -> bool:
+        """A subclass that overrides ``__call__`` but neither forward nor aforward."""
+        cls = type(self)
+        return (
+            cls.__call__ is not BaseLM.__call__
+            and cls.forward is BaseLM.forward
+            and cls.aforward is BaseLM.aforward
+        )
+
+    def _finish(
+        self, messages: Sequence[Message], params: dict[str, Any], response: LMResponse, latency: float
+    ) -> None:
+        record_usage(self.model, response.usage, cached=response.cached)
+        entry = make_entry(
+            model=self.model, messages=messages, params=params, response=response, latency=latency
+        )
+        record(entry)
+        self.history.append(entry)
+
+
+def response_from_completion(completion: Any, model: str) -> LMResponse:
+    """An `LMResponse` from an OpenAI-style chat completion, as object or as dict."""
+    choices = _field(completion, "choices")
+    if not choices:
+        raise ConfigurationError(
+            f"the LM {model!r} returned no choices: forward() must return a chat completion "
+            "with choices[i].message.content"
+        )
+    outputs: list[str] = []
+    reasons: list[str | None] = []
+    for choice in choices:
+        message = _field(choice, "message")
+        content = _field(message, "content") if message is not None else _field(choice, "text")
+        outputs.append("" if content is None else str(content))
+        reasons.append(_field(choice, "finish_reason"))
+    usage = _field(completion, "usage")
+    prompt_tokens = int(_field(usage, "prompt_tokens") or 0) if usage is not None else 0
+    completion_tokens = int(_field(usage, "completion_tokens") or 0) if usage is not None else 0
+    return LMResponse(
+        outputs,
+        Usage(prompt_tokens, completion_tokens, calls=1),
+        str(_field(completion, "model") or model),
+        finish_reasons=reasons,
+    )
+
+
+def _field(value: Any, name: str) -> Any:
+    if isinstance(value, Mapping):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, Mapping):
+        return str(output.get("text") or output.get("content") or "")
+    return str(output)
+
+
+def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequence[Message]:
+    if messages is not None:
+        return messages
+    if prompt is None:
+        raise ConfigurationError("give the LM a prompt or a list of messages")
+    return [{"role": "user", "content": prompt}]
+
+
+__all__ = ["LM_CLASS_STATE_KEY", "BaseLM", "response_from_completion"]

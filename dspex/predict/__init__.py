@@ -1,0 +1,8 @@
+"""DSPy's import path for the modules (``dspy.predict``): they live in
+`dspex.modules`; this package only re-exports them so DSPy code ports by
+changing the import."""
+
+from dspex.modules import ChainOfThought, Predict
+from dspex.optimizers.knn import KNN
+
+__all__ = ["KNN", "ChainOfThought", "Predict"]

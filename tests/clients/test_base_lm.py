@@ -1,0 +1,104 @@
+"""BaseLM: a model written by the user (forward, aforward or __call__) is what Predict calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import dspex
+from dspex.clients.base_lm import LM_CLASS_STATE_KEY, BaseLM
+from dspex.errors import ConfigurationError
+
+REPLY = "[[ ## answer ## ]]\n{}\n\n[[ ## completed ## ]]"
+
+
+class EchoLM(BaseLM):
+    """Answers with the question it was asked, as an OpenAI-style object with attributes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("echo-model", **kwargs)
+        self.seen: list[dict[str, Any]] = []
+        self.threads: set[str] = set()
+
+    def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+        self.seen.append(kwargs)
+        self.threads.add(threading.current_thread().name)
+        question = messages[-1]["content"].split("[[ ## question ## ]]\n")[1].split("\n")[0]
+
+        class Obj:
+            def __init__(self, **fields: Any) -> None:
+                self.__dict__.update(fields)
+
+        return Obj(
+            choices=[Obj(message=Obj(content=REPLY.format(question)), finish_reason="stop")],
+            usage=Obj(prompt_tokens=7, completion_tokens=3),
+            model="echo-model-v2",
+        )
+
+
+class AsyncDictLM(BaseLM):
+    async def aforward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+        await asyncio.sleep(0)
+        return {"choices": [{"message": {"content": REPLY.format("async")}}], "usage": {}}
+
+
+class CallOnlyLM(BaseLM):
+    def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[str]:
+        return [REPLY.format(f"call with {len(messages)} messages")]
+
+
+def test_predict_calls_a_subclass_forward_with_its_options_and_counts_usage() -> None:
+    lm = EchoLM(temperature=0.5)
+    with dspex.context(lm=lm):
+        prediction = dspex.Predict("question -> answer")(question="why")
+    assert prediction.answer == "why"
+    assert lm.seen[0]["temperature"] == 0.5 and "cache" not in lm.seen[0]
+    assert lm.threads and threading.main_thread().name not in lm.threads  # forward ran off the loop
+    assert prediction.usage.prompt_tokens == 7 and prediction.usage.completion_tokens == 3
+    assert len(lm.history) == 1 and lm.history[0]["model"] == "echo-model"
+
+
+def test_an_async_subclass_and_a_call_only_subclass_both_answer() -> None:
+    predict = dspex.Predict("question -> answer")
+    with dspex.context(lm=AsyncDictLM("async-model")):
+        assert predict(question="q").answer == "async"
+    with dspex.context(lm=CallOnlyLM("call-model")):
+        assert predict(question="q").answer.startswith("call with ")
+
+
+def test_direct_calls_return_output_texts() -> None:
+    lm = EchoLM()
+    assert lm(messages=[{"role": "user", "content": "[[ ## question ## ]]\nhi"}]) == [REPLY.format("hi")]
+    assert asyncio.run(lm.acall("[[ ## question ## ]]\nho")) == [REPLY.format("ho")]
+
+
+def test_forward_must_be_written() -> None:
+    with pytest.raises(NotImplementedError, match="must override forward"):
+        BaseLM("nothing")("hello")
+
+
+def test_no_choices_is_a_clear_error() -> None:
+    class Empty(BaseLM):
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            return {"choices": []}
+
+    with pytest.raises(ConfigurationError, match="returned no choices"):
+        Empty("empty")("hello")
+
+
+def test_dump_state_names_the_class_and_keeps_no_secret() -> None:
+    lm = EchoLM(api_key="sk-secret", max_tokens=50, **{LM_CLASS_STATE_KEY: "evil.Module"})
+    state = lm.dump_state()
+    assert state[LM_CLASS_STATE_KEY] == f"{EchoLM.__module__}.{EchoLM.__qualname__}"
+    assert state["max_tokens"] == 50 and "api_key" not in state and "sk-secret" not in repr(state)
+
+
+def test_copy_changes_options_and_starts_a_fresh_history() -> None:
+    lm = EchoLM(temperature=0.1)
+    lm("[[ ## question ## ]]\nx")
+    other = lm.copy(temperature=0.9, max_tokens=None)
+    assert other.kwargs["temperature"] == 0.9 and "max_tokens" not in other.kwargs
+    assert other.history == [] and len(lm.history) == 1 and lm.kwargs["temperature"] == 0.1
