@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "BootstrapRS": "dspex.optimizers.random_search",
     "KNN": "dspex.optimizers.knn",
     "KNNFewShot": "dspex.optimizers.knn",
+    "Embedder": "dspex.optimizers.embedders",
     "Ensemble": "dspex.optimizers.ensemble",
     "majority": "dspex.optimizers.ensemble",
     "COPRO": "dspex.optimizers.copro",
@@ -134,6 +135,7 @@ if TYPE_CHECKING:
     from dspex.modules.predict import Predict
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO
+    from dspex.optimizers.embedders import Embedder
     from dspex.optimizers.ensemble import Ensemble, majority
     from dspex.optimizers.knn import KNN, KNNFewShot
     from dspex.optimizers.labeled import LabeledFewShot

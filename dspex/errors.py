@@ -18,7 +18,7 @@ class that fits; the branches group what a caller handles the same way:
 The hierarchy (``+`` marks an extra base class)::
 
     DspexError
-    ├── ConfigurationError
+    ├── ConfigurationError               + ValueError
     │   ├── UnknownSettingError          + AttributeError
     │   ├── SavedFileError
     │   ├── RuntimeNotRunningError
@@ -84,8 +84,11 @@ class DspexError(Exception):
     """Base class of every error dspex raises on purpose."""
 
 
-class ConfigurationError(DspexError):
-    """A setting is missing or inconsistent (no LM configured, bad option, ...)."""
+class ConfigurationError(DspexError, ValueError):
+    """A setting is missing or inconsistent (no LM configured, bad option, ...).
+
+    Also a ``ValueError``, the class DSPy raises for these mistakes, so code written
+    for DSPy (``except ValueError``) keeps catching them."""
 
 
 class SavedFileError(ConfigurationError):

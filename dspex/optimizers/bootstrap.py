@@ -130,9 +130,10 @@ class BootstrapFewShot(Teleprompter):
 
     ``compile(student, *, trainset, teacher=None)``. Beyond DSPy's options:
     ``num_threads`` bounds the teacher runs in flight (default
-    ``settings.num_threads``). ``max_errors`` (default ``settings.max_errors``)
-    is how many teacher runs may raise before `BootstrapError` stops the
-    compile, counted like `Evaluate` counts (DSPy stops at the max_errors-th).
+    ``settings.num_threads``). ``max_errors`` (default ``settings.max_errors``):
+    as in DSPy, the max_errors-th teacher run that raises stops the compile with
+    that run's own exception (a note lists the failures so far); a failure that
+    crossed processes, or was replayed from a stored run, raises `BootstrapError`.
     Rounds after the first run the teacher with ``temperature=1.0`` and the
     round number as ``seed`` and ``rollout_id``.
     """
@@ -260,6 +261,8 @@ class _Pass:
         self.priority = priority
         self.judge = _Judge(owner.metric, owner.metric_threshold)
         self._round_teachers: dict[int, Any] = {0: teacher}
+        self._raised: dict[str, Exception] = {}
+        """A failure's text -> the exception raised in this process (attempts store text)."""
 
     async def run(self) -> Bootstrapped:
         if self.owner.max_bootstrapped_demos <= 0:
@@ -308,18 +311,22 @@ class _Pass:
         return Bootstrapped(demos, tuple(used), attempts, tuple(failures))
 
     def _check_errors(self, failures: list[tuple[int, str]]) -> None:
-        if self.max_errors is None or len(failures) <= self.max_errors:
+        if self.max_errors is None or len(failures) < max(self.max_errors, 1):
             return
         shown = "\n".join(
             f"  #{index} {_preview(self.trainset[index])}: {error}" for index, error in failures[:5]
         )
-        raise BootstrapError(
-            f"bootstrapping stopped: {len(failures)} teacher runs failed, more than "
+        summary = (
+            f"bootstrapping stopped: {len(failures)} teacher runs failed, reaching "
             f"max_errors={self.max_errors}. First failures:\n{shown}\nWhat to do: fix the program "
             "or metric if the errors come from code; check the LM if they are LM errors; raise "
-            "max_errors= if some failures are expected.",
-            failures=failures,
+            "max_errors= if some failures are expected."
         )
+        original = self._raised.get(failures[-1][1])
+        if original is not None:
+            original.add_note(summary)  # DSPy re-raises the teacher's own error
+            raise original
+        raise BootstrapError(summary, failures=failures)
 
     async def _example(self, index: int, example: Any) -> tuple[Attempt, ...]:
         async with self.limiter.slot((self.priority, 0, index)):
@@ -351,7 +358,9 @@ class _Pass:
             raise
         except Exception as exc:
             log.debug("teacher run failed on %s", _preview(example), exc_info=True)
-            return Attempt(False, {}, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self._raised[error] = exc
+            return Attempt(False, {}, error)
         if not passed:
             return Attempt(False, {})
         return Attempt(True, demos_from_trace(trace, names))

@@ -257,18 +257,17 @@ class COPRO(Teleprompter):
         ):
             if is_new:
                 self._record(run, state, name, draft, depth, outcome)
-            if outcome.score is None:
-                continue
+            score = _ranked_score(outcome)
             attempt = state.attempts[name].get(draft.instruction) or Attempt(
-                draft.instruction, draft.prefix, outcome.score, depth
+                draft.instruction, draft.prefix, score, depth
             )
-            attempt.score = outcome.score
+            attempt.score = score
             state.attempts[name][draft.instruction] = attempt
             contenders.append(attempt)
             if is_new:
                 latest.append(attempt)
                 candidate = _with_instructions(program, state.names, fp)
-                run.offer(candidate, outcome.score, f"{name} depth {depth}")
+                run.offer(candidate, score, f"{name} depth {depth}")
         if contenders:
             # max() keeps the first of equals: the current instruction, listed first.
             state.current[name] = max(contenders, key=lambda a: a.score).instruction
@@ -324,10 +323,11 @@ class COPRO(Teleprompter):
         )
 
     def _result(self, program: Any, state: _State, stats: dict[str, Any]) -> Any:
-        scored = [(fp, o.score) for fp, o in state.scores.items() if o.score is not None]
-        if not scored:
-            raise ConfigurationError(
-                "COPRO could not score any candidate: every evaluation failed (see the run's trials)"
+        scored = [(fp, _ranked_score(o)) for fp, o in state.scores.items()]
+        if all(o.score is None for o in state.scores.values()):
+            log.warning(
+                "COPRO could not score any candidate: every evaluation failed (scored 0; the "
+                "run's trials hold the errors). The program returned has the first instructions."
             )
         ranked = sorted(
             scored, key=lambda item: item[1], reverse=True
@@ -390,5 +390,11 @@ def _append_stats(target: dict[str, list[float]], scores: list[float], depth: in
     target["min"].append(min(scores))
     target["std"].append(statistics.pstdev(scores))
 
+
+
+
+def _ranked_score(outcome: TrialOutcome) -> float:
+    """A candidate's score for ranking: a failed evaluation counts 0, as in DSPy."""
+    return 0.0 if outcome.score is None else outcome.score
 
 __all__ = ["COPRO"]

@@ -41,17 +41,98 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class Embedder:
-    """Base class: implement `embed` (and `aembed` when the work is I/O)."""
+    """Text -> vectors. Two ways to use it:
+
+    - DSPy's way: ``Embedder(model, batch_size=200, caching=True, **kwargs)`` where
+      ``model`` is the name of a model behind an OpenAI-compatible embeddings endpoint
+      (``api_base=``, ``api_key=`` in kwargs) or any function ``texts -> vectors``.
+      Texts go to the model in batches of ``batch_size``; with ``caching`` each
+      distinct text is embedded once per Embedder.
+    - As a base class: implement `embed` (and `aembed` when the work is I/O).
+
+    ``embedder("one text")`` returns one vector; ``embedder([...])`` a matrix.
+    """
+
+    def __init__(
+        self,
+        model: str | Callable[[list[str]], Any] | None = None,
+        *,
+        batch_size: int = 200,
+        caching: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(f"Embedder(batch_size=...) must be an int >= 1, got {batch_size!r}")
+        self.model = model
+        self.batch_size = batch_size
+        self.caching = caching
+        self._vectors: dict[str, Any] = {}
+        self._model: Embedder | None
+        if model is None:
+            self._model = None
+        elif isinstance(model, str):
+            self._model = OpenAIEmbedder(model, batch_size=batch_size, **kwargs)
+        elif callable(model):
+            self._model = CallableEmbedder(model)
+        else:
+            raise ConfigurationError(
+                f"Embedder(model=...) takes a model name or a function texts -> vectors, got "
+                f"{type(model).__name__}"
+            )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement embed(texts)")
+        model = self._backing_model()
+        texts = list(texts)
+        batches = self._batches(texts)
+        return self._assemble(texts, batches, [model.embed(batch) for batch in batches])
 
     async def aembed(self, texts: Sequence[str]) -> np.ndarray:
-        # CPU-bound by default: off the event loop, with the caller's context.
-        return await asyncio.to_thread(self.embed, list(texts))
+        if getattr(self, "_model", None) is None:
+            # A subclass's CPU-bound embed: off the event loop, with the caller's context.
+            return await asyncio.to_thread(self.embed, list(texts))
+        model = self._backing_model()
+        texts = list(texts)
+        batches = self._batches(texts)
+        parts = await asyncio.gather(*(model.aembed(batch) for batch in batches))
+        return self._assemble(texts, batches, list(parts))
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            return self.embed([texts])[0]
         return self.embed(texts)
+
+    async def acall(self, texts: str | Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            return (await self.aembed([texts]))[0]
+        return await self.aembed(texts)
+
+    # --- the DSPy-style wrapper's batching and cache ------------------------------------
+
+    def _backing_model(self) -> Embedder:
+        model = getattr(self, "_model", None)
+        if model is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement embed(texts), or be built as "
+                "Embedder(model_name_or_function)"
+            )
+        return model
+
+    def _batches(self, texts: list[str]) -> list[list[str]]:
+        """The texts to send, in batches: each distinct uncached one once, when caching."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._vectors] if self.caching else texts
+        return [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+
+    def _assemble(self, texts: list[str], batches: list[list[str]], parts: list[Any]) -> np.ndarray:
+        import numpy as np
+
+        matrices = [_as_matrix(part, len(batch)) for batch, part in zip(batches, parts, strict=True)]
+        if not self.caching:
+            return np.concatenate(matrices, axis=0) if matrices else np.zeros((0, 0), np.float32)
+        for batch, matrix in zip(batches, matrices, strict=True):
+            self._vectors.update(zip(batch, matrix, strict=True))
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([self._vectors[text] for text in texts])
 
 
 class HashingEmbedder(Embedder):

@@ -3,8 +3,8 @@
 ``Ensemble(reduce_fn=majority).compile([p1, p2, p3])`` returns a program that
 calls all of them (or a random ``size`` of them) concurrently, where DSPy calls
 them one after another, and reduces the list of outputs with ``reduce_fn``.
-Without a ``reduce_fn`` the outputs are reduced by `majority` over the last
-output field (DSPy returns the plain list then: pass ``reduce_fn=list`` for that).
+Without a ``reduce_fn`` the program returns the list of outputs, as DSPy's does
+(pass ``reduce_fn=dspex.majority`` to vote on the last output field).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Ensemble(Teleprompter):
             raise ConfigurationError("Ensemble.compile() needs at least one program")
         if self.size is not None and self.size > len(programs):
             raise ConfigurationError(f"Ensemble(size={self.size}) but only {len(programs)} programs were given")
-        return EnsembledProgram(programs, self.reduce_fn or majority, self.size, self.deterministic)
+        return EnsembledProgram(programs, self.reduce_fn or list, self.size, self.deterministic)
 
     async def acompile(self, programs: Sequence[Any]) -> EnsembledProgram:  # type: ignore[override]
         return self.compile(programs)

@@ -53,6 +53,13 @@ class KNN:
 
         return run_sync(self.anearest(**inputs))
 
+    @property
+    def trainset_vectors(self) -> np.ndarray:
+        """The trainset's embeddings, one row per example (embedded on first use)."""
+        from dspex.utils.aio import run_sync
+
+        return run_sync(self._trainset_matrix())
+
     async def _trainset_matrix(self) -> np.ndarray:
         # Embedded once, on first use. Two first calls at once may both embed;
         # the results are identical, so that costs time, never correctness.
@@ -86,6 +93,7 @@ class KNNFewShot(Teleprompter):
 
     def __init__(self, k: int, trainset: Sequence[Any], vectorizer: Any = None, **few_shot_bootstrap_args: Any) -> None:
         self.knn = KNN(k, trainset, vectorizer)
+        self.KNN = self.knn  # DSPy's attribute name
         self.k = k
         self.trainset = list(trainset)
         # Builds the BootstrapFewShot now, so a wrong argument fails here, not at inference.

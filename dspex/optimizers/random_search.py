@@ -19,11 +19,11 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from dspex.errors import BudgetExceededError, SearchError
+from dspex.errors import BudgetExceededError, ConfigurationError, SearchError
 from dspex.optimizers.base import Teleprompter
 from dspex.optimizers.bootstrap import BootstrapFewShot, Limiter, cancel_and_wait
 from dspex.optimizers.labeled import reject_unknown_options, with_labeled_demos
@@ -116,12 +116,18 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         trainset: list[Any],
         valset: Sequence[Any] | None,
         teacher: Any = None,
-        restrict: Sequence[int] | None = None,
+        restrict: Iterable[int] | None = None,
         labeled_sample: bool = True,
         **kwargs: Any,
     ) -> Any:
         reject_unknown_options(type(self).__name__, kwargs)
-        seeds = [s for s in range(ZERO_SHOT, self.num_candidate_sets) if restrict is None or s in restrict]
+        allowed = None if restrict is None else set(restrict)  # read once: it may be an iterator
+        seeds = [s for s in range(ZERO_SHOT, self.num_candidate_sets) if allowed is None or s in allowed]
+        if not seeds:
+            raise ConfigurationError(
+                f"restrict={sorted(allowed or ())} matches no candidate seed: seeds run from "
+                f"{ZERO_SHOT} (zero-shot) to {self.num_candidate_sets - 1}"
+            )
         search = _Search(self, run, student, teacher, trainset, list(valset or trainset), labeled_sample)
         return await search.run(seeds)
 

@@ -29,14 +29,14 @@ class Example:
     """
 
     _store: dict[str, Any]
-    _input_keys: tuple[str, ...] | None
+    _input_keys: set[str] | None
 
     def __init__(self, base: Example | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         store: dict[str, Any] = {}
-        input_keys: tuple[str, ...] | None = None
+        input_keys: set[str] | None = None
         if isinstance(base, Example):
             store.update(base._store)
-            input_keys = base._input_keys
+            input_keys = None if base._input_keys is None else set(base._input_keys)
         elif base is not None:
             store.update(base)
         store.update(kwargs)
@@ -108,13 +108,17 @@ class Example:
             return NotImplemented
         return self._store == other._store
 
-    # Examples are mutable; hashing one by value would break sets and dicts.
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        # By value, as DSPy does (so examples can key dicts and dedupe in sets): do not
+        # change an example while it is a key. Unhashable values hash by their contents.
+        return hash(_frozen(self._store))
 
     def __repr__(self) -> str:
         fields = {k: v for k, v in self.items()}
-        suffix = "" if self._input_keys is None else f" (input_keys={list(self._input_keys)})"
-        return f"{type(self).__name__}({fields!r}){suffix}"
+        return f"{type(self).__name__}({fields!r}) (input_keys={self._input_keys!r})"
+
+    def __str__(self) -> str:
+        return repr(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,14 +132,14 @@ class Example:
     def with_inputs(self: E, *keys: str) -> E:
         """A copy of this example that knows which of its fields are inputs."""
         new = self.copy()
-        object.__setattr__(new, "_input_keys", tuple(keys))
+        object.__setattr__(new, "_input_keys", set(keys))
         return new
 
     def inputs(self) -> Example:
         """The input fields, as an Example (that still knows its input keys)."""
         keys = self._require_input_keys("inputs")
         new = Example({k: v for k, v in self._store.items() if k in keys})
-        object.__setattr__(new, "_input_keys", keys)
+        object.__setattr__(new, "_input_keys", set(keys))
         return new
 
     def labels(self) -> Example:
@@ -143,7 +147,7 @@ class Example:
         keys = self._require_input_keys("labels")
         return Example({k: v for k, v in self._store.items() if k not in keys})
 
-    def _require_input_keys(self, method: str) -> tuple[str, ...]:
+    def _require_input_keys(self, method: str) -> set[str]:
         if self._input_keys is None:
             raise InputKeysNotSetError(
                 f"{type(self).__name__}.{method}() needs to know the input fields: "
@@ -170,6 +174,22 @@ class Example:
         return {k: _to_plain(v) for k, v in self._store.items()}
 
     to_dict = toDict
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for ``value``: containers by their contents."""
+    if isinstance(value, Mapping):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return (type(value).__name__, tuple(_frozen(v) for v in items))
+    if isinstance(value, Example):
+        return _frozen(value._store)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _to_plain(value: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Three ways to script it:
 
-- a list of dicts, one per request (each dict maps output field names to values);
-  once the list is used up every request gets ``{"answer": "No more responses"}``;
+- a list of dicts, one per request (each dict maps output field names to values;
+  a plain string is sent as the reply text itself); once the list is used up every
+  request gets ``{"answer": "No more responses"}``;
 - a dict mapping a piece of text to the answer for any request whose last message
   contains that text (no match: ``{"answer": "No more responses"}``);
 - ``follow_examples=True``: the answer a demo in the prompt gave for the same input.
@@ -37,7 +38,7 @@ class DummyLM(BaseLM):
 
     def __init__(
         self,
-        answers: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
+        answers: Sequence[Mapping[str, Any] | str] | Mapping[str, Mapping[str, Any]],
         follow_examples: bool = False,
         reasoning: bool = False,
         adapter: Adapter | None = None,
@@ -46,7 +47,9 @@ class DummyLM(BaseLM):
         self.answers: Mapping[str, Mapping[str, Any]] | None = (
             answers if isinstance(answers, Mapping) else None
         )
-        self._queue: Iterator[Mapping[str, Any]] = iter(()) if isinstance(answers, Mapping) else iter(list(answers))
+        self._queue: Iterator[Mapping[str, Any] | str] = (
+            iter(()) if isinstance(answers, Mapping) else iter(list(answers))
+        )
         self.follow_examples = follow_examples
         self.reasoning = reasoning
         self.adapter = adapter
@@ -73,8 +76,10 @@ class DummyLM(BaseLM):
     ) -> dict[str, Any]:
         return self.forward(prompt=prompt, messages=messages, **kwargs)  # instant: no thread needed
 
-    def format_answer(self, fields: Mapping[str, Any]) -> str:
-        """``fields`` as a reply in the adapter's format."""
+    def format_answer(self, fields: Mapping[str, Any] | str) -> str:
+        """``fields`` as a reply in the adapter's format (a string is the reply itself)."""
+        if isinstance(fields, str):
+            return fields
         adapter = self.adapter
         custom = getattr(adapter, "format_field_with_value", None)
         if custom is not None and not isinstance(adapter, JSONAdapter):
@@ -88,6 +93,11 @@ class DummyLM(BaseLM):
             return json.dumps({name: _jsonable(value) for name, value in fields.items()}, ensure_ascii=False)
         body = "\n\n".join(f"{section(name)}\n{format_value(value)}" for name, value in fields.items())
         return f"{body}\n\n{END_MARKER}"
+
+    def get_convo(self, index: int) -> tuple[list[Message], list[str]]:
+        """The messages and outputs of the ``index``-th recorded call (negative from the end)."""
+        entry = self.history[index]
+        return entry["messages"], entry["outputs"]
 
     # --- internals ---------------------------------------------------------------------------
 

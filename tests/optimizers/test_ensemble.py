@@ -71,10 +71,15 @@ def test_ensemble_runs_all_programs_concurrently_and_votes() -> None:
     async def scenario() -> dspex.Prediction:
         gate = Gate(3)  # would never open if the programs ran one after another
         programs = [Fixed("x", gate), Fixed("y", gate), Fixed("y", gate)]
-        ensemble = Ensemble().compile(programs)
+        ensemble = Ensemble(reduce_fn=dspex.majority).compile(programs)
         return await asyncio.wait_for(ensemble.acall(question="q"), 10)
 
     assert run_sync(scenario()).answer == "y"
+
+
+def test_ensemble_without_reduce_fn_returns_every_output_as_dspy_does() -> None:
+    outputs = Ensemble().compile([Fixed("a"), Fixed("b"), Fixed("a")])(question="q")
+    assert [p.answer for p in outputs] == ["a", "b", "a"]
 
 
 def test_ensemble_size_subsets_and_deterministic_choice() -> None:

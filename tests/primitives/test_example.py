@@ -70,13 +70,15 @@ def test_equality_by_fields_and_not_hashable() -> None:
     assert Example(a=1) == Example(a=1).with_inputs("a")
     assert Example(a=1) != Example(a=2)
     assert Example(a=1) != {"a": 1}
-    with pytest.raises(TypeError):
-        hash(Example(a=1))
+    # Hashable by value, as in DSPy: equal examples hash alike, whatever their input keys.
+    assert hash(Example(a=1, b=[1, {"c": 2}])) == hash(Example(a=1, b=[1, {"c": 2}]).with_inputs("a"))
+    assert len({Example(a=1), Example(a=1), Example(a=2)}) == 2
 
 
 def test_repr_shows_fields_and_input_keys() -> None:
     text = repr(make().with_inputs("question"))
-    assert "'question': '2+2?'" in text and "input_keys=['question']" in text
+    assert "'question': '2+2?'" in text and "input_keys={'question'}" in text
+    assert repr(Example(a=1)) == str(Example(a=1)) == "Example({'a': 1}) (input_keys=None)"
     assert "dspy_uuid" not in text
 
 
