@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "LM": "dspex.clients.lm",
     "configure_cache": "dspex.clients.cache",
     "inspect_history": "dspex.clients.history",
-    "track_usage": "dspex.clients.usage",
+    "track_usage": "dspex.utils.usage_tracker",
     "Usage": "dspex.clients.types",
     # evaluation
     "Evaluate": "dspex.evaluate.evaluate",
@@ -104,7 +104,6 @@ if TYPE_CHECKING:
     from dspex.clients.history import inspect_history
     from dspex.clients.lm import LM
     from dspex.clients.types import Usage
-    from dspex.clients.usage import track_usage
     from dspex.errors import (
         AdapterParseError,
         BudgetExceededError,
@@ -141,3 +140,4 @@ if TYPE_CHECKING:
     from dspex.runtime.supervision.application import dead_letters
     from dspex.signatures.field import InputField, OutputField
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
+    from dspex.utils.usage_tracker import track_usage

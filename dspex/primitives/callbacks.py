@@ -10,7 +10,10 @@ Subclass `BaseCallback`, override the handlers you need, and pass instances in
 
     dspex.configure(callbacks=[Printer()])
 
-Each call gets a fresh ``call_id`` shared by its start and end handler. A start
+Each call gets a fresh ``call_id`` shared by its start and end handler; while
+the call runs (after its start handlers, before its end handlers) that id is
+``dspex.utils.callback.ACTIVE_CALL_ID``, so a start handler of a nested call
+reads its parent's id there. A start
 handler receives the instance and its inputs as a dict (a module call:
 ``{"args": (...), "kwargs": {...}}``; an LM call: ``{"messages": [...],
 "kwargs": {...}}``; an adapter's format: ``signature``, ``demos``, ``inputs``;
@@ -37,6 +40,7 @@ from typing import Any, Self, SupportsIndex
 
 from dspex.observability import hooks
 from dspex.primitives.settings import settings
+from dspex.utils.callback_context import ACTIVE_CALL_ID
 
 logger = logging.getLogger("dspex.callbacks")
 
@@ -76,6 +80,14 @@ class BaseCallback:
     ) -> None:
         """The adapter parsed ``outputs`` (a dict of output fields), or could not."""
 
+    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A tool (``instance``) is called with ``inputs`` (its arguments by name)."""
+
+    def on_tool_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
+        """The tool returned ``outputs``, or failed with ``exception``."""
+
     def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """An ``Evaluate`` (``instance``) starts on ``inputs["program"]``."""
 
@@ -92,6 +104,7 @@ class _Dispatch:
     call_id: str
     kind: str
     callbacks: tuple[Any, ...]
+    parent_call_id: str | None
 
 
 class CallbackDispatcher:
@@ -103,14 +116,25 @@ class CallbackDispatcher:
         callbacks = active_callbacks(instance)
         if not callbacks:
             return None
-        dispatch = _Dispatch(uuid.uuid4().hex, kind, callbacks)
+        return self.start(kind, instance, inputs, callbacks)
+
+    def start(
+        self, kind: str, instance: Any, inputs: dict[str, Any], callbacks: tuple[Any, ...]
+    ) -> _Dispatch:
+        """Run the start handlers of ``callbacks``, then make the call's id the active one."""
+        dispatch = _Dispatch(uuid.uuid4().hex, kind, callbacks, ACTIVE_CALL_ID.get())
         for callback in callbacks:
             _run(callback, f"on_{kind}_start", call_id=dispatch.call_id, instance=instance, inputs=inputs)
+        # Set after the start handlers: they read their parent's id, not their own.
+        ACTIVE_CALL_ID.set(dispatch.call_id)
         return dispatch
 
     def call_ended(
         self, dispatch: _Dispatch, outputs: Any, exception: BaseException | None
     ) -> None:
+        # set(), not reset(): the end may come in a copy of the start's context (a task
+        # or thread), where a token from the start's context is refused.
+        ACTIVE_CALL_ID.set(dispatch.parent_call_id)
         for callback in dispatch.callbacks:
             _run(
                 callback,
