@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "LM": "dspex.clients.lm",
     "configure_cache": "dspex.clients.cache",
     "inspect_history": "dspex.clients.history",
-    "track_usage": "dspex.utils.usage_tracker",
+    "track_usage": "dspex.clients.usage",
     "Usage": "dspex.clients.types",
     # evaluation
     "Evaluate": "dspex.evaluate.evaluate",
@@ -104,6 +104,7 @@ if TYPE_CHECKING:
     from dspex.clients.history import inspect_history
     from dspex.clients.lm import LM
     from dspex.clients.types import Usage
+    from dspex.clients.usage import track_usage
     from dspex.errors import (
         AdapterParseError,
         BudgetExceededError,
@@ -140,4 +141,3 @@ if TYPE_CHECKING:
     from dspex.runtime.supervision.application import dead_letters
     from dspex.signatures.field import InputField, OutputField
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
-    from dspex.utils.usage_tracker import track_usage

@@ -24,6 +24,9 @@ when the call raised) and the exception (None when it returned).
 Handlers run inline, in the order given: the settings' callbacks first, then
 the instance's. A handler that raises is logged and skipped; the call goes on.
 
+`BaseCallback` itself lives in `dspex.utils.callback` (DSPy's import path), with
+the `with_callbacks` decorator that reports any method's calls here.
+
 The dispatch is a call observer (`dspex.observability.hooks`): the core reports
 its calls there and knows nothing of callbacks. It is registered the first time
 a callback is given anywhere (settings, a module's list), so a program without
@@ -40,61 +43,10 @@ from typing import Any, Self, SupportsIndex
 
 from dspex.observability import hooks
 from dspex.primitives.settings import settings
+from dspex.utils.callback import BaseCallback
 from dspex.utils.callback_context import ACTIVE_CALL_ID
 
 logger = logging.getLogger("dspex.callbacks")
-
-
-class BaseCallback:
-    """Base class of callback handlers; every handler does nothing until overridden."""
-
-    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """A module (``dspex.Module``, e.g. Predict) is called with ``inputs``."""
-
-    def on_module_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The module call returned ``outputs`` (None if it raised ``exception``)."""
-
-    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An LM (``instance``) is sent a request: ``inputs["messages"]``, ``inputs["kwargs"]``."""
-
-    def on_lm_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The LM answered ``outputs`` (its output texts), or failed with ``exception``."""
-
-    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An adapter formats a signature, demos and inputs into chat messages."""
-
-    def on_adapter_format_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The adapter produced ``outputs`` (the messages)."""
-
-    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An adapter parses one LM reply (``inputs["completion"]``) into output fields."""
-
-    def on_adapter_parse_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The adapter parsed ``outputs`` (a dict of output fields), or could not."""
-
-    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """A tool (``instance``) is called with ``inputs`` (its arguments by name)."""
-
-    def on_tool_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The tool returned ``outputs``, or failed with ``exception``."""
-
-    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An ``Evaluate`` (``instance``) starts on ``inputs["program"]``."""
-
-    def on_evaluate_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The evaluation ended with ``outputs`` (an ``EvaluationResult``) or ``exception``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from dspex.clients import history, usage
+from dspex.clients import history
 from dspex.errors import ConfigurationError, UnknownSettingError
+from dspex.utils import usage_tracker
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -178,13 +179,18 @@ class Settings:
     def __getattr__(self, name: str) -> Any:
         overrides = _overrides.get()
         if name in overrides:
-            return overrides[name]
-        try:
-            return _defaults[name]
-        except KeyError:
-            if name.startswith("__"):
-                raise AttributeError(name) from None
-            raise _unknown(name) from None
+            value = overrides[name]
+        else:
+            try:
+                value = _defaults[name]
+            except KeyError:
+                if name.startswith("__"):
+                    raise AttributeError(name) from None
+                raise _unknown(name) from None
+        if value is None and name == "usage_tracker":
+            # Inside `with track_usage() as t:` the setting reads t, as in DSPy.
+            return usage_tracker.innermost_tracker()
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise ConfigurationError(
@@ -277,7 +283,10 @@ _HISTORY_OFF = history.RecordingScope(enabled=False)
 
 
 def _configured_usage_tracker() -> Any:
-    return settings.usage_tracker
+    # The value set with configure/context only: trackers opened with track_usage are
+    # told of each call by the usage module itself.
+    overrides = _overrides.get()
+    return overrides["usage_tracker"] if "usage_tracker" in overrides else _defaults["usage_tracker"]
 
 
 # The LM client sits below settings and cannot read them, so it asks these hooks
@@ -285,4 +294,4 @@ def _configured_usage_tracker() -> Any:
 # `max_history_size` and the calling modules, as in DSPy) and which tracker the
 # `usage_tracker` setting names.
 history.recording_scope = _history_scope
-usage.configured_tracker = _configured_usage_tracker
+usage_tracker.configured_tracker = _configured_usage_tracker
