@@ -139,6 +139,8 @@ def merge_usage(first: Mapping[str, Any] | None, second: Mapping[str, Any] | Non
             )
         elif current is not None or value is not None:
             merged[key] = (current or 0) + (value or 0)
+        else:
+            merged[key] = None  # known, but never reported
     return merged
 
 
