@@ -38,15 +38,14 @@ import logging
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from dspex.clients.anthropic_protocol import AnthropicProtocol
 from dspex.clients.budget import Budget, Claim, active_budget
 from dspex.clients.cache import CachedValue, LMCache, cache_key, get_cache
 from dspex.clients.dispatch import Dispatcher, current_dispatcher
-from dspex.clients.history import MAX_HISTORY, make_entry, record
+from dspex.clients.history import make_entry, record
 from dspex.clients.openai_protocol import OpenAIProtocol
 from dspex.clients.pipeline import ChatProtocol, Endpoint, post_once, priced, send_n
 from dspex.clients.pricing import Price, cost_usd, lookup_price, worst_case_cost
@@ -100,6 +99,9 @@ class LM:
     #: every request this client sends reserves from the active run budget itself
     #: (Predict reserves on behalf of LM objects that do not)
     reserves_budget = True
+    #: every request this client makes is added to the active usage trackers by the
+    #: client itself (Predict reports on behalf of LM objects that do not)
+    records_usage = True
 
     def __init__(
         self,
@@ -151,7 +153,8 @@ class LM:
         # Per-process state: rebuilt after unpickling, never shipped to workers.
         self._protocol = PROTOCOLS[self.provider]
         self._price = self.price if self.price is not None else lookup_price(self.model_name)
-        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY)
+        # Bounded by the max_history_size setting as entries are recorded.
+        self.history: list[dict[str, Any]] = []
         self._usage = Usage()
         self._usage_lock = threading.Lock()
 
@@ -255,10 +258,11 @@ class LM:
         """Rebuild an LM from `dump_state` output (pass ``api_base=``/``api_key=`` again if needed)."""
         return cls(**{**state, **overrides})
 
-    def inspect_history(self, n: int = 1) -> str:
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print this LM's last ``n`` calls (see `dspex.inspect_history`)."""
         from dspex.clients.history import inspect_history
 
-        return inspect_history(n, history=self.history)
+        inspect_history(n, history=self.history, file=file)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())

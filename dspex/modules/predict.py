@@ -18,6 +18,7 @@ from dspex.adapters.chat import ChatAdapter
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
 from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
+from dspex.clients.usage import record_usage as record_tracked_usage
 from dspex.errors import AdapterParseError, ConfigurationError, InputError
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
@@ -66,8 +67,13 @@ class Predict(Module, Parameter):
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
         result = await _call_within_budget(lm, adapter.acall(lm, config, signature, demos, inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
-        prediction.usage = result.usage
-        record_usage(result.usage)
+        model = _model_name(lm)
+        prediction.set_usage(result.usage, {model: result.usage} if _spent(result.usage).calls else {})
+        record_usage(result.usage, model)
+        if not getattr(lm, "records_usage", False):
+            # dspex's LM adds each request to the active usage trackers itself; any
+            # other LM object is reported here, once per predictor call.
+            record_tracked_usage(model, result.usage, cached=not _spent(result.usage).calls)
         record_trace(self, inputs, prediction)
         return prediction
 
@@ -141,6 +147,11 @@ async def _call_within_budget(
         raise
     reservation.settle(_spent(result.usage))
     return result
+
+
+def _model_name(lm: Any) -> str:
+    model = getattr(lm, "model", None)
+    return model if isinstance(model, str) and model else type(lm).__name__
 
 
 def _spent(usage: Usage) -> Claim:

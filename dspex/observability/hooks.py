@@ -9,7 +9,7 @@ nothing from dspex, so every layer may use it.
   ``dspex.clients.lm.request_hooks`` is this list; `dspex.observability.instrument`
   adds the hook that turns requests into spans.
 - `call_observers`: told when a call starts and ends: a module call, an LM call,
-  an adapter's format or parse, an evaluation (`CallKind`). Tracing spans module
+  an adapter's format or parse, a tool, an evaluation (`CallKind`). Tracing spans module
   calls through it; DSPy-style callbacks (`dspex.BaseCallback`) are dispatched
   through it (`dspex.primitives.callbacks`).
 
@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 logger = logging.getLogger("dspex.observability")
 
-CallKind = Literal["module", "lm", "adapter_format", "adapter_parse", "evaluate"]
+CallKind = Literal["module", "lm", "adapter_format", "adapter_parse", "tool", "evaluate"]
 
 LMRequestHook = Callable[[dict[str, Any]], None]
 

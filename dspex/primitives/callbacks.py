@@ -10,7 +10,10 @@ Subclass `BaseCallback`, override the handlers you need, and pass instances in
 
     dspex.configure(callbacks=[Printer()])
 
-Each call gets a fresh ``call_id`` shared by its start and end handler. A start
+Each call gets a fresh ``call_id`` shared by its start and end handler; while
+the call runs (after its start handlers, before its end handlers) that id is
+``dspex.utils.callback.ACTIVE_CALL_ID``, so a start handler of a nested call
+reads its parent's id there. A start
 handler receives the instance and its inputs as a dict (a module call:
 ``{"args": (...), "kwargs": {...}}``; an LM call: ``{"messages": [...],
 "kwargs": {...}}``; an adapter's format: ``signature``, ``demos``, ``inputs``;
@@ -20,6 +23,9 @@ when the call raised) and the exception (None when it returned).
 
 Handlers run inline, in the order given: the settings' callbacks first, then
 the instance's. A handler that raises is logged and skipped; the call goes on.
+
+`BaseCallback` itself lives in `dspex.utils.callback` (DSPy's import path), with
+the `with_callbacks` decorator that reports any method's calls here.
 
 The dispatch is a call observer (`dspex.observability.hooks`): the core reports
 its calls there and knows nothing of callbacks. It is registered the first time
@@ -37,52 +43,10 @@ from typing import Any, Self, SupportsIndex
 
 from dspex.observability import hooks
 from dspex.primitives.settings import settings
+from dspex.utils.callback import BaseCallback
+from dspex.utils.callback_context import ACTIVE_CALL_ID
 
 logger = logging.getLogger("dspex.callbacks")
-
-
-class BaseCallback:
-    """Base class of callback handlers; every handler does nothing until overridden."""
-
-    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """A module (``dspex.Module``, e.g. Predict) is called with ``inputs``."""
-
-    def on_module_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The module call returned ``outputs`` (None if it raised ``exception``)."""
-
-    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An LM (``instance``) is sent a request: ``inputs["messages"]``, ``inputs["kwargs"]``."""
-
-    def on_lm_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The LM answered ``outputs`` (its output texts), or failed with ``exception``."""
-
-    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An adapter formats a signature, demos and inputs into chat messages."""
-
-    def on_adapter_format_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The adapter produced ``outputs`` (the messages)."""
-
-    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An adapter parses one LM reply (``inputs["completion"]``) into output fields."""
-
-    def on_adapter_parse_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The adapter parsed ``outputs`` (a dict of output fields), or could not."""
-
-    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        """An ``Evaluate`` (``instance``) starts on ``inputs["program"]``."""
-
-    def on_evaluate_end(
-        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-    ) -> None:
-        """The evaluation ended with ``outputs`` (an ``EvaluationResult``) or ``exception``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +56,7 @@ class _Dispatch:
     call_id: str
     kind: str
     callbacks: tuple[Any, ...]
+    parent_call_id: str | None
 
 
 class CallbackDispatcher:
@@ -103,14 +68,25 @@ class CallbackDispatcher:
         callbacks = active_callbacks(instance)
         if not callbacks:
             return None
-        dispatch = _Dispatch(uuid.uuid4().hex, kind, callbacks)
+        return self.start(kind, instance, inputs, callbacks)
+
+    def start(
+        self, kind: str, instance: Any, inputs: dict[str, Any], callbacks: tuple[Any, ...]
+    ) -> _Dispatch:
+        """Run the start handlers of ``callbacks``, then make the call's id the active one."""
+        dispatch = _Dispatch(uuid.uuid4().hex, kind, callbacks, ACTIVE_CALL_ID.get())
         for callback in callbacks:
             _run(callback, f"on_{kind}_start", call_id=dispatch.call_id, instance=instance, inputs=inputs)
+        # Set after the start handlers: they read their parent's id, not their own.
+        ACTIVE_CALL_ID.set(dispatch.call_id)
         return dispatch
 
     def call_ended(
         self, dispatch: _Dispatch, outputs: Any, exception: BaseException | None
     ) -> None:
+        # set(), not reset(): the end may come in a copy of the start's context (a task
+        # or thread), where a token from the start's context is refused.
+        ACTIVE_CALL_ID.set(dispatch.parent_call_id)
         for callback in dispatch.callbacks:
             _run(
                 callback,

@@ -8,8 +8,11 @@ a forward-only module runs it in a worker thread. When a class defines both,
 ``__call__`` uses ``forward`` and ``acall`` uses ``aforward``; when they come
 from different classes, the most derived definition serves both paths.
 
-Every call runs with ``settings.caller_modules`` extended by the module, and
-collects the LM usage that predictors report with `record_usage` inside it.
+Every call runs with ``settings.caller_modules`` extended by the module (so
+the LM calls made inside it are appended to its ``history``, see
+`dspex.clients.history`), and collects the LM usage, per model, that
+predictors report with `record_usage` inside it: the Prediction it returns
+carries it (``prediction.usage``, ``prediction.get_lm_usage()``).
 Call observers (`dspex.observability.hooks`: tracing's module spans, the
 callbacks of `dspex.primitives.callbacks`) are told when it starts and ends.
 """
@@ -24,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from dspex.clients.types import Usage
 from dspex.errors import ConfigurationError, SavedFileError
@@ -45,34 +48,54 @@ _EMPTY_USAGE = Usage()
 
 
 class UsageCollector:
-    """Sums the usage recorded while it is the innermost active collector.
+    """Sums the usage recorded while it is the innermost active collector, in total
+    and per model.
 
     Thread-safe: a forward may fan predictor calls out to threads that copy
     its context and so share this collector.
     """
 
-    __slots__ = ("_lock", "total")
+    __slots__ = ("_lock", "by_model", "total")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.total = _EMPTY_USAGE
+        self.by_model: dict[str, Usage] = {}
 
-    def add(self, usage: Usage) -> None:
+    def add(self, usage: Usage, model: str | None = None) -> None:
         with self._lock:
             self.total = self.total + usage
+            # A call that cost nothing (a cache hit) is no usage of its model, as in DSPy.
+            if model is not None and usage != _EMPTY_USAGE and _spent_anything(usage):
+                previous = self.by_model.get(model)
+                self.by_model[model] = usage if previous is None else previous + usage
+
+    def merge(self, other: UsageCollector) -> None:
+        """Add what an inner call's collector summed."""
+        with other._lock:
+            total, by_model = other.total, dict(other.by_model)
+        with self._lock:
+            self.total = self.total + total
+            for model, usage in by_model.items():
+                previous = self.by_model.get(model)
+                self.by_model[model] = usage if previous is None else previous + usage
+
+
+def _spent_anything(usage: Usage) -> bool:
+    return bool(usage.calls or usage.prompt_tokens or usage.completion_tokens or usage.cost)
 
 
 _collector: ContextVar[UsageCollector | None] = ContextVar("dspex_usage_collector", default=None)
 
 
-def record_usage(usage: Usage) -> None:
-    """Report the usage of one LM call to the module call(s) it happens in.
+def record_usage(usage: Usage, model: str | None = None) -> None:
+    """Report the usage of one LM call (to ``model``) to the module call(s) it happens in.
 
     Predictors call this once per LM call; outside any module call it is a no-op.
     """
     collector = _collector.get()
     if collector is not None:
-        collector.add(usage)
+        collector.add(usage, model)
 
 
 @contextmanager
@@ -86,15 +109,21 @@ def collect_usage() -> Iterator[UsageCollector]:
         yield collector
     finally:
         _collector.reset(token)
-        if parent is not None and collector.total != _EMPTY_USAGE:
-            parent.add(collector.total)
+        if parent is not None and (collector.total != _EMPTY_USAGE or collector.by_model):
+            parent.merge(collector)
 
 
 def _attach_usage(result: Any, collector: UsageCollector) -> Any:
     # The call's total covers every predictor inside it, so it replaces what
     # an inner predictor set on the Prediction that the call passes through.
-    if isinstance(result, Prediction) and collector.total != _EMPTY_USAGE:
-        result.usage = collector.total
+    # Some optimizers' tracing returns (prediction, trace): the prediction gets it.
+    prediction = result
+    if isinstance(result, tuple) and result and isinstance(result[0], Prediction):
+        prediction = result[0]
+    if isinstance(prediction, Prediction) and (
+        collector.total != _EMPTY_USAGE or collector.by_model
+    ):
+        prediction.set_usage(collector.total, collector.by_model)
     return result
 
 
@@ -105,12 +134,16 @@ class Module:
     """Base class for programs: subclass it and define forward and/or aforward."""
 
     _compiled: bool
+    history: list[dict[str, Any]]
+    """The LM calls made inside calls of this module, oldest first (the same entry
+    dicts as ``dspex.clients.history.GLOBAL_HISTORY``), at most ``max_history_size``."""
 
     def __new__(cls: type[M], *args: Any, **kwargs: Any) -> M:
         # Base attributes exist even when a subclass __init__ skips super().__init__().
         obj = super().__new__(cls)
         obj.callbacks = []
         obj._compiled = False
+        obj.history = []
         return obj
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
@@ -224,13 +257,35 @@ class Module:
                     queue.append((child_name, child))
         return found
 
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print the last ``n`` LM calls made inside this module (see `dspex.inspect_history`)."""
+        from dspex.utils.inspect_history import pretty_print_history
+
+        pretty_print_history(self.history, n, file=file)
+
     # --- copies and LMs -------------------------------------------------------
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         # Attribute by attribute so one uncopyable value (an LM holding a lock or
         # a connection pool) is shared instead of failing the whole copy. The LM
         # of a predictor is always shared: it is a client, not learned state.
-        return deepcopy_attributes(self, memo)
+        # A copy has made no LM calls yet: its history starts empty (and
+        # optimizers, which copy programs often, do not copy histories).
+        return deepcopy_attributes(self, memo, fresh=_FRESH_ON_COPY)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled program (saved, or shipped to a Ray worker) leaves its call
+        # history behind: it is a record of this process's calls, often large.
+        state = self.__dict__.copy()
+        state.pop("history", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("history", [])
+        self.__dict__.setdefault("_compiled", False)
+        if "callbacks" not in self.__dict__:
+            self.callbacks = []
 
     def deepcopy(self: M) -> M:
         """An independent copy; LMs and values that cannot be copied are shared."""
@@ -360,6 +415,8 @@ class Module:
 
 
 # --- helpers ----------------------------------------------------------------
+
+_FRESH_ON_COPY: dict[str, Any] = {"history": list}
 
 
 def _entry_points(cls: type) -> tuple[bool, bool]:

@@ -7,6 +7,7 @@ their learned state with `dump_state`/`load_state`, and clear it with `reset`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Attributes that hold clients (an LM with its connection pool, locks and API
@@ -14,18 +15,26 @@ from typing import Any
 SHARED_ON_COPY = frozenset({"lm"})
 
 
-def deepcopy_attributes(obj: Any, memo: dict[int, Any]) -> Any:
+def deepcopy_attributes(
+    obj: Any, memo: dict[int, Any], fresh: Mapping[str, Callable[[], Any]] | None = None
+) -> Any:
     """Deep-copy ``obj`` attribute by attribute, for ``__deepcopy__``.
 
     ``lm`` attributes are shared, and so is any value that cannot be
     deep-copied (after copying what it can of lists, tuples and dicts), so one
-    client holding a lock does not make the whole copy fail.
+    client holding a lock does not make the whole copy fail. Attributes named in
+    ``fresh`` are not copied: the copy gets a new value from its factory.
     """
     cls = type(obj)
     new = cls.__new__(cls)
     memo[id(obj)] = new
     for name, value in vars(obj).items():
-        new.__dict__[name] = value if name in SHARED_ON_COPY else copy_value(value, memo)
+        if fresh is not None and name in fresh:
+            new.__dict__[name] = fresh[name]()
+        elif name in SHARED_ON_COPY:
+            new.__dict__[name] = value
+        else:
+            new.__dict__[name] = copy_value(value, memo)
     return new
 
 

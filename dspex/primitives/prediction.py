@@ -1,7 +1,8 @@
 """`Prediction` (what a module returns) and `Completions` (its n candidates).
 
 A Prediction is an Example without input semantics. It also carries the LM
-`usage` that produced it, and its numeric operators read a ``score`` field so
+usage that produced it: ``usage`` (a `Usage`, the total with calls and cost) and
+``get_lm_usage()`` (per model, as DSPy gives it), and its numeric operators read a ``score`` field so
 a metric may return ``Prediction(score=0.8, feedback=...)`` and still be
 summed, averaged and compared like a number.
 """
@@ -87,13 +88,18 @@ class Prediction(Example):
 
     _completions: Completions | None
     _usage: Usage
+    _lm_usage: dict[str, Usage]
 
     def __init__(self, base: Example | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(base, **kwargs)
         object.__setattr__(self, "_input_keys", None)
         object.__setattr__(self, "_completions", None)
-        usage = base._usage if isinstance(base, Prediction) else _EMPTY_USAGE
-        object.__setattr__(self, "_usage", usage)
+        if isinstance(base, Prediction):
+            object.__setattr__(self, "_usage", base._usage)
+            object.__setattr__(self, "_lm_usage", dict(base._per_model()))
+        else:
+            object.__setattr__(self, "_usage", _EMPTY_USAGE)
+            object.__setattr__(self, "_lm_usage", {})
 
     @classmethod
     def from_completions(
@@ -120,29 +126,49 @@ class Prediction(Example):
 
     @property
     def usage(self) -> Usage:
-        """Token counts and cost of the LM calls that produced this prediction."""
+        """Token counts, calls and cost of the LM calls that produced this prediction."""
         return self._usage
 
     @usage.setter
     def usage(self, value: Usage) -> None:
+        # A total alone names no model: the per-model breakdown no longer applies.
         if not isinstance(value, Usage):
             raise TypeError(f"Prediction.usage must be a Usage, got {type(value).__name__}")
-        object.__setattr__(self, "_usage", value)
+        self.set_usage(value, {})
 
-    def get_lm_usage(self) -> dict[str, Any]:
-        """Usage as a plain dict (prompt/completion/total tokens, calls, cost)."""
-        return self._usage.to_dict()
+    def set_usage(self, total: Usage, by_model: Mapping[str, Usage]) -> None:
+        """Set the total usage and its breakdown per model (what dspex modules do)."""
+        object.__setattr__(self, "_usage", total)
+        object.__setattr__(self, "_lm_usage", dict(by_model))
+
+    def get_lm_usage(self) -> dict[str, dict[str, Any]]:
+        """Usage per model, as DSPy gives it: ``{model: {"prompt_tokens": ...,
+        "completion_tokens": ..., "total_tokens": ..., "calls": ..., "cost": ...}}``
+        (empty when no LM call was made, e.g. every answer came from the cache)."""
+        return {model: usage.to_dict() for model, usage in self._per_model().items()}
 
     def set_lm_usage(self, usage: Usage | Mapping[str, Any]) -> None:
-        """Set usage from a Usage or a dict as returned by `get_lm_usage()`."""
-        if isinstance(usage, Mapping):
-            usage = Usage(
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                calls=int(usage.get("calls", 0)),
-                cost=usage.get("cost"),
+        """Set usage from what `get_lm_usage()` returns (per model), or from a total: a
+        `Usage` or a flat dict of its fields."""
+        if isinstance(usage, Usage):
+            self.usage = usage
+            return
+        if not isinstance(usage, Mapping):
+            raise TypeError(
+                f"set_lm_usage takes a dict of usage per model or a Usage, got {type(usage).__name__}"
             )
-        self.usage = usage
+        if all(isinstance(value, Mapping) for value in usage.values()):
+            by_model = {str(model): _usage_from_dict(value) for model, value in usage.items()}
+            total = _EMPTY_USAGE
+            for part in by_model.values():
+                total = total + part
+            self.set_usage(total, by_model)
+        else:
+            self.usage = _usage_from_dict(usage)
+
+    def _per_model(self) -> dict[str, Usage]:
+        # Predictions pickled before the breakdown existed have none.
+        return self.__dict__.get("_lm_usage") or {}
 
     # --- no input semantics -------------------------------------------------
 
@@ -197,6 +223,20 @@ class Prediction(Example):
         extra = len(self._completions) - 1 if self._completions is not None else 0
         suffix = f"\n    ({extra} more completions omitted)" if extra > 0 else ""
         return f"Prediction({fields}){suffix}"
+
+
+def _usage_from_dict(values: Mapping[str, Any]) -> Usage:
+    def count(name: str) -> int:
+        value = values.get(name)
+        return int(value) if isinstance(value, int | float) else 0
+
+    cost = values.get("cost")
+    return Usage(
+        prompt_tokens=count("prompt_tokens"),
+        completion_tokens=count("completion_tokens"),
+        calls=count("calls"),
+        cost=float(cost) if isinstance(cost, int | float) else None,
+    )
 
 
 def _score(value: object) -> float:

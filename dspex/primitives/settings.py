@@ -23,6 +23,7 @@ from typing import Any
 
 from dspex.clients import history
 from dspex.errors import ConfigurationError, UnknownSettingError
+from dspex.utils import usage_tracker
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -34,7 +35,8 @@ def _is_int(value: Any, minimum: int) -> bool:
 #   trace, max_trace_size            by `record_trace` below
 #   num_threads, max_errors          by Evaluate and the optimizers
 #   caller_modules                   by `Module.__call__`
-#   disable_history                  by the LM history (`dspex.clients.history`), via the hook below
+#   disable_history, max_history_size  by the LM history (`dspex.clients.history`), via the hook below
+#   usage_tracker                    by LM usage recording (`dspex.clients.usage`), via the hook below
 #   rollout_id                       by predictors, which pass it to the LM as its cache salt
 #   track_usage                      always True: every prediction carries its LM usage
 #   callbacks                        by `dspex.primitives.callbacks`
@@ -49,6 +51,8 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "num_threads": 16,
         "max_errors": 10,
         "disable_history": False,
+        "max_history_size": 10_000,
+        "usage_tracker": None,
         "caller_modules": (),
         "rollout_id": None,
     }
@@ -79,6 +83,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_threads": (lambda v: _is_int(v, 1), "an int >= 1"),
     "max_errors": (lambda v: v is None or _is_int(v, 0), "an int >= 0 or None"),
     "disable_history": (lambda v: isinstance(v, bool), "a bool"),
+    "max_history_size": (lambda v: _is_int(v, 0), "an int >= 0"),
+    "usage_tracker": (
+        lambda v: v is None or callable(getattr(v, "add_usage", None)),
+        "None or a usage tracker (dspex.utils.usage_tracker.UsageTracker)",
+    ),
     "rollout_id": (
         lambda v: v is None or (isinstance(v, int | str) and not isinstance(v, bool)),
         "an int, a str or None",
@@ -170,13 +179,18 @@ class Settings:
     def __getattr__(self, name: str) -> Any:
         overrides = _overrides.get()
         if name in overrides:
-            return overrides[name]
-        try:
-            return _defaults[name]
-        except KeyError:
-            if name.startswith("__"):
-                raise AttributeError(name) from None
-            raise _unknown(name) from None
+            value = overrides[name]
+        else:
+            try:
+                value = _defaults[name]
+            except KeyError:
+                if name.startswith("__"):
+                    raise AttributeError(name) from None
+                raise _unknown(name) from None
+        if value is None and name == "usage_tracker":
+            # Inside `with track_usage() as t:` the setting reads t, as in DSPy.
+            return usage_tracker.innermost_tracker()
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise ConfigurationError(
@@ -193,7 +207,12 @@ class Settings:
         return getattr(self, name)
 
     def __dir__(self) -> list[str]:
-        return sorted({*DEFAULTS, "config", "configure", "context", "get"})
+        return sorted({*DEFAULTS, "config", "configure", "context", "copy", "get"})
+
+    def copy(self) -> dict[str, Any]:
+        """A snapshot of every effective setting (lists copied), e.g. to restore later with
+        ``configure(**snapshot)``."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.config.items()}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -248,10 +267,31 @@ def record_trace(predictor: Any, inputs: dict[str, Any], prediction: Any) -> Non
 settings = Settings()
 
 
-def _history_enabled() -> bool:
-    return not settings.disable_history
+def _history_scope() -> history.RecordingScope:
+    overrides = _overrides.get()
+    defaults = _defaults
+
+    def read(name: str) -> Any:
+        return overrides[name] if name in overrides else defaults[name]
+
+    if read("disable_history"):
+        return _HISTORY_OFF
+    return history.RecordingScope(True, read("max_history_size"), read("caller_modules"))
 
 
-# The LM client sits below settings and cannot read them, so it asks this hook
-# whether to record a call in its history (`disable_history`, as in DSPy).
-history.recording_enabled = _history_enabled
+_HISTORY_OFF = history.RecordingScope(enabled=False)
+
+
+def _configured_usage_tracker() -> Any:
+    # The value set with configure/context only: trackers opened with track_usage are
+    # told of each call by the usage module itself.
+    overrides = _overrides.get()
+    return overrides["usage_tracker"] if "usage_tracker" in overrides else _defaults["usage_tracker"]
+
+
+# The LM client sits below settings and cannot read them, so it asks these hooks
+# whether and where to record a call in its history (`disable_history`,
+# `max_history_size` and the calling modules, as in DSPy) and which tracker the
+# `usage_tracker` setting names.
+history.recording_scope = _history_scope
+usage_tracker.configured_tracker = _configured_usage_tracker

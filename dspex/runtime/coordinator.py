@@ -72,6 +72,7 @@ JOB_SETTINGS = (
     "max_trace_size",
     "callbacks",
     "disable_history",
+    "max_history_size",
     "rollout_id",
     "num_threads",
     "max_errors",

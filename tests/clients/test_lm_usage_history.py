@@ -114,26 +114,48 @@ async def test_history_entries(server: Any, isolated_cache: Any) -> None:
     assert "sk-hidden" not in str(entry)
 
 
-async def test_inspect_history_prints_and_returns(server: Any, isolated_cache: Any) -> None:
+async def test_inspect_history_prints(server: Any, isolated_cache: Any) -> None:
     lm = LM("openai/m", api_base=server.base_url)
     await lm.acomplete(
         [{"role": "system", "content": "sys text"}, {"role": "user", "content": "first"}]
     )
     await lm.acomplete([{"role": "user", "content": "second"}], n=2)
     out = io.StringIO()
-    text = inspect_history(2, file=out)
-    assert out.getvalue().strip() == text.strip()
+    assert inspect_history(2, file=out) is None  # it prints, like DSPy's
+    text = out.getvalue()
+    assert "\x1b[" not in text  # no colour codes in a file
     assert text.index("first") < text.index("second")
-    assert "SYSTEM:" in text and "sys text" in text
-    assert "RESPONSE 2:" in text and "echo: second #1" in text
-    last = inspect_history(1, file=io.StringIO())
-    assert "first" not in last and "second" in last
-    assert "echo: second #0" in lm.inspect_history(1)
+    assert "System message:" in text and "sys text" in text
+    assert "Response 2:" in text and "echo: second #1" in text
+    last = io.StringIO()
+    inspect_history(1, file=last)
+    assert "first" not in last.getvalue() and "second" in last.getvalue()
+    mine = io.StringIO()
+    lm.inspect_history(1, file=mine)
+    assert "echo: second #0" in mine.getvalue()
 
 
-def test_global_history_is_bounded() -> None:
-    assert GLOBAL_HISTORY.maxlen == MAX_HISTORY == 10_000
+def test_global_history_is_a_bounded_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dspex.clients import history
+
+    assert isinstance(GLOBAL_HISTORY, list) and MAX_HISTORY == 10_000
+    monkeypatch.setattr(history, "MAX_HISTORY", 3)
+    monkeypatch.setattr(history, "GLOBAL_HISTORY", [])
+    for i in range(5):
+        history.record({"i": i})
+    assert [e["i"] for e in history.GLOBAL_HISTORY] == [2, 3, 4]
 
 
-def test_lm_history_is_bounded() -> None:
-    assert LM("openai/m").history.maxlen == MAX_HISTORY
+def test_lm_history_is_a_list_bounded_by_max_history_size() -> None:
+    import dspex
+    from dspex.clients import history
+
+    lm_history: list[dict[str, Any]] = []
+    with dspex.context(max_history_size=2):
+        for i in range(4):
+            history.record({"i": i}, lm_history)
+    assert [e["i"] for e in lm_history] == [2, 3]
+    with dspex.context(max_history_size=0):
+        history.record({"i": 9}, lm_history)
+    assert [e["i"] for e in lm_history] == [2, 3]  # 0: the LM keeps no more entries
+    assert isinstance(LM("openai/m").history, list)

@@ -68,9 +68,10 @@ def test_disable_history_stops_recording_lm_calls(sim: SimLMServer) -> None:
 
 def test_track_usage_true_is_what_predictions_always_do(sim: SimLMServer) -> None:
     with dspex.context(track_usage=True):
-        prediction = dspex.Predict("question -> answer")(question="q", lm=_lm(sim))
-    assert prediction.get_lm_usage()["calls"] == 1
-    assert prediction.get_lm_usage()["prompt_tokens"] > 0
+        lm = _lm(sim)
+        prediction = dspex.Predict("question -> answer")(question="q", lm=lm)
+    assert prediction.usage.calls == 1
+    assert prediction.get_lm_usage()[lm.model]["prompt_tokens"] > 0
 
 
 def test_track_usage_false_is_refused_not_ignored() -> None:

@@ -71,33 +71,54 @@ def test_plain_prediction_has_itself_as_single_completion() -> None:
 
 def test_usage_defaults_to_empty_and_is_settable() -> None:
     pred = Prediction(answer="4")
-    assert pred.usage == Usage()
+    assert pred.usage == Usage() and pred.get_lm_usage() == {}
     pred.usage = Usage(prompt_tokens=3, completion_tokens=2, calls=1, cost=0.5)
     assert "usage" not in pred  # a property, not a field
-    assert pred.get_lm_usage() == {
-        "prompt_tokens": 3,
-        "completion_tokens": 2,
-        "total_tokens": 5,
-        "calls": 1,
-        "cost": 0.5,
-    }
+    assert pred.usage.total_tokens == 5
+    # A bare total names no model, so there is no per-model breakdown.
+    assert pred.get_lm_usage() == {}
     with pytest.raises(TypeError, match="Usage"):
         pred.usage = {"prompt_tokens": 1}  # type: ignore[assignment]
 
 
+def test_get_lm_usage_is_per_model_like_dspy() -> None:
+    pred = Prediction(answer="4")
+    pred.set_usage(
+        Usage(5, 3, 2, None),
+        {"openai/a": Usage(4, 2, 1, 0.25), "openai/b": Usage(1, 1, 1, None)},
+    )
+    assert pred.get_lm_usage() == {
+        "openai/a": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6, "calls": 1, "cost": 0.25},
+        "openai/b": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "calls": 1, "cost": None},
+    }
+    pred.get_lm_usage()["openai/a"]["prompt_tokens"] = 99  # a copy: the prediction keeps its own
+    assert pred.get_lm_usage()["openai/a"]["prompt_tokens"] == 4
+
+
 def test_set_lm_usage_accepts_the_dict_get_lm_usage_returns() -> None:
     pred = Prediction()
-    pred.set_lm_usage({"prompt_tokens": 7, "completion_tokens": 1, "calls": 2})
+    pred.set_lm_usage({"openai/m": {"prompt_tokens": 7, "completion_tokens": 1, "calls": 2}})
     assert pred.usage == Usage(prompt_tokens=7, completion_tokens=1, calls=2)
     other = Prediction()
     other.set_lm_usage(pred.get_lm_usage())
-    assert other.usage == pred.usage
+    assert other.usage == pred.usage and other.get_lm_usage() == pred.get_lm_usage()
+
+
+def test_set_lm_usage_accepts_a_total() -> None:
+    pred = Prediction()
+    pred.set_lm_usage({"prompt_tokens": 7, "completion_tokens": 1, "calls": 2})
+    assert pred.usage == Usage(prompt_tokens=7, completion_tokens=1, calls=2)
+    pred.set_lm_usage(Usage(calls=3))
+    assert pred.usage == Usage(calls=3)
+    with pytest.raises(TypeError, match="per model"):
+        pred.set_lm_usage([1, 2])  # type: ignore[arg-type]
 
 
 def test_copy_keeps_usage() -> None:
     pred = Prediction(answer="4")
-    pred.usage = Usage(calls=1)
-    assert pred.copy(answer="5").usage == Usage(calls=1)
+    pred.set_usage(Usage(calls=1), {"openai/m": Usage(calls=1)})
+    copied = pred.copy(answer="5")
+    assert copied.usage == Usage(calls=1) and copied.get_lm_usage() == pred.get_lm_usage()
 
 
 def test_pickle_and_deepcopy_keep_usage_and_completions() -> None:

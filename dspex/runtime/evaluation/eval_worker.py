@@ -66,6 +66,7 @@ SHIPPED_SETTINGS = (
     "max_trace_size",
     "callbacks",
     "disable_history",
+    "max_history_size",
     "rollout_id",
 )
 
