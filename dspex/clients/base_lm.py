@@ -21,10 +21,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dspex.clients.history import make_entry, record
+from dspex.clients.history import GLOBAL_HISTORY, MAX_HISTORY, make_entry, record
 from dspex.clients.types import LMResponse, Message, Usage
 from dspex.clients.usage import record_usage
 from dspex.errors import ConfigurationError
+from dspex.observability.hooks import observed_lm_call
 
 LM_CLASS_STATE_KEY = "_dspex_lm_class"
 """The key of a saved LM state that names its class (``module.QualName``), so a program
@@ -40,6 +41,8 @@ class BaseLM:
 
     #: Predict reserves the run budget for this LM (it does not reserve itself)
     reserves_budget = False
+    #: it adds each call's usage to the active trackers itself (Predict must not again)
+    records_usage = True
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class BaseLM:
 
     # --- what dspex calls ------------------------------------------------------------------
 
+    @observed_lm_call  # callbacks' on_lm_start/on_lm_end see each call, as for dspex.LM
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
         """One request, as the adapters send it (the `dspex.LM` interface)."""
         params = {**self.kwargs, **{k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}}
@@ -175,8 +179,7 @@ class BaseLM:
         entry = make_entry(
             model=self.model, messages=messages, params=params, response=response, latency=latency
         )
-        record(entry)
-        self.history.append(entry)
+        record(entry, self.history)
 
 
 def response_from_completion(completion: Any, model: str) -> LMResponse:
@@ -225,4 +228,4 @@ def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequ
     return [{"role": "user", "content": prompt}]
 
 
-__all__ = ["LM_CLASS_STATE_KEY", "BaseLM", "response_from_completion"]
+__all__ = ["GLOBAL_HISTORY", "LM_CLASS_STATE_KEY", "MAX_HISTORY", "BaseLM", "response_from_completion"]
