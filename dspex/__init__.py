@@ -121,8 +121,8 @@ if TYPE_CHECKING:
         PickleNotAllowedError,
         SavedFileError,
         SettingsOwnerError,
-        StateMismatchError,
         SignatureError,
+        StateMismatchError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match

@@ -17,7 +17,9 @@ callbacks of `dspex.primitives.callbacks`) are told when it starts and ends.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import logging
 import os
 import re
 import threading
@@ -40,6 +42,8 @@ from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import SettingsContext, settings
 
 M = TypeVar("M", bound="Module")
+
+logger = logging.getLogger(__name__)
 
 _EMPTY_USAGE = Usage()
 
@@ -101,6 +105,33 @@ def _attach_usage(result: Any, collector: UsageCollector) -> Any:
     return result
 
 
+# --- direct forward calls ------------------------------------------------------
+
+# The module whose call (``module(...)`` / ``acall``) is running its forward right now.
+# A forward entered without it was called directly, skipping callbacks, usage and
+# caller tracking: worth a warning, as DSPy gives.
+_calling_forward_of: ContextVar[Module | None] = ContextVar("dspex_calling_forward_of", default=None)
+
+
+def _warn_on_direct_calls(forward: Any) -> Any:
+    if getattr(forward, "_dspex_checks_direct_calls", False):
+        return forward
+
+    @functools.wraps(forward)
+    def checked_forward(self: Module, *args: Any, **kwargs: Any) -> Any:
+        if _calling_forward_of.get() is not self:
+            logger.warning(
+                "Calling module.forward(...) on %s directly is discouraged: it skips what a call "
+                "does (callbacks, usage, tracing). Call the module itself: module(...) or "
+                "await module.acall(...)",
+                type(self).__name__,
+            )
+        return forward(self, *args, **kwargs)
+
+    checked_forward._dspex_checks_direct_calls = True  # type: ignore[attr-defined]
+    return checked_forward
+
+
 # --- Module -----------------------------------------------------------------
 
 
@@ -108,6 +139,12 @@ class Module:
     """Base class for programs: subclass it and define forward and/or aforward."""
 
     _compiled: bool
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if inspect.isfunction(forward):
+            cls.forward = _warn_on_direct_calls(forward)  # type: ignore[method-assign]
 
     def __new__(cls: type[M], *args: Any, **kwargs: Any) -> M:
         # Base attributes exist even when a subclass __init__ skips super().__init__().
@@ -150,7 +187,11 @@ class Module:
             self._missing_forward()
         call = observe_call("module", self, {"args": args, "kwargs": kwargs})
         with call, collect_usage() as collector, self._as_caller():
-            result = self.forward(*args, **kwargs)
+            token = _calling_forward_of.set(self)
+            try:
+                result = self.forward(*args, **kwargs)
+            finally:
+                _calling_forward_of.reset(token)
             result = _attach_usage(result, collector)
             call.finish(result)
         return result
@@ -165,7 +206,11 @@ class Module:
             if use_aforward:
                 result = await self.aforward(*args, **kwargs)
             elif use_forward:
-                result = await asyncio.to_thread(self.forward, *args, **kwargs)
+                token = _calling_forward_of.set(self)  # the thread runs in a copy of this context
+                try:
+                    result = await asyncio.to_thread(self.forward, *args, **kwargs)
+                finally:
+                    _calling_forward_of.reset(token)
             else:
                 self._missing_forward()
             result = _attach_usage(result, collector)
