@@ -113,19 +113,27 @@ def _attach_usage(result: Any, collector: UsageCollector) -> Any:
 _calling_forward_of: ContextVar[Module | None] = ContextVar("dspex_calling_forward_of", default=None)
 
 
+def _check_direct_call(module: Module) -> None:
+    if _calling_forward_of.get() is not module:
+        logger.warning(
+            "Calling module.forward(...) on %s directly is discouraged: it skips what a call "
+            "does (callbacks, usage, tracing). Call the module itself: module(...) or "
+            "await module.acall(...)",
+            type(module).__name__,
+        )
+
+
 def _warn_on_direct_calls(forward: Any) -> Any:
     if getattr(forward, "_dspex_checks_direct_calls", False):
         return forward
 
+    # The wrapper is a closure, so cloudpickle copies it by value with the user's class
+    # (a script's classes travel to Ray workers and into saved programs that way): it
+    # must reach the ContextVar only through a module-level function, which pickles by
+    # reference, since a ContextVar cannot be pickled.
     @functools.wraps(forward)
     def checked_forward(self: Module, *args: Any, **kwargs: Any) -> Any:
-        if _calling_forward_of.get() is not self:
-            logger.warning(
-                "Calling module.forward(...) on %s directly is discouraged: it skips what a call "
-                "does (callbacks, usage, tracing). Call the module itself: module(...) or "
-                "await module.acall(...)",
-                type(self).__name__,
-            )
+        _check_direct_call(self)
         return forward(self, *args, **kwargs)
 
     checked_forward._dspex_checks_direct_calls = True  # type: ignore[attr-defined]

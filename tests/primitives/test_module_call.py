@@ -309,3 +309,28 @@ async def test_calling_through_the_module_never_warns(caplog: Any) -> None:
         assert _Outer()(x=3) == 3
         assert _Derived()(x=4) == 4
     assert _direct_call_warnings(caplog) == []
+
+
+def test_a_class_with_a_checked_forward_pickles_by_value(tmp_path: Any) -> None:
+    # Classes from a user's script travel by value (to Ray workers, into saved programs).
+    import sys
+
+    import cloudpickle
+
+    (tmp_path / "forward_by_value_mod.py").write_text(
+        "import dspex\n\nclass Doubler(dspex.Module):\n    def forward(self, x):\n"
+        "        return 2 * x\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import forward_by_value_mod  # type: ignore[import-not-found]
+
+        cloudpickle.register_pickle_by_value(forward_by_value_mod)
+        try:
+            data = cloudpickle.dumps(forward_by_value_mod.Doubler())
+        finally:
+            cloudpickle.unregister_pickle_by_value(forward_by_value_mod)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("forward_by_value_mod", None)
+    assert cloudpickle.loads(data)(x=21) == 42
