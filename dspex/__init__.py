@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "context": "dspex.primitives.settings",
     "settings": "dspex.primitives.settings",
     "load": "dspex.primitives.saving",
+    "load_settings": "dspex.primitives.settings",
     "BaseCallback": "dspex.primitives.callbacks",
     # adapters
     "Adapter": "dspex.adapters.base",
@@ -75,6 +76,9 @@ _EXPORTS: dict[str, str] = {
     "AdapterParseError": "dspex.errors",
     "ConfigurationError": "dspex.errors",
     "SavedFileError": "dspex.errors",
+    "PickleNotAllowedError": "dspex.errors",
+    "StateMismatchError": "dspex.errors",
+    "SettingsOwnerError": "dspex.errors",
     "InputError": "dspex.errors",
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
@@ -126,8 +130,11 @@ if TYPE_CHECKING:
         EvaluationError,
         InputError,
         LMError,
+        PickleNotAllowedError,
         SavedFileError,
+        SettingsOwnerError,
         SignatureError,
+        StateMismatchError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
@@ -147,7 +154,7 @@ if TYPE_CHECKING:
     from dspex.primitives.parameter import Parameter
     from dspex.primitives.prediction import Completions, Prediction
     from dspex.primitives.saving import load
-    from dspex.primitives.settings import configure, context, settings
+    from dspex.primitives.settings import configure, context, load_settings, settings
     from dspex.runtime import init, shutdown, status
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve

@@ -21,6 +21,10 @@ The hierarchy (``+`` marks an extra base class)::
     ├── ConfigurationError               + ValueError
     │   ├── UnknownSettingError          + AttributeError
     │   ├── SavedFileError
+    │   │   ├── StateMismatchError       + KeyError
+    │   │   └── SavedProgramImportError  + ModuleNotFoundError
+    │   ├── PickleNotAllowedError        + ValueError
+    │   ├── SettingsOwnerError           + RuntimeError
     │   ├── RuntimeNotRunningError
     │   ├── ClusterUnreachableError
     │   ├── ClusterAuthError
@@ -96,6 +100,38 @@ class SavedFileError(ConfigurationError):
     kind of file for the call (a state file given to `dspex.load`, a program directory
     given to `Module.load`), from another program, or a pickle that does not load.
     The message names the file, what is wrong with it, and what to do."""
+
+
+class StateMismatchError(SavedFileError, KeyError):
+    """A saved state does not fit the program it is loaded into: a predictor has no
+    entry, an entry names no predictor, or an entry lacks a required key. Also a
+    KeyError, as DSPy raises one there. Nothing was changed by the failed load."""
+
+    # KeyError would show the message quoted like a key; show it as written.
+    __str__ = BaseException.__str__
+
+
+class SavedProgramImportError(SavedFileError, ModuleNotFoundError):
+    """A saved whole program refers to a module that cannot be imported here (a class
+    pickled by reference). Save it again with ``modules_to_serialize=[that_module]``,
+    or make the module importable where it is loaded."""
+
+    def __init__(self, *args: object, name: str | None = None, path: str | None = None) -> None:
+        # ValueError (through ConfigurationError) comes first in the MRO and takes no
+        # keywords: ImportError's own initialiser keeps ``name`` and ``path``.
+        ImportError.__init__(self, *args, name=name, path=path)
+
+
+class PickleNotAllowedError(ConfigurationError, ValueError):
+    """Loading a pickle (a whole program, a ``.pkl`` state, saved settings) was asked for
+    without ``allow_pickle=True``; unpickling runs any code the file holds. Also a
+    ValueError, as in DSPy."""
+
+
+class SettingsOwnerError(ConfigurationError, RuntimeError):
+    """``dspex.configure`` was called from a thread (or asyncio task) other than the one
+    that configured first. Use ``with dspex.context(...)`` there. Also a RuntimeError,
+    as in DSPy."""
 
 
 class UnknownSettingError(ConfigurationError, AttributeError):

@@ -8,6 +8,7 @@ recorded in the active trace so optimizers can turn good runs into demos.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from collections.abc import Coroutine, Mapping
@@ -19,7 +20,7 @@ from dspex.clients.budget import ONE_CALL, Claim, active_budget
 from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
 from dspex.clients.usage import record_usage as record_tracked_usage
-from dspex.errors import AdapterParseError, ConfigurationError, InputError
+from dspex.errors import AdapterParseError, ConfigurationError, InputError, StateMismatchError
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
 from dspex.primitives.parameter import Parameter
@@ -79,10 +80,15 @@ class Predict(Module, Parameter):
 
     # --- learnable state -----------------------------------------------------------
 
-    def dump_state(self) -> dict[str, Any]:
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """Signature, demos and LM settings (never its key or endpoint).
+
+        ``json_mode=False`` (for .pkl state) keeps demos as they are (Examples stay
+        Examples) instead of plain dicts.
+        """
         state: dict[str, Any] = {
             "signature": self.signature.dump_state(),
-            "demos": [_demo_dict(d) for d in self.demos],
+            "demos": [_demo_dict(d) if json_mode else copy.copy(d) for d in self.demos],
             "lm": self.lm.dump_state() if self.lm is not None and hasattr(self.lm, "dump_state") else None,
         }
         if isinstance(self.lm, LM):
@@ -91,23 +97,35 @@ class Predict(Module, Parameter):
             state["lm_endpoint"] = _endpoint_digest(self.lm.api_base)
         return state
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore signature, demos and LM (model and request settings) from `dump_state`.
+    def load_state(self, state: dict[str, Any]) -> Predict:
+        """Restore signature, demos and LM (model and request settings) from `dump_state`;
+        returns self.
+
+        Demos come back as stored: plain dicts from a JSON state (as DSPy gives them),
+        whatever was pickled from a .pkl one. A state without ``signature`` raises
+        `StateMismatchError` (also a KeyError) and changes nothing.
 
         The LM's endpoint and key never come from the saved state: the restored LM keeps
         those of the LM this predictor has now (when it is an LM of the same provider),
         else it uses the provider's default endpoint and key from the environment. A
         warning says when that endpoint differs from the one the state was saved with.
         """
-        signature = self.signature.load_state(state["signature"]) if "signature" in state else None
-        demos = [Example(**d) if isinstance(d, Mapping) else d for d in state.get("demos", [])]
+        if not isinstance(state, Mapping) or "signature" not in state:
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise StateMismatchError(
+                f"the saved state of a {type(self).__name__} has no 'signature' entry (found "
+                f"{found}); it was not written by dump_state()/save()"
+            )
+        signature = self.signature.load_state(state["signature"])
+        demos = [dict(d) if isinstance(d, Mapping) and not isinstance(d, Example) else d
+                 for d in state.get("demos", [])]
         lm = self.lm
         if "lm" in state:  # every state dump_state writes has it; hand-made ones may not
             lm = _restore_lm(state["lm"], state.get("lm_endpoint"), self.lm)
-        if signature is not None:
-            self.signature = signature
+        self.signature = signature
         self.demos = demos
         self.lm = lm
+        return self
 
     def reset(self) -> None:
         self.demos = []

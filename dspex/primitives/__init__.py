@@ -11,7 +11,9 @@ from dspex.primitives.settings import (
     UnknownSettingError,
     configure,
     context,
+    load_settings,
     record_trace,
+    save_settings,
     settings,
 )
 
@@ -31,7 +33,9 @@ __all__ = [
     "configure",
     "context",
     "load",
+    "load_settings",
     "record_trace",
     "record_usage",
+    "save_settings",
     "settings",
 ]

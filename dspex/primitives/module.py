@@ -20,17 +20,22 @@ callbacks of `dspex.primitives.callbacks`) are told when it starts and ends.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import logging
 import os
+import re
 import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from dspex.clients.types import Usage
-from dspex.errors import ConfigurationError, SavedFileError
+from dspex.errors import ConfigurationError, SavedFileError, StateMismatchError
 from dspex.observability.hooks import observe_call
 from dspex.observability.redact import without_secrets
 from dspex.primitives import saving
@@ -40,6 +45,8 @@ from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import SettingsContext, settings
 
 M = TypeVar("M", bound="Module")
+
+logger = logging.getLogger(__name__)
 
 _EMPTY_USAGE = Usage()
 
@@ -127,6 +134,41 @@ def _attach_usage(result: Any, collector: UsageCollector) -> Any:
     return result
 
 
+# --- direct forward calls ------------------------------------------------------
+
+# The module whose call (``module(...)`` / ``acall``) is running its forward right now.
+# A forward entered without it was called directly, skipping callbacks, usage and
+# caller tracking: worth a warning, as DSPy gives.
+_calling_forward_of: ContextVar[Module | None] = ContextVar("dspex_calling_forward_of", default=None)
+
+
+def _check_direct_call(module: Module) -> None:
+    if _calling_forward_of.get() is not module:
+        logger.warning(
+            "Calling module.forward(...) on %s directly is discouraged: it skips what a call "
+            "does (callbacks, usage, tracing). Call the module itself: module(...) or "
+            "await module.acall(...)",
+            type(module).__name__,
+        )
+
+
+def _warn_on_direct_calls(forward: Any) -> Any:
+    if getattr(forward, "_dspex_checks_direct_calls", False):
+        return forward
+
+    # The wrapper is a closure, so cloudpickle copies it by value with the user's class
+    # (a script's classes travel to Ray workers and into saved programs that way): it
+    # must reach the ContextVar only through a module-level function, which pickles by
+    # reference, since a ContextVar cannot be pickled.
+    @functools.wraps(forward)
+    def checked_forward(self: Module, *args: Any, **kwargs: Any) -> Any:
+        _check_direct_call(self)
+        return forward(self, *args, **kwargs)
+
+    checked_forward._dspex_checks_direct_calls = True  # type: ignore[attr-defined]
+    return checked_forward
+
+
 # --- Module -----------------------------------------------------------------
 
 
@@ -137,6 +179,12 @@ class Module:
     history: list[dict[str, Any]]
     """The LM calls made inside calls of this module, oldest first (the same entry
     dicts as ``dspex.clients.history.GLOBAL_HISTORY``), at most ``max_history_size``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if inspect.isfunction(forward):
+            cls.forward = _warn_on_direct_calls(forward)  # type: ignore[method-assign]
 
     def __new__(cls: type[M], *args: Any, **kwargs: Any) -> M:
         # Base attributes exist even when a subclass __init__ skips super().__init__().
@@ -180,7 +228,11 @@ class Module:
             self._missing_forward()
         call = observe_call("module", self, {"args": args, "kwargs": kwargs})
         with call, collect_usage() as collector, self._as_caller():
-            result = self.forward(*args, **kwargs)
+            token = _calling_forward_of.set(self)
+            try:
+                result = self.forward(*args, **kwargs)
+            finally:
+                _calling_forward_of.reset(token)
             result = _attach_usage(result, collector)
             call.finish(result)
         return result
@@ -195,7 +247,11 @@ class Module:
             if use_aforward:
                 result = await self.aforward(*args, **kwargs)
             elif use_forward:
-                result = await asyncio.to_thread(self.forward, *args, **kwargs)
+                token = _calling_forward_of.set(self)  # the thread runs in a copy of this context
+                try:
+                    result = await asyncio.to_thread(self.forward, *args, **kwargs)
+                finally:
+                    _calling_forward_of.reset(token)
             else:
                 self._missing_forward()
             result = _attach_usage(result, collector)
@@ -241,7 +297,8 @@ class Module:
         """Modules (or instances of ``type_``) reachable from this one, breadth first.
 
         The module itself comes first, named ``"self"``; the others are named by
-        path (``self.layers[0]``, ``self.tools['search']``).
+        path as DSPy names them (``self.layers[0]``, ``self.tools[search]``: dict
+        keys unquoted). A module reachable by two paths is reported once.
         """
         wanted = type_ or Module
         found: list[tuple[str, Any]] = []
@@ -322,15 +379,23 @@ class Module:
 
     # --- state ----------------------------------------------------------------
 
-    def dump_state(self) -> dict[str, Any]:
-        """{predictor name: its dump_state()}, with secret-named entries removed."""
-        return {name: without_secrets(p.dump_state()) for name, p in self.named_parameters()}
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """{predictor name: its dump_state()}, with secret-named entries removed.
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Load what `dump_state` returned; all or nothing.
+        ``json_mode=False`` (used for .pkl state) lets predictors keep values JSON
+        cannot hold, such as Examples among their demos.
+        """
+        return {
+            name: without_secrets(_dump_parameter(p, json_mode))
+            for name, p in self.named_parameters()
+        }
 
-        Every predictor must have an entry and every entry a predictor. If a
-        predictor rejects its state, those already loaded are restored.
+    def load_state(self: M, state: dict[str, Any]) -> M:
+        """Load what `dump_state` returned; all or nothing; returns self.
+
+        Every predictor must have an entry and every entry a predictor, else
+        `StateMismatchError` (also a KeyError). If a predictor rejects its state,
+        those already loaded are restored.
         """
         params = dict(self.named_parameters())
         if saving.METADATA_KEY not in params:
@@ -353,21 +418,30 @@ class Module:
                 if name in previous_lms:
                     params[name].lm = previous_lms[name]
             raise
+        return self
 
     def save(
         self,
         path: str | os.PathLike[str],
-        *,
         save_program: bool = False,
+        modules_to_serialize: list[ModuleType] | None = None,
+        *,
         include_lm: bool = False,
     ) -> None:
-        """Save learned state to ``path.json``, or the whole program to a directory.
+        """Save learned state to ``x.json`` (or ``x.pkl``), or the whole program to a directory.
+
+        ``x.json``: `dump_state` as JSON, safe to load from anyone. ``x.pkl``: the
+        same state pickled, for values JSON cannot hold; loading it needs
+        ``allow_pickle=True``.
 
         ``save_program=True``: ``path`` is a directory that receives
-        ``program.pkl`` (cloudpickle) and ``metadata.json``. Predictors' ``lm`` is
-        set to None in the saved copy unless ``include_lm=True`` (the LM's own
-        pickling drops its API key; the save is refused if a key still shows up
-        in the pickled bytes).
+        ``program.pkl`` (cloudpickle) and ``metadata.json``; load it with
+        ``dspex.load(path, allow_pickle=True)``. ``modules_to_serialize``: modules
+        whose code goes into the pickle (cloudpickle's register_pickle_by_value),
+        for classes defined in a module the loading process cannot import.
+        Predictors' ``lm`` is set to None in the saved copy unless
+        ``include_lm=True`` (the LM's own pickling drops its API key; the save is
+        refused if a key still shows up in the pickled bytes).
         """
         target = Path(path)
         if save_program:
@@ -382,18 +456,29 @@ class Module:
                 for param in program.predictors():
                     if hasattr(param, "lm"):
                         param.lm = None  # type: ignore[attr-defined]
-            saving.write_program(program, target, secrets)
+            saving.write_program(program, target, secrets, modules_to_serialize)
             return
-        _require_json(target)
-        saving.write_state(self.dump_state(), target)
+        _require_state_suffix(target)
+        saving.write_state(self.dump_state(json_mode=target.suffix == ".json"), target)
 
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Load learned state saved with ``save("x.json")`` into this program."""
+    def load(self: M, path: str | os.PathLike[str], allow_pickle: bool = False) -> M:
+        """Load learned state saved with ``save("x.json")`` (or ``"x.pkl"``) into this
+        program; returns self.
+
+        A ``.pkl`` state is a pickle, which runs code when read: it loads only with
+        ``allow_pickle=True`` (`PickleNotAllowedError` otherwise). To load a whole
+        program saved with ``save_program=True`` use ``dspex.load(directory, ...)``.
+        """
         target = Path(path)
-        _require_json(target, loading=True)
-        state = saving.read_state(target)
+        _require_state_suffix(target, loading=True)
+        state = saving.read_state(target, allow_pickle=allow_pickle)
         try:
-            self.load_state(state)
+            return self.load_state(state)
+        except StateMismatchError as exc:
+            raise StateMismatchError(
+                f"{target} does not fit this {type(self).__name__}: {exc}. Was it saved from "
+                "a program built the same way (the same class and predictors)?"
+            ) from exc
         except ConfigurationError as exc:
             # Name the file: "state does not match" alone leaves a reader guessing which.
             raise SavedFileError(
@@ -465,7 +550,64 @@ def _collect_parameters(
     elif isinstance(value, dict):
         seen.add(id(value))
         for key, item in value.items():
-            _collect_parameters(f"{name}[{key!r}]", item, seen, found)
+            # Quoted with ' whatever the key's type, as DSPy names them.
+            _collect_parameters(f"{name}['{key}']", item, seen, found)
+
+
+def _dump_parameter(param: Parameter, json_mode: bool) -> dict[str, Any]:
+    # Parameters written for dspex < json_mode (and users' own) take no argument.
+    try:
+        accepts = "json_mode" in inspect.signature(param.dump_state).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return param.dump_state(json_mode=json_mode) if accepts else param.dump_state()  # type: ignore[call-arg]
+
+
+# One step of an attribute path: ".name", "[0]", "['key']", '["key"]' or "[key]".
+_PATH_STEP = re.compile(r"""\.?(?P<attr>[A-Za-z_]\w*)|\[(?P<index>-?\d+)\]|\[(?P<quote>['"])(?P<quoted>.*?)(?P=quote)\]|\[(?P<bare>[^\]]*)\]""")
+
+
+def _path_steps(path: str) -> list[tuple[str, Any]]:
+    """``"a.b[0]['k'].c"`` as [("attr", "a"), ("attr", "b"), ("item", 0), ("item", "k"), ...]."""
+    steps: list[tuple[str, Any]] = []
+    position = 0
+    while position < len(path):
+        match = _PATH_STEP.match(path, position)
+        if match is None or match.end() == position:
+            raise ConfigurationError(
+                f"cannot read attribute path {path!r} at position {position} ({path[position:]!r}); "
+                "use names like 'sub.predictors[0].predict' or \"tools['search']\""
+            )
+        if match["attr"] is not None:
+            steps.append(("attr", match["attr"]))
+        elif match["index"] is not None:
+            steps.append(("item", int(match["index"])))
+        elif match["quote"] is not None:
+            steps.append(("item", match["quoted"]))
+        else:
+            steps.append(("item", match["bare"]))
+        position = match.end()
+    return steps
+
+
+def set_attribute_by_name(obj: Any, name: str, value: Any) -> None:
+    """Set the attribute or item that ``name`` reaches from ``obj`` to ``value``.
+
+    ``name`` is a path as `Module.named_parameters` / `named_sub_modules` print them
+    (without their leading ``self.``): ``"sub.layers[0].predict"``,
+    ``"tools['search']"``, ``"tools[search]"``.
+    """
+    steps = _path_steps(name[5:] if name.startswith("self.") else name)
+    if not steps:
+        raise ConfigurationError("set_attribute_by_name needs a non-empty attribute path")
+    target = obj
+    for kind, key in steps[:-1]:
+        target = getattr(target, key) if kind == "attr" else target[key]
+    kind, key = steps[-1]
+    if kind == "attr":
+        setattr(target, key, value)
+    else:
+        target[key] = value
 
 
 def _children(name: str, item: Any, skip_compiled: bool) -> list[tuple[str, Any]]:
@@ -476,7 +618,7 @@ def _children(name: str, item: Any, skip_compiled: bool) -> list[tuple[str, Any]
     if isinstance(item, (list, tuple)):
         return [(f"{name}[{i}]", value) for i, value in enumerate(item)]
     if isinstance(item, dict):
-        return [(f"{name}[{key!r}]", value) for key, value in item.items()]
+        return [(f"{name}[{key}]", value) for key, value in item.items()]
     return []
 
 
@@ -489,14 +631,14 @@ def _check_state_names(owner: str, params: dict[str, Parameter], state: dict[str
             parts.append(f"no predictor named {', '.join(map(repr, unknown))}")
         if missing:
             parts.append(f"no state for {', '.join(map(repr, missing))}")
-        raise ConfigurationError(
+        raise StateMismatchError(
             f"state does not match {owner}: {'; '.join(parts)}. Its predictors are: "
             f"{', '.join(map(repr, params)) or '(none)'}"
         )
 
 
-def _require_json(path: Path, *, loading: bool = False) -> None:
-    if path.suffix == ".json":
+def _require_state_suffix(path: Path, *, loading: bool = False) -> None:
+    if path.suffix in saving.STATE_SUFFIXES:
         return
     if loading:
         whole = (
@@ -507,32 +649,19 @@ def _require_json(path: Path, *, loading: bool = False) -> None:
             "dspex.load(directory, allow_pickle=True)"
         )
         raise SavedFileError(
-            f"state files are JSON: use a path ending in .json (got {path}); {whole}"
+            f"state files end in .json (or .pkl for pickled state): got {path}; {whole}"
         )
     raise ConfigurationError(
-        f"state files are JSON: use a path ending in .json (got {path}); to save the "
-        "whole program use save(directory, save_program=True)"
+        f"state files end in .json (safe, the default to prefer) or .pkl (pickled, for values "
+        f"JSON cannot hold): got {path}; to save the whole program use "
+        "save(directory, save_program=True)"
     )
 
 
 def _api_keys(program: Module) -> list[str]:
     """API keys held by LMs reachable as attributes of the program's modules/predictors."""
     holders = [module for _, module in program.named_sub_modules()] + program.predictors()
-    keys: list[str] = []
-    for holder in holders:
-        for value in vars(holder).values():
-            key = _api_key_of(value)
-            if key is not None:
-                keys.append(key)
-    return keys
-
-
-def _api_key_of(value: Any) -> str | None:
-    key = getattr(value, "api_key", None)
-    reveal = getattr(key, "get_secret_value", None)  # pydantic SecretStr
-    key = reveal() if callable(reveal) else key
-    # Short strings would match by accident anywhere in the pickle.
-    return key if isinstance(key, str) and len(key) >= 8 else None
+    return saving.api_keys_in(value for holder in holders for value in vars(holder).values())
 
 
 def _indent(text: str) -> str:

@@ -5,7 +5,13 @@ active in the current context (task or thread), else the process-wide default
 set with `configure(...)`.
 
 - `configure(**kw)` changes the defaults for every thread and task (copy on
-  write under a lock, so a reader never sees a half-applied update).
+  write under a lock, so a reader never sees a half-applied update). As in
+  DSPy, only the thread that configured first may configure again, and inside
+  asyncio only the task that configured first: other threads and tasks use
+  `context`. A thread or task that has ended hands the role on to the next
+  caller (so one test, notebook cell or request after another may configure).
+- `settings.save(path)` / `load_settings(path, allow_pickle=True)` keep the
+  effective settings in a cloudpickle file (API keys never written).
 - `context(**kw)` overrides values in a `contextvars.ContextVar`. An asyncio
   task gets a copy of its creator's context, so overrides made inside one task
   of an ``asyncio.gather`` are invisible to its siblings. A new thread starts
@@ -15,14 +21,25 @@ set with `configure(...)`.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
-from types import MappingProxyType, TracebackType
+from pathlib import Path
+from types import MappingProxyType, ModuleType, TracebackType
 from typing import Any
 
 from dspex.clients import history
-from dspex.errors import ConfigurationError, UnknownSettingError
+from dspex.errors import (
+    ConfigurationError,
+    PickleNotAllowedError,
+    SavedFileError,
+    SettingsOwnerError,
+    UnknownSettingError,
+)
 from dspex.utils import usage_tracker
 
 
@@ -79,7 +96,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "True: dspex always records each prediction's LM usage (prediction.usage, "
         "prediction.get_lm_usage()); to sum a block's calls use `with dspex.track_usage()`",
     ),
-    "callbacks": (lambda v: isinstance(v, list), "a list"),
+    "callbacks": (lambda v: isinstance(v, list), "a list (or None for none)"),
     "num_threads": (lambda v: _is_int(v, 1), "an int >= 1"),
     "max_errors": (lambda v: v is None or _is_int(v, 0), "an int >= 0 or None"),
     "disable_history": (lambda v: isinstance(v, bool), "a bool"),
@@ -114,6 +131,13 @@ def _unknown(name: str) -> UnknownSettingError:
     )
 
 
+def _normalized(values: dict[str, Any]) -> dict[str, Any]:
+    # DSPy accepts callbacks=None for "no callbacks"; readers here always get a list.
+    if "callbacks" in values and values["callbacks"] is None:
+        return {**values, "callbacks": []}
+    return values
+
+
 def validate(values: dict[str, Any]) -> None:
     """Raise ConfigurationError for an unknown key or an ill-typed value."""
     for name, value in values.items():
@@ -139,6 +163,7 @@ class SettingsContext:
     """Overrides settings for the current context while active (see `context`)."""
 
     def __init__(self, values: dict[str, Any]) -> None:
+        values = _normalized(values)
         validate(values)
         _load_callback_dispatch(values)
         self._values = values
@@ -207,7 +232,7 @@ class Settings:
         return getattr(self, name)
 
     def __dir__(self) -> list[str]:
-        return sorted({*DEFAULTS, "config", "configure", "context", "copy", "get"})
+        return sorted({*DEFAULTS, "config", "configure", "context", "copy", "get", "save", "load"})
 
     def copy(self) -> dict[str, Any]:
         """A snapshot of every effective setting (lists copied), e.g. to restore later with
@@ -227,17 +252,97 @@ class Settings:
         """Override settings for the current context only (``with`` block)."""
         return SettingsContext(kwargs)
 
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        modules_to_serialize: Iterable[ModuleType] | None = None,
+        exclude_keys: Iterable[str] | None = None,
+    ) -> None:
+        """Write the effective settings to ``path`` with cloudpickle (see `save_settings`)."""
+        save_settings(path, modules_to_serialize=modules_to_serialize, exclude_keys=exclude_keys)
+
+    @staticmethod
+    def load(path: str | os.PathLike[str], allow_pickle: bool = False) -> dict[str, Any]:
+        """Read settings written by `save` (see `load_settings`)."""
+        return load_settings(path, allow_pickle=allow_pickle)
+
     def __repr__(self) -> str:
         return f"Settings({self.config!r})"
 
 
 def configure(**kwargs: Any) -> None:
-    """Set process-wide defaults. A `context(...)` override still wins where active."""
+    """Set process-wide defaults. A `context(...)` override still wins where active.
+
+    Only the thread (and, inside asyncio, the task) that configured first may call it
+    again while it runs; elsewhere it raises `SettingsOwnerError`: use `context` there.
+    """
     global _defaults
+    kwargs = _normalized(kwargs)
     validate(kwargs)
+    _claim_configure()
     _load_callback_dispatch(kwargs)
     with _defaults_lock:
         _defaults = MappingProxyType({**_defaults, **kwargs})
+
+
+# --- who may configure ------------------------------------------------------------
+#
+# The process-wide defaults are shared by every thread and task, so two of them
+# configuring at once would race (one's LM under the other's adapter). DSPy's rule
+# keeps one writer: the first thread to configure owns the defaults, and inside
+# asyncio the first task does. Owners are held weakly and checked for being alive,
+# so a finished thread or task does not keep the role for ever (unlike DSPy, where
+# the first owner keeps it for the life of the process).
+
+_owner_thread: weakref.ref[threading.Thread] | None = None
+_owner_task: weakref.ref[asyncio.Task[Any]] | None = None
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running event loop in this thread
+        return None
+
+
+def _in_ipython() -> bool:
+    # A notebook runs each cell in a task of its own; DSPy lets them all configure.
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    try:
+        return callable(get_ipython) and get_ipython() is not None
+    except Exception:
+        return False
+
+
+def _claim_configure() -> None:
+    """Record the caller as the owner of the defaults, or raise if another owner lives."""
+    global _owner_thread, _owner_task
+    with _defaults_lock:
+        thread = threading.current_thread()
+        owner = _owner_thread() if _owner_thread is not None else None
+        if owner is None or not owner.is_alive():
+            _owner_thread, owner = weakref.ref(thread), thread
+        if owner is not thread:
+            raise SettingsOwnerError(
+                f"dspex.settings can only be changed by the thread that initially configured "
+                f"them ({owner.name}); this is {thread.name}. In this thread use "
+                "`with dspex.context(...):` to change settings for the code it runs"
+            )
+        task = _current_task()
+        if task is None:
+            return
+        owner_task = _owner_task() if _owner_task is not None else None
+        if owner_task is None or owner_task.done():
+            _owner_task = weakref.ref(task)
+            return
+        if owner_task is not task and not _in_ipython():
+            raise SettingsOwnerError(
+                "dspex.configure(...) can only be called from the same async task that "
+                f"called it first ({owner_task.get_name()}, still running); this is "
+                f"{task.get_name()}. In other tasks use `with dspex.context(...):`, which "
+                "changes settings for that task only"
+            )
 
 
 def context(**kwargs: Any) -> SettingsContext:
@@ -262,6 +367,80 @@ def record_trace(predictor: Any, inputs: dict[str, Any], prediction: Any) -> Non
     excess = len(trace) - settings.max_trace_size
     if excess > 0:
         del trace[:excess]
+
+
+# --- saving settings --------------------------------------------------------------
+
+#: per-call state, not something a user configures: never written by `save_settings`
+_NOT_SAVED = frozenset({"caller_modules"})
+
+
+def save_settings(
+    path: str | os.PathLike[str],
+    *,
+    modules_to_serialize: Iterable[ModuleType] | None = None,
+    exclude_keys: Iterable[str] | None = None,
+) -> None:
+    """Write the effective settings (as `settings.config` shows them) to ``path`` with
+    cloudpickle, less ``exclude_keys``.
+
+    ``modules_to_serialize``: modules whose code is pickled by value (cloudpickle's
+    ``register_pickle_by_value``), for callbacks or adapters defined in a module that
+    the loading process cannot import. An LM is written without its API key; the save
+    is refused, nothing written, if a key still shows in the pickled bytes.
+    """
+    import cloudpickle
+
+    from dspex.primitives import saving
+
+    excluded = set(exclude_keys or ()) | _NOT_SAVED
+    values = {k: v for k, v in settings.config.items() if k not in excluded}
+    target = Path(path)
+    try:
+        with saving.pickled_by_value(modules_to_serialize):
+            data = cloudpickle.dumps(values)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot save the settings to {target}: {type(exc).__name__}: {exc}. Leave the "
+            "settings that cannot be pickled out with exclude_keys=[...]"
+        ) from exc
+    saving.refuse_secrets(data, saving.api_keys_in(values.values()), "the settings")
+    saving.atomic_write(target, data)
+
+
+def load_settings(path: str | os.PathLike[str], allow_pickle: bool = False) -> dict[str, Any]:
+    """Read settings written by `save_settings`: a dict to pass to ``configure(**...)``.
+
+    The file is a pickle, which runs code when read: pass ``allow_pickle=True`` only for
+    files you trust (ones you wrote).
+    """
+    import cloudpickle
+
+    target = Path(path)
+    if not allow_pickle:
+        raise PickleNotAllowedError(
+            f"Loading .pkl files can run arbitrary code, so {target} is not read without "
+            "allow_pickle=True: saved settings are a pickle. If you wrote the file (or trust "
+            "who did), call load_settings(path, allow_pickle=True)"
+        )
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError:
+        raise SavedFileError(f"{target} does not exist (looking for saved settings)") from None
+    try:
+        loaded = cloudpickle.loads(data)
+    except Exception as exc:
+        raise SavedFileError(
+            f"{target} could not be unpickled ({type(exc).__name__}: {exc}); it loads only where "
+            "the modules its values come from can be imported (or were saved with "
+            "modules_to_serialize=[...])"
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise SavedFileError(
+            f"{target} holds a {type(loaded).__name__}, not saved settings (a dict written by "
+            "dspex.settings.save)"
+        )
+    return loaded
 
 
 settings = Settings()

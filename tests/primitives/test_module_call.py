@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -267,3 +268,69 @@ def test_predictors_append_to_the_trace() -> None:
         (program.second, {"question": "echo:q"}),
     ]
     assert trace[1][2].answer == "echo:echo:q"
+
+
+# --- calling forward directly -------------------------------------------------------
+
+
+class _Echo(Module):
+    def forward(self, x: Any) -> Any:
+        return x
+
+
+class _Outer(Module):
+    def __init__(self) -> None:
+        self.inner = _Echo()
+
+    def forward(self, x: Any) -> Any:
+        return self.inner(x=x)
+
+
+class _Derived(_Echo):
+    def forward(self, x: Any) -> Any:
+        return super().forward(x)  # the parent's forward, within this call
+
+
+def _direct_call_warnings(caplog: Any) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "directly is discouraged" in r.getMessage()]
+
+
+def test_calling_forward_directly_logs_a_warning(caplog: Any) -> None:
+    with caplog.at_level(logging.WARNING, logger="dspex.primitives.module"):
+        assert _Echo().forward("x") == "x"
+    warnings = _direct_call_warnings(caplog)
+    assert len(warnings) == 1 and "_Echo" in warnings[0] and "module(...)" in warnings[0]
+
+
+async def test_calling_through_the_module_never_warns(caplog: Any) -> None:
+    with caplog.at_level(logging.WARNING, logger="dspex.primitives.module"):
+        assert _Echo()(x=1) == 1
+        assert await _Echo().acall(x=2) == 2
+        assert _Outer()(x=3) == 3
+        assert _Derived()(x=4) == 4
+    assert _direct_call_warnings(caplog) == []
+
+
+def test_a_class_with_a_checked_forward_pickles_by_value(tmp_path: Any) -> None:
+    # Classes from a user's script travel by value (to Ray workers, into saved programs).
+    import sys
+
+    import cloudpickle
+
+    (tmp_path / "forward_by_value_mod.py").write_text(
+        "import dspex\n\nclass Doubler(dspex.Module):\n    def forward(self, x):\n"
+        "        return 2 * x\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import forward_by_value_mod  # type: ignore[import-not-found]
+
+        cloudpickle.register_pickle_by_value(forward_by_value_mod)
+        try:
+            data = cloudpickle.dumps(forward_by_value_mod.Doubler())
+        finally:
+            cloudpickle.unregister_pickle_by_value(forward_by_value_mod)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("forward_by_value_mod", None)
+    assert cloudpickle.loads(data)(x=21) == 42

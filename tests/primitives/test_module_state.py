@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import platform
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,9 @@ def test_save_and_load_json_roundtrip(tmp_path: Path) -> None:
     path = tmp_path / "program.json"
     program.save(path)
     saved = json.loads(path.read_text())
-    assert saved["metadata"]["python"] == platform.python_version()
-    assert saved["metadata"]["dspex"] == "0.1.0"
+    versions = saved["metadata"]["dependency_versions"]
+    assert versions["python"] == ".".join(platform.python_version().split(".")[:2])
+    assert versions["dspex"] == "0.1.0"
     assert saved["first"]["demos"][1] == {
         "doc": {"when": "2024-01-02", "text": "t"},
         "x": "opaque-value",
@@ -104,23 +106,43 @@ def test_save_and_load_json_roundtrip(tmp_path: Path) -> None:
     fresh.load_state(saved)  # the metadata entry is ignored by load_state too
 
 
-def test_json_state_needs_a_json_path(tmp_path: Path) -> None:
+def test_state_needs_a_json_or_pkl_path(tmp_path: Path) -> None:
     for call in (
-        lambda: trained().save(tmp_path / "x.pkl"),
+        lambda: trained().save(tmp_path / "x.txt"),
         lambda: Program().load(tmp_path / "x"),
     ):
-        with pytest.raises(ConfigurationError, match=r"\.json"):
+        with pytest.raises(ConfigurationError, match=r"\.json.*\.pkl"):
             call()
 
 
-def test_loading_state_from_another_version_warns(tmp_path: Path) -> None:
+def test_loading_state_from_other_versions_logs_one_warning_per_dependency(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "state.json"
     trained().save(path)
     saved = json.loads(path.read_text())
-    saved["metadata"]["dspex"] = "0.0.1"
+    saved["metadata"]["dependency_versions"].update(dspex="0.0.1", python="2.7")
     path.write_text(json.dumps(saved))
-    with pytest.warns(UserWarning, match="dspex 0.0.1"):
+    with caplog.at_level(logging.WARNING, logger="dspex.primitives.saving"):
         Program().load(path)
+    mismatches = [r.getMessage() for r in caplog.records if "There is a mismatch of" in r.getMessage()]
+    assert len(mismatches) == 2
+    assert any("dspex 0.0.1" in m for m in mismatches) and any("python 2.7" in m for m in mismatches)
+
+
+def test_state_files_from_older_dspex_with_flat_metadata_still_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.json"
+    trained().save(path)
+    saved = json.loads(path.read_text())
+    saved["metadata"] = {"dspex": "0.0.9", "python": platform.python_version()}
+    path.write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="dspex.primitives.saving"):
+        fresh = Program().load(path)
+    assert fresh.first.instructions == "Think."
+    mismatches = [r.getMessage() for r in caplog.records if "mismatch" in r.getMessage()]
+    assert len(mismatches) == 1 and "dspex 0.0.9" in mismatches[0]  # python compared as 3.x
 
 
 def test_a_predictor_named_metadata_cannot_be_saved_as_json(tmp_path: Path) -> None:
@@ -140,7 +162,7 @@ def test_save_program_and_load_it_back(tmp_path: Path) -> None:
         "program.pkl",
     ]
     meta = json.loads((tmp_path / "saved" / "metadata.json").read_text())
-    assert set(meta) >= {"dspex", "python", "cloudpickle"}
+    assert set(meta["dependency_versions"]) == {"dspex", "python", "cloudpickle"}
     loaded = primitives.load(tmp_path / "saved", allow_pickle=True)
     assert type(loaded).__name__ == "Program"
     assert loaded.dump_state() == program.dump_state()

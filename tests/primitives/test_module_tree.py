@@ -83,7 +83,7 @@ def test_named_sub_modules_is_breadth_first_from_self() -> None:
         "self",
         "self.deep",
         "self.layers[0]",
-        "self.tools['calc']",
+        "self.tools[calc]",  # named_sub_modules leaves dict keys unquoted, as DSPy does
         "self.deep.child",
     ]
     only_predictors = program.named_sub_modules(type_=FakePredictor)

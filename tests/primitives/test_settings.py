@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dspex.errors import ConfigurationError
+from dspex.errors import ConfigurationError, SettingsOwnerError
 from dspex.primitives import (
     UnknownSettingError,
     configure,
@@ -173,11 +173,87 @@ def test_a_context_in_one_thread_does_not_leak_into_another() -> None:
     assert seen == {"a": "thread-a", "main": None}
 
 
-def test_configure_from_a_thread_is_seen_everywhere() -> None:
-    thread = threading.Thread(target=configure, kwargs={"lm": "from-thread"})
+def _in_thread(function: Any) -> Any:
+    """Run ``function`` in a new thread; return what it returned or raised."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # handed back to the test
+            outcome["value"] = exc
+
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
+    return outcome["value"]
+
+
+def test_configure_from_a_thread_is_seen_everywhere() -> None:
+    # The first thread to configure owns the defaults; every thread reads them.
+    assert _in_thread(lambda: configure(lm="from-thread")) is None
     assert settings.lm == "from-thread"
+    assert _in_thread(lambda: settings.lm) == "from-thread"
+
+
+def test_only_the_thread_that_configured_first_may_configure_again() -> None:
+    # Changed to follow DSPy (dspex let any thread configure): a second writer thread
+    # would race the first one, so it must use context() instead.
+    configure(lm="main")
+    raised = _in_thread(lambda: configure(lm="worker"))
+    assert isinstance(raised, SettingsOwnerError)
+    assert isinstance(raised, RuntimeError) and isinstance(raised, ConfigurationError)
+    assert "dspex.context" in str(raised) and "MainThread" in str(raised)
+    assert settings.lm == "main"
+
+    def use_context() -> Any:
+        with context(lm="worker"):
+            return settings.lm
+
+    assert _in_thread(use_context) == "worker"
+    configure(lm="main again")  # the owner still may
+    assert settings.lm == "main again"
+
+
+def test_a_thread_that_ended_hands_configure_on() -> None:
+    assert _in_thread(lambda: configure(lm="short-lived")) is None
+    configure(lm="main")  # the first owner has ended: main takes over
+    assert isinstance(_in_thread(lambda: configure(lm="x")), SettingsOwnerError)
+
+
+async def test_only_the_task_that_configured_first_may_configure_again() -> None:
+    configure(lm="entry task")
+
+    async def other_task() -> None:
+        configure(lm="other task")
+
+    async def context_in_other_task() -> Any:
+        with context(lm="scoped"):
+            await _hop()
+            return settings.lm
+
+    results = await asyncio.gather(other_task(), context_in_other_task(), return_exceptions=True)
+    assert isinstance(results[0], SettingsOwnerError)
+    assert "same async task" in str(results[0]) and "dspex.context" in str(results[0])
+    assert results[1] == "scoped"
+    await other_task()  # awaited directly: runs in the entry task, so it may configure
+    assert settings.lm == "other task"
+
+
+async def test_a_finished_task_hands_configure_on() -> None:
+    async def configure_then_end() -> None:
+        configure(lm="first task")
+
+    await asyncio.create_task(configure_then_end())
+    configure(lm="second task")  # the first owner is done
+    assert settings.lm == "second task"
+
+
+def test_callbacks_none_means_no_callbacks() -> None:
+    configure(callbacks=None)
+    assert settings.callbacks == []
+    with context(callbacks=None):
+        assert settings.callbacks == []
 
 
 def test_record_trace_appends_only_when_tracing_and_caps_size() -> None:
