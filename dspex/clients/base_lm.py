@@ -5,8 +5,8 @@ chat completion (an object or a dict with ``choices[i].message.content``, option
 ``finish_reason``, ``usage`` and ``model``), and optionally ``aforward`` for a
 natively async model; Predict and the adapters then call it like any other LM
 (they use `acomplete`, which this class builds on ``aforward``). A subclass that
-only overrides ``__call__`` (returning a list of output texts) works too: dspex
-calls it in a worker thread.
+overrides ``__call__`` (returning a list of output texts) is called through it,
+in a worker thread, as DSPy calls every LM.
 
 Calls are recorded in ``lm.history`` and the global history and counted in the
 usage of the prediction they serve, as for `dspex.LM`.
@@ -88,17 +88,20 @@ class BaseLM:
 
     @observed_lm_call  # callbacks' on_lm_start/on_lm_end see each call, as for dspex.LM
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
-        """One request, as the adapters send it (the `dspex.LM` interface)."""
-        params = {**self.kwargs, **{k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}}
-        start = time.perf_counter()
-        if self._answers_through_call():
+        """One request, as the adapters send it (the `dspex.LM` interface).
+
+        A subclass that overrides ``__call__`` is called through it (in a worker thread),
+        as DSPy calls every LM; otherwise through ``aforward``."""
+        if type(self).__call__ is not BaseLM.__call__:
+            options = {k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}
             outputs = await asyncio.to_thread(
-                contextvars.copy_context().run, lambda: self(messages=list(messages), **params)
+                contextvars.copy_context().run, lambda: self(messages=list(messages), **options)
             )
-            response = LMResponse([_output_text(o) for o in outputs], Usage(calls=1), self.model)
-        else:
-            raw = await self.aforward(messages=list(messages), **params)
-            response = response_from_completion(raw, self.model)
+            return LMResponse([_output_text(o) for o in outputs], Usage(calls=1), self.model)
+        params = self._params(kwargs)
+        start = time.perf_counter()
+        raw = await self.aforward(messages=list(messages), **params)
+        response = response_from_completion(raw, self.model)
         self._finish(messages, params, response, time.perf_counter() - start)
         return response
 
@@ -110,8 +113,15 @@ class BaseLM:
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[Any]:
-        """The output texts for a prompt or a message list (DSPy's call)."""
-        return self.complete(_as_messages(prompt, messages), **kwargs).outputs
+        """The output texts for a prompt or a message list (DSPy's call): runs ``forward``
+        in this thread and records the call."""
+        messages = _as_messages(prompt, messages)
+        params = self._params(kwargs)
+        start = time.perf_counter()
+        raw = self.forward(messages=list(messages), **params)
+        response = response_from_completion(raw, self.model)
+        self._finish(messages, params, response, time.perf_counter() - start)
+        return response.outputs
 
     async def acall(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
@@ -163,14 +173,9 @@ class BaseLM:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _answers_through_call(self) -> bool:
-        """A subclass that overrides ``__call__`` but neither forward nor aforward."""
-        cls = type(self)
-        return (
-            cls.__call__ is not BaseLM.__call__
-            and cls.forward is BaseLM.forward
-            and cls.aforward is BaseLM.aforward
-        )
+    def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """This LM's options, overridden per call, without the ones that steer dspex."""
+        return {**self.kwargs, **{k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}}
 
     def _finish(
         self, messages: Sequence[Message], params: dict[str, Any], response: LMResponse, latency: float

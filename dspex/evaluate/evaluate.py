@@ -9,6 +9,7 @@ options, the result, and the reports (table, JSON, CSV).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import logging
@@ -64,11 +65,8 @@ class EvaluationResult:
         return self.score
 
     def __repr__(self) -> str:
-        # The results list can hold 100k rows: keep the repr a summary.
-        return (
-            f"EvaluationResult(score={self.score}, n={len(self.results)}, "
-            f"n_errors={self.n_errors}, elapsed={self.elapsed:.2f}s)"
-        )
+        # The results list can hold 100k rows: keep the repr a summary (DSPy's form).
+        return f"EvaluationResult(score={self.score}, results=<list of {len(self.results)} results>)"
 
 
 class Evaluate:
@@ -127,19 +125,36 @@ class Evaluate:
         save_as_json: str | Path | None = None,
         save_as_csv: str | Path | None = None,
     ) -> EvaluationResult:
-        """Evaluate synchronously; works from plain code and inside a running loop."""
-        return run_sync(
-            self.acall(
-                program,
-                metric=metric,
-                devset=devset,
-                num_threads=num_threads,
-                display_progress=display_progress,
-                display_table=display_table,
-                save_as_json=save_as_json,
-                save_as_csv=save_as_csv,
-            )
+        """Evaluate synchronously; works from plain code and inside a running loop.
+
+        With one thread (``num_threads=1``) and the local runner the examples run in
+        the calling thread, one after another, as in DSPy: a program or metric that
+        needs the main thread (signals, some GUI or notebook libraries) works."""
+        evaluation = self.acall(
+            program,
+            metric=metric,
+            devset=devset,
+            num_threads=num_threads,
+            display_progress=display_progress,
+            display_table=display_table,
+            save_as_json=save_as_json,
+            save_as_csv=save_as_csv,
         )
+        if self._runs_in_calling_thread(num_threads):
+            return asyncio.run(evaluation)
+        return run_sync(evaluation)
+
+    def _runs_in_calling_thread(self, num_threads: int | None) -> bool:
+        threads = num_threads if num_threads is not None else self.num_threads
+        if threads is None:
+            threads = settings.num_threads
+        if threads != 1 or runners.get_runner(self.runner).remote:
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return True  # no loop in this thread: it can run one
+        return False
 
     async def acall(
         self,

@@ -106,7 +106,7 @@ async def test_usage_is_summed_over_predictions() -> None:
     result = await Evaluate(devset=devset(4), metric=exact).acall(Costly())
     assert result.usage == Usage(prompt_tokens=40, completion_tokens=8, calls=4, cost=2.0)
     assert result.elapsed > 0
-    assert "n=4" in repr(result)
+    assert repr(result) == "EvaluationResult(score=0.0, results=<list of 4 results>)"
 
 
 # --- concurrency and laziness ------------------------------------------------
@@ -506,3 +506,19 @@ def test_programs_and_metrics_run_as_batch_work() -> None:
         ["program:batch"] * 2 + ["thread:batch"] * 2 + ["metric:batch"] * 4
     )
     assert current_workload() == "interactive"  # only inside the evaluation
+
+
+def test_one_thread_runs_the_metric_in_the_calling_thread_as_dspy_does() -> None:
+    import threading
+
+    seen: list[threading.Thread] = []
+
+    def metric(example: Any, prediction: Any, trace: Any = None) -> bool:
+        seen.append(threading.current_thread())
+        return exact(example, prediction)
+
+    Evaluate(devset=devset(3), metric=metric, num_threads=1)(Echo())
+    assert seen and all(thread is threading.main_thread() for thread in seen)
+    seen.clear()
+    Evaluate(devset=devset(3), metric=metric, num_threads=2)(Echo())
+    assert seen and all(thread is not threading.main_thread() for thread in seen)
