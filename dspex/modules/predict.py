@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
+import typing
 import warnings
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -35,6 +37,9 @@ _MIN_SAMPLING_TEMPERATURE = 0.15
 _ENDPOINT_KEYS = frozenset({"api_base", "base_url", "api_key", "transport"})
 
 
+logger = logging.getLogger(__name__)
+
+
 class Predict(Module, Parameter):
     def __init__(self, signature: str | type[Signature], callbacks: list[Any] | None = None, **config: Any) -> None:
         self.signature = ensure_signature(signature)
@@ -42,6 +47,8 @@ class Predict(Module, Parameter):
         self.callbacks = callbacks or []
         self.demos: list[Any] = []
         self.lm: Any = None
+        self.traces: list[Any] = []
+        self.train: list[Any] = []
 
     # --- calling -----------------------------------------------------------------
 
@@ -128,8 +135,11 @@ class Predict(Module, Parameter):
         return self
 
     def reset(self) -> None:
+        """Forget what was learned or set: demos, the predictor's LM, traces, train."""
         self.demos = []
         self.lm = None
+        self.traces = []
+        self.train = []
 
     def get_config(self) -> dict[str, Any]:
         return dict(self.config)
@@ -185,19 +195,42 @@ def _reject_positional(args: tuple[Any, ...], signature: Any) -> None:
 
 
 def _check_inputs(signature: Any, given: dict[str, Any]) -> dict[str, Any]:
-    missing = [name for name in signature.input_fields if name not in given]
-    if missing:
-        raise InputError(
-            f"missing input field(s) {missing} for signature {signature.signature!r}; "
-            f"got {sorted(given)}"
-        )
+    """The inputs the adapter formats, as DSPy treats them: an input the signature does
+    not have is dropped with a warning; a missing one takes its field's default, is
+    None when its type allows None, and is otherwise left out with a warning (the LM
+    then answers without it)."""
     unexpected = [name for name in given if name not in signature.input_fields]
     if unexpected:
-        raise InputError(
-            f"unexpected input(s) {unexpected} for signature {signature.signature!r}; "
-            "pass only its input fields (use config= for LM parameters)"
+        logger.warning(
+            "inputs %s are not in signature %r: they are ignored (LM parameters go in config=)",
+            unexpected,
+            signature.signature,
         )
-    return given
+    inputs = {name: value for name, value in given.items() if name in signature.input_fields}
+    missing = []
+    for name, spec in signature.input_fields.items():
+        if name in inputs:
+            continue
+        if not spec.info.is_required():
+            inputs[name] = spec.info.get_default(call_default_factory=True)
+        elif _allows_none(spec.annotation):
+            inputs[name] = None
+        else:
+            missing.append(name)
+    if missing:
+        logger.warning(
+            "the call gives no value for input field(s) %s of signature %r (present: %s); "
+            "the LM answers without them. Missing: %s",
+            missing,
+            signature.signature,
+            sorted(inputs),
+            missing,
+        )
+    return inputs
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation)
 
 
 def _sampling_config(config: dict[str, Any], lm: Any) -> dict[str, Any]:

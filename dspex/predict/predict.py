@@ -1,5 +1,6 @@
 """DSPy's path to `Predict`; see `dspex.modules.predict`."""
 
 from dspex.modules.predict import Predict
+from dspex.primitives.saving import serialize_object
 
-__all__ = ["Predict"]
+__all__ = ["Predict", "serialize_object"]

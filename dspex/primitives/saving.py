@@ -28,7 +28,7 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -162,6 +162,23 @@ def json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
     return str(value)
+
+
+def serialize_object(value: Any) -> Any:
+    """``value`` as JSON-ready data, recursively: pydantic models as their JSON dump (dates
+    as ISO text, URLs as strings), Examples as dicts, containers item by item; anything
+    else as it is (what DSPy's ``serialize_object`` does for demos)."""
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        return value.model_dump(mode="json")
+    if isinstance(value, Example):
+        return serialize_object(value.toDict())
+    if isinstance(value, Mapping):
+        return {key: serialize_object(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [serialize_object(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(serialize_object(item) for item in value)
+    return value
 
 
 def write_state(state: dict[str, Any], path: Path) -> None:

@@ -61,7 +61,7 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "lm": None,
         "adapter": None,
-        "trace": None,
+        "trace": [],
         "max_trace_size": 10_000,
         "track_usage": True,
         "callbacks": [],

@@ -52,12 +52,29 @@ def test_missing_lm_and_bad_inputs_are_clear_errors() -> None:
     predict = dspex.Predict("question -> answer")
     with dspex.context(lm=None), pytest.raises(ConfigurationError, match="no LM is configured"):
         predict(question="x")
-    with pytest.raises(InputError, match="missing input"):
-        predict(lm=ScriptedLM(), other="x")
     with pytest.raises(InputError, match="keyword arguments only"):
         predict("positional")
-    with pytest.raises(InputError, match="unexpected input"):
-        predict(question="x", extra=1, lm=ScriptedLM())
+
+
+def test_inputs_are_treated_as_dspy_treats_them(caplog: pytest.LogCaptureFixture) -> None:
+    # Unknown inputs are dropped with a warning; missing ones take their default, None when
+    # the type allows it, and otherwise are left out with a warning.
+    class Sig(dspex.Signature):
+        question: str = dspex.InputField()
+        context: str = dspex.InputField(default="DEFAULT_CONTEXT")
+        hint: str | None = dspex.InputField()
+        answer: str = dspex.OutputField()
+
+    lm = ScriptedLM(ANSWER_5)
+    with caplog.at_level("WARNING", logger="dspex.modules.predict"):
+        dspex.Predict(Sig)(question="q", extra=1, lm=lm)
+    sent = lm.requests[0]["messages"][-1]["content"]
+    assert "DEFAULT_CONTEXT" in sent and "extra" not in sent
+    assert "['extra'] are not in signature" in caplog.text and "Missing" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dspex.modules.predict"):
+        dspex.Predict(Sig)(lm=ScriptedLM(ANSWER_5))
+    assert "Missing: ['question']" in caplog.text
 
 
 def test_trace_records_predictor_inputs_and_prediction() -> None:

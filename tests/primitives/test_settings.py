@@ -15,6 +15,7 @@ from dspex.primitives import (
     record_trace,
     settings,
 )
+from dspex.primitives.settings import DEFAULTS
 
 
 async def _hop() -> None:
@@ -26,7 +27,9 @@ async def _hop() -> None:
 
 
 def test_defaults() -> None:
-    assert settings.lm is None and settings.adapter is None and settings.trace is None
+    # As in DSPy, predictions are traced by default (into a list capped at max_trace_size).
+    assert settings.lm is None and settings.adapter is None and isinstance(settings.trace, list)
+    assert DEFAULTS["trace"] == []
     assert settings.max_trace_size == 10_000
     assert settings.num_threads == 16 and settings.max_errors == 10
     assert settings.track_usage is True and settings.disable_history is False
