@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "OutputField": "dspex.signatures.field",
     "make_signature": "dspex.signatures.signature",
     "ensure_signature": "dspex.signatures.signature",
+    "infer_prefix": "dspex.signatures.field",
     # primitives
     "Example": "dspex.primitives.example",
     "Prediction": "dspex.primitives.prediction",
@@ -73,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "DspexError": "dspex.errors",
     "SignatureError": "dspex.errors",
+    "SignatureTypeError": "dspex.errors",
     "AdapterParseError": "dspex.errors",
     "ConfigurationError": "dspex.errors",
     "SavedFileError": "dspex.errors",
@@ -134,6 +136,7 @@ if TYPE_CHECKING:
         SavedFileError,
         SettingsOwnerError,
         SignatureError,
+        SignatureTypeError,
         StateMismatchError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
@@ -159,5 +162,5 @@ if TYPE_CHECKING:
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve
     from dspex.runtime.supervision.application import dead_letters
-    from dspex.signatures.field import InputField, OutputField
+    from dspex.signatures.field import InputField, OutputField, infer_prefix
     from dspex.signatures.signature import Signature, ensure_signature, make_signature

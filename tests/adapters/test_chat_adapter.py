@@ -23,7 +23,7 @@ class Solve(Signature):
 def test_system_message_lists_fields_structure_and_instructions() -> None:
     system = ChatAdapter().system_message(Solve)
     assert "- `question` (str): an arithmetic question" in system
-    assert "- `answer` (int): the result Constraints: greater than or equal to 0." in system
+    assert "- `answer` (int): the result Constraints: greater than or equal to: 0." in system
     assert "[[ ## completed ## ]]" in system
     assert system.rstrip().endswith("Instructions:\nSolve the arithmetic question.")
 

@@ -32,7 +32,7 @@ def test_class_form_reads_docstring_fields_and_constraints() -> None:
     assert answer.annotation is int
     assert answer.desc == "the result"
     assert answer.constraints() == {"ge": 0}
-    assert answer.constraint_text() == "greater than or equal to 0"
+    assert answer.constraint_text() == "greater than or equal to: 0"
     assert QA.signature == "question -> answer"
 
 
