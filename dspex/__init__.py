@@ -36,6 +36,12 @@ _EXPORTS: dict[str, str] = {
     "Adapter": "dspex.adapters.base",
     "ChatAdapter": "dspex.adapters.chat",
     "JSONAdapter": "dspex.adapters.json_adapter",
+    "XMLAdapter": "dspex.adapters.xml_adapter",
+    # field types with their own prompt rendering
+    "Type": "dspex.adapters.types",
+    "History": "dspex.adapters.types",
+    "Code": "dspex.adapters.types",
+    "Reasoning": "dspex.adapters.types",
     # modules
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
@@ -117,6 +123,8 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
+    from dspex.adapters.types import Code, History, Reasoning, Type
+    from dspex.adapters.xml_adapter import XMLAdapter
     from dspex.clients.base_lm import BaseLM
     from dspex.clients.cache import configure_cache
     from dspex.clients.history import inspect_history

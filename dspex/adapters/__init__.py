@@ -3,5 +3,6 @@
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.json_adapter import JSONAdapter
+from dspex.adapters.xml_adapter import XMLAdapter
 
-__all__ = ["Adapter", "AdapterResult", "ChatAdapter", "JSONAdapter"]
+__all__ = ["Adapter", "AdapterResult", "ChatAdapter", "JSONAdapter", "XMLAdapter"]

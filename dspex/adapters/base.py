@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from dspex.adapters.types.base import is_custom_type
+from dspex.adapters.types.history import History, history_field
 from dspex.adapters.values import format_value, type_hint
 from dspex.clients.types import Message, Usage
 from dspex.errors import AdapterParseError
@@ -57,13 +59,48 @@ class Adapter:
     def format(
         self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[Message]:
+        history_name = history_field(signature)
+        history: Any = None
+        if history_name is not None:
+            # The history is not a field the LM fills in or reads as a section: it
+            # becomes earlier turns of the chat, after the demos.
+            history = inputs.get(history_name)
+            signature = signature.delete(history_name)
         messages: list[Message] = [{"role": "system", "content": self.system_message(signature)}]
         for demo in demos:
             pair = self.format_demo(signature, demo)
             if pair is not None:
                 messages.extend(pair)
+        if history is not None:
+            messages.extend(self.format_conversation_history(signature, history))
         messages.append({"role": "user", "content": self.user_message(signature, inputs)})
         return messages
+
+    def format_conversation_history(self, signature: SignatureMeta, history: Any) -> list[Message]:
+        """Each message of a `History` (or a list of dicts) as a user turn with its input
+        fields, then an assistant turn with its output fields (when it has any)."""
+        turns: list[Message] = []
+        entries = history.messages if isinstance(history, History) else history
+        for entry in entries or ():
+            user = self.input_sections(signature, entry)
+            if user:
+                turns.append({"role": "user", "content": user})
+            outputs = {n: entry[n] for n in signature.output_fields if n in entry}
+            if outputs:
+                turns.append({"role": "assistant", "content": self.assistant_message(signature, outputs)})
+        return turns
+
+    def format_system_message(self, signature: SignatureMeta) -> str:
+        """The system message for ``signature`` (DSPy's name for `system_message`)."""
+        return self.system_message(signature)
+
+    def format_field_with_value(self, fields_with_values: Mapping[Any, Any], role: str = "user") -> str:
+        """Sections ``[[ ## name ## ]]`` + value for each (field, value) pair. A key may be
+        a field name or anything with a ``.name`` (DSPy's ``FieldInfoWithName``)."""
+        return "\n\n".join(
+            f"{section(getattr(key, 'name', key))}\n{format_value(value)}".strip()
+            for key, value in fields_with_values.items()
+        )
 
     def system_message(self, signature: SignatureMeta) -> str:
         cached = self._system_cache.get(signature)
@@ -209,6 +246,8 @@ def _remember(cache: dict[SignatureMeta, str], signature: SignatureMeta, text: s
 def _describe(spec: FieldSpec) -> str:
     text = f"- `{spec.name}` ({type_name(spec.annotation)})"
     notes = [spec.desc] if spec.desc else []
+    if is_custom_type(spec.annotation) and spec.annotation.description():
+        notes.append(spec.annotation.description())
     constraints = spec.constraint_text()
     if constraints:
         notes.append(f"Constraints: {constraints}.")

@@ -48,7 +48,7 @@ class ChatAdapter(Adapter):
             for name in signature.output_fields
             if name in outputs
         )
-        return f"{body}\n\n{END_MARKER}"
+        return f"{body}\n\n{END_MARKER}\n"
 
     def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
         sections = split_sections(text)

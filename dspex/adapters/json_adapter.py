@@ -47,6 +47,17 @@ class JSONAdapter(Adapter):
         return json.dumps(
             {name: _jsonable(outputs[name]) for name in signature.output_fields if name in outputs},
             ensure_ascii=False,
+            indent=2,
+        )
+
+    def format_field_with_value(self, fields_with_values: Mapping[Any, Any], role: str = "user") -> str:
+        """User turns carry sections; an assistant turn is one JSON object of the values."""
+        if role == "user":
+            return super().format_field_with_value(fields_with_values, role)
+        return json.dumps(
+            {getattr(k, "name", k): _jsonable(v) for k, v in fields_with_values.items()},
+            ensure_ascii=False,
+            indent=2,
         )
 
     def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from dspex.adapters.types.base import Type, is_custom_type, render_parts
 from dspex.errors import ValueParseError
 from dspex.signatures.field import FieldSpec
 from dspex.signatures.types import is_pydantic_model, literal_options, type_name
@@ -31,6 +32,8 @@ def format_value(value: Any) -> str:
     """Render a value as the text of a prompt section."""
     if isinstance(value, str):
         return value
+    if isinstance(value, Type):
+        return render_parts(value.format())
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if isinstance(value, list | tuple | dict):
@@ -42,6 +45,8 @@ def format_value(value: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Type) and value.text_value:
+        return render_parts(value.format())
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list | tuple):
@@ -59,6 +64,8 @@ def type_hint(spec: FieldSpec) -> str:
         return "one of: " + ", ".join(repr(o) if isinstance(o, str) else str(o) for o in options)
     if annotation is str:
         return ""
+    if is_custom_type(annotation) and annotation.text_value:
+        return annotation.description()
     if annotation is bool:
         return "True or False"
     if annotation is int:
@@ -134,7 +141,7 @@ def _candidate(raw: str, annotation: Any) -> Any:
         return raw
     if inner in (int, float):
         return _number_candidate(raw)
-    if inner is str:
+    if inner is str or (is_custom_type(inner) and inner.text_value):
         return raw
     return _structured_candidate(raw)
 

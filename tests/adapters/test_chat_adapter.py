@@ -33,7 +33,7 @@ def test_format_puts_demos_as_turns_and_inputs_as_sections() -> None:
     messages = ChatAdapter().format(Solve, demos, {"question": "2 + 3?"})
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[1]["content"] == "[[ ## question ## ]]\n1 + 1?"
-    assert messages[2]["content"] == "[[ ## answer ## ]]\n2\n\n[[ ## completed ## ]]"
+    assert messages[2]["content"] == "[[ ## answer ## ]]\n2\n\n[[ ## completed ## ]]\n"
     last = messages[-1]["content"]
     assert last.startswith("[[ ## question ## ]]\n2 + 3?")
     assert "`[[ ## answer ## ]]` (an integer)" in last
@@ -154,4 +154,4 @@ async def test_json_adapter_downgrades_when_provider_rejects_schema(scripted_lm)
 
 def test_json_demo_is_an_object() -> None:
     messages = JSONAdapter().format(Solve, [{"question": "1+1", "answer": 2}], {"question": "q"})
-    assert messages[2]["content"] == '{"answer": 2}'
+    assert messages[2]["content"] == '{\n  "answer": 2\n}'

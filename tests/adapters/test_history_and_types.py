@@ -1,0 +1,161 @@
+"""History as an input field, custom field types (Code, Reasoning, Citations) and
+the XMLAdapter, through the adapters' format/parse and a full Predict call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pydantic
+import pytest
+from _fakes import ScriptedLM
+
+import dspex
+from dspex.adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from dspex.experimental import Citations, Document
+
+
+class Chat(dspex.Signature):
+    question: str = dspex.InputField()
+    history: dspex.History = dspex.InputField()
+    answer: str = dspex.OutputField()
+
+
+HISTORY = dspex.History(
+    messages=[
+        {"question": "Capital of France?", "answer": "Paris"},
+        {"question": "Capital of Germany?", "answer": "Berlin"},
+    ]
+)
+
+
+def test_history_is_rendered_as_prior_turns_between_system_and_current_input() -> None:
+    messages = ChatAdapter().format(Chat, [], {"question": "And Italy?", "history": HISTORY})
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert messages[1]["content"] == "[[ ## question ## ]]\nCapital of France?"
+    assert messages[2]["content"] == "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]\n"
+    assert messages[4]["content"].startswith("[[ ## answer ## ]]\nBerlin")
+    assert messages[5]["content"].startswith("[[ ## question ## ]]\nAnd Italy?")
+    # The history is turns, not a field: neither the system message nor the input names it.
+    assert "history" not in messages[0]["content"]
+    assert "history" not in messages[5]["content"]
+
+
+def test_history_comes_after_demos() -> None:
+    demo = {"question": "2+2?", "answer": "4"}
+    messages = ChatAdapter().format(Chat, [demo], {"question": "And Italy?", "history": HISTORY})
+    assert messages[1]["content"] == "[[ ## question ## ]]\n2+2?"
+    assert messages[3]["content"] == "[[ ## question ## ]]\nCapital of France?"
+
+
+def test_json_adapter_renders_history_replies_as_json_objects() -> None:
+    messages = JSONAdapter().format(Chat, [], {"question": "And Italy?", "history": HISTORY})
+    assert len(messages) == 6
+    assert json.loads(messages[2]["content"]) == {"answer": "Paris"}
+    assert messages[3]["content"] == "[[ ## question ## ]]\nCapital of Germany?"
+
+
+def test_history_message_without_outputs_gives_only_a_user_turn() -> None:
+    history = dspex.History(messages=[{"question": "hello"}])
+    messages = ChatAdapter().format(Chat, [], {"question": "next", "history": history})
+    assert [m["role"] for m in messages] == ["system", "user", "user"]
+
+
+def test_history_rejects_unknown_keys_and_is_frozen() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        dspex.History(messages=[], turns=3)
+    with pytest.raises(pydantic.ValidationError):
+        HISTORY.messages = []
+
+
+def test_predict_with_history_sends_prior_turns_to_the_lm() -> None:
+    lm = ScriptedLM("[[ ## answer ## ]]\nRome\n\n[[ ## completed ## ]]")
+    with dspex.context(lm=lm, adapter=ChatAdapter()):
+        prediction = dspex.Predict(Chat)(question="And Italy?", history=HISTORY)
+    assert prediction.answer == "Rome"
+    sent = lm.requests[0]["messages"]
+    assert [m["role"] for m in sent][1:5] == ["user", "assistant", "user", "assistant"]
+
+
+def test_adapter_call_returns_one_dict_per_completion() -> None:
+    lm = ScriptedLM(["[[ ## answer ## ]]\nParis", "[[ ## answer ## ]]\nLyon"])
+    signature = dspex.Signature("question -> answer")
+    assert ChatAdapter()(lm, {}, signature, [], {"question": "q"}) == [{"answer": "Paris"}, {"answer": "Lyon"}]
+    lm = ScriptedLM('{"answer": "Paris"}')
+    result = asyncio.run(JSONAdapter().acall(lm, {}, signature, [], {"question": "q"}))
+    assert result.completions == [{"answer": "Paris"}]
+
+
+def test_code_input_carries_its_description_and_output_is_read_as_text() -> None:
+    class Generate(dspex.Signature):
+        question: str = dspex.InputField()
+        code: dspex.Code = dspex.OutputField()
+
+    system = ChatAdapter().system_message(Generate)
+    assert dspex.Code.description() in system
+    assert '"properties"' not in system  # the text description replaces a JSON schema
+    parsed = ChatAdapter().parse(Generate, '[[ ## code ## ]]\n```python\nprint("hi")\n```')
+    assert parsed["code"].code == 'print("hi")'
+    assert parsed["code"] == 'print("hi")'
+
+
+def test_code_with_language_and_code_input_rendering() -> None:
+    java = dspex.Code["java"]
+    assert java.language == "java" and "java" in java.description()
+
+    class Analyse(dspex.Signature):
+        code: dspex.Code = dspex.InputField()
+        result: str = dspex.OutputField()
+
+    messages = ChatAdapter().format(Analyse, [], {"code": dspex.Code(code="x = 1")})
+    assert "[[ ## code ## ]]\nx = 1" in messages[1]["content"]
+
+
+def test_reasoning_reads_like_a_string() -> None:
+    reasoning = dspex.Reasoning.model_validate("step one")
+    assert reasoning == "step one" and str(reasoning) == "step one" and "one" in reasoning
+
+
+def test_documents_render_as_text_and_citations_parse_from_json() -> None:
+    class Cite(dspex.Signature):
+        documents: list[Document] = dspex.InputField()
+        question: str = dspex.InputField()
+        answer: str = dspex.OutputField()
+        citations: Citations = dspex.OutputField()
+
+    doc = Document(data="Water boils at 100 C.", title="Physics")
+    messages = ChatAdapter().format(Cite, [], {"documents": [doc], "question": "Boiling point?"})
+    assert "Water boils at 100 C." in messages[-1]["content"]
+    reply = (
+        "[[ ## answer ## ]]\n100 C\n\n[[ ## citations ## ]]\n"
+        '[{"cited_text": "Water boils at 100 C.", "document_index": 0}]\n\n[[ ## completed ## ]]'
+    )
+    parsed = ChatAdapter().parse(Cite, reply)
+    assert parsed["citations"][0].cited_text == "Water boils at 100 C."
+    assert len(parsed["citations"]) == 1
+
+
+def test_format_system_message_and_format_field_with_value() -> None:
+    signature = dspex.Signature("question -> answer")
+    adapter = ChatAdapter()
+    assert adapter.format_system_message(signature) == adapter.system_message(signature)
+    assert adapter.format_field_with_value({"question": "q", "answer": 3}) == (
+        "[[ ## question ## ]]\nq\n\n[[ ## answer ## ]]\n3"
+    )
+    assert json.loads(JSONAdapter().format_field_with_value({"answer": [1, 2]}, role="assistant")) == {
+        "answer": [1, 2]
+    }
+    assert JSONAdapter().format_field_with_value({"answer": "x"}, role="user") == "[[ ## answer ## ]]\nx"
+
+
+def test_xml_adapter_round_trip_and_fallback_to_json() -> None:
+    signature = dspex.Signature("question -> answer: int")
+    adapter = XMLAdapter()
+    messages = adapter.format(signature, [{"question": "1+1?", "answer": 2}], {"question": "2+2?"})
+    assert messages[1]["content"] == "<question>\n1+1?\n</question>"
+    assert messages[2]["content"] == "<answer>\n2\n</answer>"
+    assert adapter.parse(signature, "Sure.\n<answer>\n4\n</answer>") == {"answer": 4}
+    with pytest.raises(dspex.AdapterParseError):
+        adapter.parse(signature, "four")
+    lm = ScriptedLM("no tags here", '{"answer": 4}')
+    assert adapter(lm, {}, signature, [], {"question": "2+2?"}) == [{"answer": 4}]
