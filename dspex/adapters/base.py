@@ -9,9 +9,13 @@ Formatting work that depends only on the signature is cached per signature.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from pydantic_core import PydanticUndefined
 
 from dspex.adapters.types.base import is_custom_type
 from dspex.adapters.types.history import History, history_field
@@ -50,7 +54,19 @@ class Adapter:
 
     name: ClassVar[str] = "adapter"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        # DSPy's constructor options, kept so adapters are built the same way. dspex has
+        # no tool calling yet, so the tool options change nothing until it does.
+        self.callbacks = list(callbacks or [])
+        self.use_native_function_calling = use_native_function_calling
+        self.native_response_types = list(native_response_types or [])
+        self.parallel_tool_calls = parallel_tool_calls
         self._system_cache: dict[SignatureMeta, str] = {}
         self._hint_cache: dict[SignatureMeta, str] = {}
 
@@ -169,7 +185,7 @@ class Adapter:
 
     # --- the round trip ------------------------------------------------------------
 
-    async def acall(
+    async def arun(
         self,
         lm: Any,
         lm_kwargs: Mapping[str, Any],
@@ -177,6 +193,8 @@ class Adapter:
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
     ) -> AdapterResult:
+        """One round trip: the parsed completions, the LM usage and any rejected replies
+        (what `Predict` uses; `acall` returns only the completions, as DSPy's does)."""
         with observe_call(
             "adapter_format", self, {"signature": signature, "demos": demos, "inputs": inputs}
         ) as call:
@@ -212,6 +230,17 @@ class Adapter:
             call.finish(parsed)
         return parsed
 
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: SignatureMeta,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The parsed output values, one dict per completion."""
+        return (await self.arun(lm, lm_kwargs, signature, demos, inputs)).completions
+
     def __call__(
         self,
         lm: Any,
@@ -220,7 +249,7 @@ class Adapter:
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
-        return run_sync(self.acall(lm, lm_kwargs, signature, demos, inputs)).completions
+        return run_sync(self.arun(lm, lm_kwargs, signature, demos, inputs)).completions
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -260,6 +289,29 @@ def _describe(spec: FieldSpec) -> str:
 def _keys(demo: Demo) -> Any:
     keys = getattr(demo, "keys", None)
     return keys() if callable(keys) else demo
+
+
+def missing_output_value(spec: FieldSpec) -> Any:
+    """The value of an output field the reply left out, or `_REQUIRED` when it must be
+    there: its declared default, else None when its type allows None."""
+    if spec.info.default is not PydanticUndefined:
+        return spec.info.default
+    if spec.info.default_factory is not None:
+        return spec.info.default_factory()  # type: ignore[call-arg]
+    if allows_none(spec.annotation):
+        return None
+    return REQUIRED
+
+
+REQUIRED = object()
+
+
+def allows_none(annotation: Any) -> bool:
+    if annotation is type(None) or annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(allows_none(a) for a in typing.get_args(annotation))
+    return False
 
 
 def parse_failure(

@@ -17,7 +17,13 @@ from typing import Any
 
 from pydantic import create_model
 
-from dspex.adapters.base import Adapter, AdapterResult, parse_failure
+from dspex.adapters.base import (
+    REQUIRED,
+    Adapter,
+    AdapterResult,
+    missing_output_value,
+    parse_failure,
+)
 from dspex.adapters.values import ValueParseError, _jsonable, coerce_value, extract_json_object
 from dspex.clients.types import Message
 from dspex.errors import LMBadRequestError
@@ -67,6 +73,10 @@ class JSONAdapter(Adapter):
         parsed: dict[str, Any] = {}
         for name, spec in signature.output_fields.items():
             if name not in obj:
+                fallback = missing_output_value(spec)
+                if fallback is not REQUIRED:
+                    parsed[name] = fallback
+                    continue
                 raise parse_failure(
                     f"the JSON reply has no key {name!r}", text=text, signature=signature, field=name, parsed=parsed
                 )

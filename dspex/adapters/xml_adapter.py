@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dspex.adapters.base import parse_failure
+from dspex.adapters.base import REQUIRED, missing_output_value, parse_failure
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.values import ValueParseError, format_value, parse_value, type_hint
 from dspex.signatures.signature import SignatureMeta
@@ -66,6 +66,10 @@ class XMLAdapter(ChatAdapter):
         parsed: dict[str, Any] = {}
         for name, spec in signature.output_fields.items():
             if name not in found:
+                fallback = missing_output_value(spec)
+                if fallback is not REQUIRED:
+                    parsed[name] = fallback
+                    continue
                 raise parse_failure(
                     f"the reply has no `<{name}>` element", text=text, signature=signature, field=name, parsed=parsed
                 )

@@ -66,7 +66,7 @@ class Predict(Module, Parameter):
             )
         config = _with_rollout_id(_sampling_config(config, lm), lm)
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
-        result = await _call_within_budget(lm, adapter.acall(lm, config, signature, demos, inputs))
+        result = await _call_within_budget(lm, adapter.arun(lm, config, signature, demos, inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
         model = _model_name(lm)
         prediction.set_usage(result.usage, {model: result.usage} if _spent(result.usage).calls else {})

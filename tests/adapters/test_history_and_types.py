@@ -82,8 +82,10 @@ def test_adapter_call_returns_one_dict_per_completion() -> None:
     signature = dspex.Signature("question -> answer")
     assert ChatAdapter()(lm, {}, signature, [], {"question": "q"}) == [{"answer": "Paris"}, {"answer": "Lyon"}]
     lm = ScriptedLM('{"answer": "Paris"}')
-    result = asyncio.run(JSONAdapter().acall(lm, {}, signature, [], {"question": "q"}))
-    assert result.completions == [{"answer": "Paris"}]
+    assert asyncio.run(JSONAdapter().acall(lm, {}, signature, [], {"question": "q"})) == [{"answer": "Paris"}]
+    lm = ScriptedLM('{"answer": "Paris"}')
+    result = asyncio.run(JSONAdapter().arun(lm, {}, signature, [], {"question": "q"}))
+    assert result.completions == [{"answer": "Paris"}] and result.usage.calls == 1
 
 
 def test_code_input_carries_its_description_and_output_is_read_as_text() -> None:
@@ -159,3 +161,33 @@ def test_xml_adapter_round_trip_and_fallback_to_json() -> None:
         adapter.parse(signature, "four")
     lm = ScriptedLM("no tags here", '{"answer": 4}')
     assert adapter(lm, {}, signature, [], {"question": "2+2?"}) == [{"answer": 4}]
+
+
+def test_missing_optional_outputs_take_their_defaults_and_required_ones_still_fail() -> None:
+    class Partial(dspex.Signature):
+        question: str = dspex.InputField()
+        answer: str = dspex.OutputField()
+        note: str | None = dspex.OutputField(default="No note")
+        tags: list[str] = dspex.OutputField(default_factory=list)
+        maybe: str | None = dspex.OutputField()
+
+    expected = {"answer": "42", "note": "No note", "tags": [], "maybe": None}
+    assert ChatAdapter().parse(Partial, "[[ ## answer ## ]]\n42\n\n[[ ## completed ## ]]") == expected
+    assert JSONAdapter().parse(Partial, '{"answer": "42"}') == expected
+    assert XMLAdapter().parse(Partial, "<answer>42</answer>") == expected
+    for adapter, reply in ((ChatAdapter(), "[[ ## note ## ]]\nx"), (JSONAdapter(), '{"note": "x"}')):
+        with pytest.raises(dspex.AdapterParseError):
+            adapter.parse(Partial, reply)
+
+
+def test_adapters_accept_dspys_constructor_options() -> None:
+    adapter = ChatAdapter(use_native_function_calling=True, parallel_tool_calls=True, use_json_adapter_fallback=False)
+    assert adapter.use_native_function_calling and adapter.parallel_tool_calls
+    assert not adapter.use_json_adapter_fallback
+    assert JSONAdapter(callbacks=[]).callbacks == []
+
+
+def test_dspy_path_to_adapter_errors() -> None:
+    from dspex.utils.exceptions import AdapterParseError
+
+    assert AdapterParseError is dspex.AdapterParseError
