@@ -100,7 +100,17 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 # Subpackages DSPy code reaches as attributes (``dspy.teleprompt.COPRO``) without
 # importing them first.
 _SUBPACKAGES = frozenset(
-    {"adapters", "clients", "evaluate", "predict", "primitives", "signatures", "teleprompt", "utils"}
+    {
+        "adapters",
+        "clients",
+        "evaluate",
+        "experimental",
+        "predict",
+        "primitives",
+        "signatures",
+        "teleprompt",
+        "utils",
+    }
 )
 
 

@@ -125,11 +125,23 @@ def _weaker_format(current: Any, error: str) -> Any:
 
 
 def response_format_mode(signature: SignatureMeta, lm: Any) -> str | None:
-    if getattr(lm, "provider", "openai") != "openai":
-        return None
+    """Which ``response_format`` to send: ``json_schema``, ``json_object`` or None.
+
+    An LM may say it outright (``response_format_mode``), or as DSPy's LMs do
+    (``supports_response_schema``, ``supported_params``). Otherwise dspex's own
+    `LM` sends a schema to OpenAI-protocol endpoints; an LM that says nothing
+    (a custom `BaseLM`, a test double) gets the prompt's JSON instructions only.
+    """
     explicit = getattr(lm, "response_format_mode", None)
     if explicit is not None:
         return explicit
+    supports_schema = getattr(lm, "supports_response_schema", None)
+    if isinstance(supports_schema, bool):
+        if not supports_schema:
+            params = getattr(lm, "supported_params", None) or ()
+            return "json_object" if "response_format" in params else None
+    elif getattr(lm, "provider", None) != "openai":
+        return None
     if any(_open_dict(spec.annotation) for spec in signature.output_fields.values()):
         # Strict schemas cannot describe free-form objects.
         return "json_object"

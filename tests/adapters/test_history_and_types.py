@@ -191,3 +191,27 @@ def test_dspy_path_to_adapter_errors() -> None:
     from dspex.utils.exceptions import AdapterParseError
 
     assert AdapterParseError is dspex.AdapterParseError
+
+
+def test_dspy_attribute_paths_to_experimental_and_exceptions() -> None:
+    assert dspex.experimental.Citations is Citations
+    assert dspex.utils.exceptions.AdapterParseError is dspex.AdapterParseError
+
+
+class _DeclaresSchemaSupport:
+    def __init__(self, supports: bool, params: tuple[str, ...] = ()) -> None:
+        self.supports_response_schema = supports
+        self.supported_params = params
+
+
+def test_json_adapter_sends_response_format_only_to_lms_that_support_it() -> None:
+    signature = dspex.Signature("question -> answer")
+    adapter = JSONAdapter()
+    assert adapter.lm_kwargs(signature, _DeclaresSchemaSupport(True))["response_format"]["type"] == "json_schema"
+    assert adapter.lm_kwargs(signature, _DeclaresSchemaSupport(False, ("response_format",))) == {
+        "response_format": {"type": "json_object"}
+    }
+    assert adapter.lm_kwargs(signature, _DeclaresSchemaSupport(False)) == {}
+    assert adapter.lm_kwargs(signature, object()) == {}  # an LM that says nothing: prompt only
+    assert "response_format" in adapter.lm_kwargs(signature, dspex.LM("openai/gpt-4o-mini", api_key="k"))
+    assert adapter.lm_kwargs(signature, dspex.LM("anthropic/claude-x", api_key="k")) == {}
