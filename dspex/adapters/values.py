@@ -8,6 +8,7 @@ result is validated by pydantic against the field's type and constraints.
 from __future__ import annotations
 
 import ast
+import enum
 import functools
 import json
 import re
@@ -34,6 +35,8 @@ def format_value(value: Any) -> str:
         return value
     if isinstance(value, Type):
         return render_parts(value.format())
+    if isinstance(value, enum.Enum):
+        return str(_enum_text(value))
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if isinstance(value, list | tuple | dict):
@@ -44,7 +47,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _enum_text(member: enum.Enum) -> Any:
+    # String-valued enums are written by value; others (auto() numbers) by name,
+    # which is what a reader (and the LM) can tell apart.
+    return member.value if isinstance(member.value, str) else member.name
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return _enum_text(value)
     if isinstance(value, Type) and value.text_value:
         return render_parts(value.format())
     if isinstance(value, BaseModel):
@@ -66,6 +77,8 @@ def type_hint(spec: FieldSpec) -> str:
         return ""
     if is_custom_type(annotation) and annotation.text_value:
         return annotation.description()
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of: " + ", ".join(repr(_enum_text(m)) for m in annotation)
     if annotation is bool:
         return "True or False"
     if annotation is int:
@@ -120,6 +133,11 @@ def _validator(annotation: Any, metadata: tuple[Any, ...]) -> TypeAdapter[Any]:
     return TypeAdapter(target)
 
 
+def validator_for(annotation: Any) -> TypeAdapter[Any]:
+    """A cached pydantic validator for ``annotation`` (no field constraints)."""
+    return _validator(annotation, ())
+
+
 def _unfence(text: str) -> str:
     match = _FENCE.match(text)
     return match.group(1).strip() if match else text
@@ -132,6 +150,8 @@ def _candidate(raw: str, annotation: Any) -> Any:
         return None
     if literal_options(inner) is not None:
         return _literal_candidate(raw, literal_options(inner) or ())
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return _enum_candidate(raw, inner)
     if inner is bool:
         lowered = raw.strip(" .'\"").lower()
         if lowered in _TRUE:
@@ -158,6 +178,19 @@ def _literal_candidate(raw: str, options: tuple[Any, ...]) -> Any:
     for option in options:
         if re.match(rf"^\W*{re.escape(str(option))}\b", cleaned, re.IGNORECASE):
             return option
+    return cleaned
+
+
+def _enum_candidate(raw: str, enum_type: type[enum.Enum]) -> Any:
+    """A member named or valued by the text (exact, then ignoring case), else the text
+    (which pydantic then rejects, listing the allowed values)."""
+    cleaned = raw.strip().strip(".").strip("'\"`").strip()
+    if cleaned.startswith(f"{enum_type.__name__}."):
+        cleaned = cleaned[len(enum_type.__name__) + 1 :]
+    for match in (str.__eq__, lambda a, b: a.lower() == b.lower()):
+        for member in enum_type:
+            if match(str(member.value), cleaned) or match(member.name, cleaned):
+                return member
     return cleaned
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import warnings
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
+from dspex.adapters.values import validator_for
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
 from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
@@ -27,8 +31,10 @@ from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import record_trace, settings
 from dspex.signatures.signature import Signature, ensure_signature
+from dspex.signatures.types import type_name
 
 _DEFAULT_ADAPTER = ChatAdapter()
+_logger = logging.getLogger("dspex.predict")
 #: below this, n > 1 completions would all come out the same
 _MIN_SAMPLING_TEMPERATURE = 0.15
 #: LM settings a saved file never sets: where requests go, what key and transport they use
@@ -59,6 +65,8 @@ class Predict(Module, Parameter):
         lm = kwargs.pop("lm", None) or self.lm or settings.lm
         config = {**self.config, **kwargs.pop("config", {})}
         inputs = _check_inputs(signature, kwargs)
+        if settings.warn_on_type_mismatch:
+            _warn_on_type_mismatch(signature, inputs)
         if lm is None:
             raise ConfigurationError(
                 "no LM is configured: call dspex.configure(lm=dspex.LM('openai/gpt-4o-mini')), "
@@ -198,6 +206,25 @@ def _check_inputs(signature: Any, given: dict[str, Any]) -> dict[str, Any]:
             "pass only its input fields (use config= for LM parameters)"
         )
     return given
+
+
+def _warn_on_type_mismatch(signature: Any, inputs: dict[str, Any]) -> None:
+    """Log (not raise) when an input does not validate as its field's type: the prompt
+    still renders it, but the program probably passed the wrong thing."""
+    for name, value in inputs.items():
+        spec = signature.input_fields[name]
+        if value is None or not spec.typed or spec.annotation is Any:
+            continue
+        try:
+            validator_for(spec.annotation).validate_python(value)
+        except ValidationError:
+            _logger.warning(
+                "input %r of %s expects %s but got a %s: %.200r (set warn_on_type_mismatch=False "
+                "to silence this)",
+                name, signature.__name__, type_name(spec.annotation), type(value).__name__, value,
+            )
+        except Exception:  # a type pydantic cannot check (an arbitrary class): no opinion
+            continue
 
 
 def _sampling_config(config: dict[str, Any], lm: Any) -> dict[str, Any]:

@@ -215,3 +215,48 @@ def test_json_adapter_sends_response_format_only_to_lms_that_support_it() -> Non
     assert adapter.lm_kwargs(signature, object()) == {}  # an LM that says nothing: prompt only
     assert "response_format" in adapter.lm_kwargs(signature, dspex.LM("openai/gpt-4o-mini", api_key="k"))
     assert adapter.lm_kwargs(signature, dspex.LM("anthropic/claude-x", api_key="k")) == {}
+
+
+def test_enums_parse_by_name_or_value_and_render_auto_values_by_name() -> None:
+    import enum
+
+    class Colour(enum.Enum):
+        RED = enum.auto()
+        GREEN = enum.auto()
+
+    class Mood(enum.Enum):
+        HAPPY = "happy"
+
+    class Pick(dspex.Signature):
+        question: str = dspex.InputField()
+        colour: Colour = dspex.OutputField()
+        mood: Mood = dspex.OutputField()
+
+    reply = "[[ ## colour ## ]]\nGREEN\n\n[[ ## mood ## ]]\nhappy\n\n[[ ## completed ## ]]"
+    assert ChatAdapter().parse(Pick, reply) == {"colour": Colour.GREEN, "mood": Mood.HAPPY}
+    assert JSONAdapter().parse(Pick, '{"colour": "Colour.RED", "mood": "HAPPY"}') == {
+        "colour": Colour.RED,
+        "mood": Mood.HAPPY,
+    }
+    assert JSONAdapter().parse(Pick, '{"colour": 2, "mood": "happy"}')["colour"] is Colour.GREEN
+    with pytest.raises(dspex.AdapterParseError):
+        ChatAdapter(use_json_adapter_fallback=False).parse(Pick, "[[ ## colour ## ]]\nBLUE\n\n[[ ## mood ## ]]\nhappy")
+    demo = ChatAdapter().format(Pick, [{"question": "q", "colour": Colour.RED, "mood": Mood.HAPPY}], {"question": "x"})
+    assert "[[ ## colour ## ]]\nRED" in demo[2]["content"] and "[[ ## mood ## ]]\nhappy" in demo[2]["content"]
+    assert "one of: 'RED', 'GREEN'" in demo[-1]["content"]  # the reply hint names the members
+
+
+def test_predict_warns_when_an_input_does_not_fit_its_type(caplog: pytest.LogCaptureFixture) -> None:
+    signature = dspex.Signature("count: int -> answer")
+    reply = "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]"
+    with caplog.at_level("WARNING", logger="dspex.predict"), dspex.context(lm=ScriptedLM(reply, reply)):
+        dspex.Predict(signature)(count=["not", "a", "number"])
+        assert "expects int" in caplog.text
+        caplog.clear()
+        dspex.Predict(signature)(count=3)
+        assert caplog.text == ""
+    with caplog.at_level("WARNING", logger="dspex.predict"), dspex.context(
+        lm=ScriptedLM(reply), warn_on_type_mismatch=False
+    ):
+        dspex.Predict(signature)(count="many")
+    assert caplog.text == ""
