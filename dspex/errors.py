@@ -206,6 +206,7 @@ class AdapterParseError(DspexError):
         field: str | None = None,
         parsed: dict[str, Any] | None = None,
         usage: Any = None,
+        adapter_name: str | None = None,
     ) -> None:
         super().__init__(message)
         self.raw_text = raw_text
@@ -214,6 +215,17 @@ class AdapterParseError(DspexError):
         self.parsed = parsed or {}
         #: LM usage of the call whose reply could not be parsed (a Usage, when known)
         self.usage = usage
+        #: class name of the adapter that failed ("ChatAdapter"), when known
+        self.adapter_name = adapter_name
+
+    # DSPy's names for the same facts.
+    @property
+    def lm_response(self) -> str:
+        return self.raw_text
+
+    @property
+    def parsed_result(self) -> dict[str, Any]:
+        return self.parsed
 
 
 # --- LM errors ------------------------------------------------------------

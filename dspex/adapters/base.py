@@ -315,13 +315,22 @@ def allows_none(annotation: Any) -> bool:
 
 
 def parse_failure(
-    message: str, *, text: str, signature: SignatureMeta, field: str | None, parsed: dict[str, Any]
+    message: str,
+    *,
+    text: str,
+    signature: SignatureMeta,
+    field: str | None,
+    parsed: dict[str, Any],
+    adapter: Adapter | None = None,
 ) -> AdapterParseError:
+    name = type(adapter).__name__ if adapter is not None else None
+    lead = f"Adapter {name} failed to parse the LM reply: " if name else ""
     return AdapterParseError(
-        f"{message}. Check the model's reply with dspex.inspect_history(); a stronger model, "
-        "simpler output types or the JSONAdapter may help.",
+        f"{lead}{message}. Check the model's reply with dspex.inspect_history(); a stronger "
+        "model, simpler output types or the JSONAdapter may help.",
         raw_text=text,
         signature=signature,
         field=field,
         parsed=parsed,
+        adapter_name=name,
     )

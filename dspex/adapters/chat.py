@@ -77,13 +77,22 @@ class ChatAdapter(Adapter):
                     continue
                 raise parse_failure(
                     f"the reply has no `{section(name)}` section",
-                    text=text, signature=signature, field=name, parsed=parsed,
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 )
             try:
                 parsed[name] = parse_value(sections[name], spec)
             except ValueParseError as exc:
                 raise parse_failure(
-                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                    f"field {name!r}: {exc}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 ) from None
         return parsed
 

@@ -69,7 +69,14 @@ class JSONAdapter(Adapter):
     def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
         obj = extract_json_object(text)
         if obj is None:
-            raise parse_failure("the reply holds no JSON object", text=text, signature=signature, field=None, parsed={})
+            raise parse_failure(
+                "the reply holds no JSON object",
+                text=text,
+                signature=signature,
+                field=None,
+                parsed={},
+                adapter=self,
+            )
         parsed: dict[str, Any] = {}
         for name, spec in signature.output_fields.items():
             if name not in obj:
@@ -78,13 +85,23 @@ class JSONAdapter(Adapter):
                     parsed[name] = fallback
                     continue
                 raise parse_failure(
-                    f"the JSON reply has no key {name!r}", text=text, signature=signature, field=name, parsed=parsed
+                    f"the JSON reply has no key {name!r}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 )
             try:
                 parsed[name] = coerce_value(obj[name], spec)
             except ValueParseError as exc:
                 raise parse_failure(
-                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                    f"field {name!r}: {exc}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 ) from None
         return parsed
 

@@ -71,12 +71,22 @@ class XMLAdapter(ChatAdapter):
                     parsed[name] = fallback
                     continue
                 raise parse_failure(
-                    f"the reply has no `<{name}>` element", text=text, signature=signature, field=name, parsed=parsed
+                    f"the reply has no `<{name}>` element",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 )
             try:
                 parsed[name] = parse_value(found[name], spec)
             except ValueParseError as exc:
                 raise parse_failure(
-                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                    f"field {name!r}: {exc}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 ) from None
         return parsed

@@ -260,3 +260,14 @@ def test_predict_warns_when_an_input_does_not_fit_its_type(caplog: pytest.LogCap
     ):
         dspex.Predict(signature)(count="many")
     assert caplog.text == ""
+
+
+def test_parse_errors_name_the_adapter_and_keep_dspys_attribute_names() -> None:
+    signature = dspex.Signature("question -> answer")
+    with pytest.raises(dspex.AdapterParseError, match=r"^Adapter ChatAdapter failed to parse") as caught:
+        ChatAdapter().parse(signature, "{'output': 'x'}")
+    error = caught.value
+    assert error.adapter_name == "ChatAdapter" and error.lm_response == "{'output': 'x'}"
+    assert error.parsed_result == {} and error.signature is signature
+    with pytest.raises(dspex.AdapterParseError, match="Adapter JSONAdapter failed"):
+        JSONAdapter().parse(signature, '{"answer1": "Paris"}')
