@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic_core import PydanticUndefined
 
-from dspex.adapters.types.base import is_custom_type
+from dspex.adapters.types.base import is_custom_type, with_content_parts
 from dspex.adapters.types.history import History, history_field
 from dspex.adapters.values import format_value, type_hint
 from dspex.clients.types import Message, Usage
@@ -76,25 +76,32 @@ class Adapter:
         self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[Message]:
         history_name = history_field(signature)
-        history: Any = None
+        history_turns: list[Message] = []
         if history_name is not None:
             # The history is not a field the LM fills in or reads as a section: it
             # becomes earlier turns of the chat, after the demos.
-            history = inputs.get(history_name)
+            inputs = dict(inputs)
+            history_turns = self.format_conversation_history(signature, history_name, inputs)
+            inputs.pop(history_name, None)
             signature = signature.delete(history_name)
         messages: list[Message] = [{"role": "system", "content": self.system_message(signature)}]
         for demo in demos:
             pair = self.format_demo(signature, demo)
             if pair is not None:
                 messages.extend(pair)
-        if history is not None:
-            messages.extend(self.format_conversation_history(signature, history))
+        messages.extend(history_turns)
         messages.append({"role": "user", "content": self.user_message(signature, inputs)})
-        return messages
+        return [with_content_parts(message) for message in messages]
 
-    def format_conversation_history(self, signature: SignatureMeta, history: Any) -> list[Message]:
-        """Each message of a `History` (or a list of dicts) as a user turn with its input
-        fields, then an assistant turn with its output fields (when it has any)."""
+    def format_conversation_history(
+        self, signature: SignatureMeta, history_field_name: str, inputs: dict[str, Any]
+    ) -> list[Message]:
+        """The `History` in ``inputs[history_field_name]`` as chat turns: per message, a
+        user turn with its input fields, then an assistant turn with its output fields
+        (when it has any). Takes the history out of ``inputs``. Override to render a
+        conversation another way."""
+        history = inputs.pop(history_field_name, None)
+        signature = signature.delete(history_field_name)
         turns: list[Message] = []
         entries = history.messages if isinstance(history, History) else history
         for entry in entries or ():
@@ -103,7 +110,8 @@ class Adapter:
                 turns.append({"role": "user", "content": user})
             outputs = {n: entry[n] for n in signature.output_fields if n in entry}
             if outputs:
-                turns.append({"role": "assistant", "content": self.assistant_message(signature, outputs)})
+                content = self.assistant_message(signature, outputs)
+                turns.append({"role": "assistant", "content": content})
         return turns
 
     def format_system_message(self, signature: SignatureMeta) -> str:

@@ -271,3 +271,45 @@ def test_parse_errors_name_the_adapter_and_keep_dspys_attribute_names() -> None:
     assert error.parsed_result == {} and error.signature is signature
     with pytest.raises(dspex.AdapterParseError, match="Adapter JSONAdapter failed"):
         JSONAdapter().parse(signature, '{"answer1": "Paris"}')
+
+
+class Event(dspex.Type):
+    label: str
+
+    def format(self) -> list[dict[str, object]]:
+        return [{"type": "event", "event": {"label": self.label}}]
+
+
+def test_custom_type_parts_are_spliced_into_the_message_as_content_parts() -> None:
+    class Describe(dspex.Signature):
+        event: Event = dspex.InputField()
+        answer: str = dspex.OutputField()
+
+    messages = ChatAdapter().format(Describe, [], {"event": Event(label="launch")})
+    content = messages[-1]["content"]
+    assert isinstance(content, list)
+    assert content[0] == {"type": "text", "text": "[[ ## event ## ]]\n"}
+    assert content[1] == {"type": "event", "event": {"label": "launch"}}
+    assert content[2]["type"] == "text" and "[[ ## answer ## ]]" in content[2]["text"]
+    # Text-only values keep the message a plain string.
+    plain = ChatAdapter().format(dspex.Signature("question -> answer"), [], {"question": "q"})
+    assert isinstance(plain[-1]["content"], str)
+
+
+def test_custom_history_formatter_hook_gets_the_field_name_and_inputs() -> None:
+    class OwnHistory(ChatAdapter):
+        def format_conversation_history(self, signature, history_field_name, inputs):  # type: ignore[override]
+            del inputs[history_field_name]
+            return [{"role": "user", "content": "earlier, in short"}]
+
+    messages = OwnHistory().format(Chat, [], {"question": "Q2", "history": HISTORY})
+    assert messages[1] == {"role": "user", "content": "earlier, in short"}
+    assert "Q2" in messages[2]["content"]
+
+
+def test_citations_from_dict_list_and_demo_rendering() -> None:
+    citations = Citations.from_dict_list([{"cited_text": "alpha", "document_index": 0}])
+    assert citations[0].cited_text == "alpha"
+    assert json.loads(citations.format()) == [
+        {"cited_text": "alpha", "document_index": 0, "type": "char_location"}
+    ]

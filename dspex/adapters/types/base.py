@@ -9,6 +9,7 @@ system message in place of a JSON schema when `text_value` is set).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 import pydantic
@@ -38,17 +39,44 @@ class Type(pydantic.BaseModel):
         return cls.model_validate(text)
 
 
+# A value whose content parts are not all text (an image, a provider-specific part)
+# travels through the string-building code as JSON between these markers; the
+# finished message is then split into a list of content parts around them.
+_PARTS_OPEN = "\x00dspex-parts:"
+_PARTS_CLOSE = "\x00"
+_PARTS = re.compile(re.escape(_PARTS_OPEN) + "(.*?)" + re.escape(_PARTS_CLOSE), re.DOTALL)
+
+
 def render_parts(parts: list[ContentPart] | str) -> str:
-    """Content parts as prompt text: text parts verbatim, others as JSON."""
+    """Content parts as prompt text: text parts verbatim; other parts marked, to be
+    restored as parts of the message by `with_content_parts`."""
     if isinstance(parts, str):
         return parts
-    rendered = []
-    for part in parts:
-        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-            rendered.append(part["text"])
-        else:
-            rendered.append(json.dumps(part, ensure_ascii=False, default=str))
-    return "\n".join(rendered)
+    if all(_is_text_part(p) for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return _PARTS_OPEN + json.dumps(parts, ensure_ascii=False, default=str) + _PARTS_CLOSE
+
+
+def _is_text_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+
+
+def with_content_parts(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with its content as a list of parts when a value in it has
+    non-text parts; unchanged otherwise."""
+    content = message.get("content")
+    if not isinstance(content, str) or _PARTS_OPEN not in content:
+        return message
+    parts: list[ContentPart] = []
+    position = 0
+    for match in _PARTS.finditer(content):
+        if match.start() > position:
+            parts.append({"type": "text", "text": content[position : match.start()]})
+        parts.extend(json.loads(match.group(1)))
+        position = match.end()
+    if position < len(content):
+        parts.append({"type": "text", "text": content[position:]})
+    return {**message, "content": parts}
 
 
 def is_custom_type(annotation: Any) -> bool:

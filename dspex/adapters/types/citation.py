@@ -6,6 +6,7 @@ are not used (see the README's differences from DSPy).
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import pydantic
@@ -54,8 +55,13 @@ class Citations(Type):
     def _accept_list(cls, data: Any) -> Any:
         return {"citations": data} if isinstance(data, list) else data
 
-    def format(self) -> list[ContentPart]:
-        return [c.model_dump(exclude_none=True) for c in self.citations]
+    @classmethod
+    def from_dict_list(cls, citations: list[dict[str, Any]]) -> Citations:
+        """Citations from plain dicts (``[{"cited_text": ..., "document_index": 0}]``)."""
+        return cls(citations=[Citation.model_validate(c) for c in citations])
+
+    def format(self) -> str:
+        return json.dumps([c.model_dump(exclude_none=True) for c in self.citations], ensure_ascii=False)
 
     @classmethod
     def description(cls) -> str:
