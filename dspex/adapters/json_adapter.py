@@ -24,6 +24,7 @@ from dspex.adapters.base import (
     missing_output_value,
     parse_failure,
 )
+from dspex.adapters.types.base import is_custom_type
 from dspex.adapters.values import ValueParseError, _jsonable, coerce_value, extract_json_object
 from dspex.clients.types import Message
 from dspex.errors import LMBadRequestError
@@ -169,13 +170,18 @@ def response_format_mode(signature: SignatureMeta, lm: Any) -> str | None:
 def json_schema_format(signature: SignatureMeta) -> dict[str, Any]:
     model = create_model(  # type: ignore[call-overload]
         "Outputs",
-        **{name: (spec.annotation, ...) for name, spec in signature.output_fields.items()},
+        **{name: (_schema_type(spec.annotation), ...) for name, spec in signature.output_fields.items()},
     )
     name = _SCHEMA_NAME.sub("_", signature.__name__)[:64] or "outputs"
     return {
         "type": "json_schema",
         "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": False},
     }
+
+
+def _schema_type(annotation: Any) -> Any:
+    # Types the LM writes as text (code, reasoning) are strings in the reply's schema.
+    return str if is_custom_type(annotation) and annotation.text_value else annotation
 
 
 def _open_dict(annotation: Any) -> bool:

@@ -313,3 +313,15 @@ def test_citations_from_dict_list_and_demo_rendering() -> None:
     assert json.loads(citations.format()) == [
         {"cited_text": "alpha", "document_index": 0, "type": "char_location"}
     ]
+
+
+def test_json_schema_asks_for_text_types_as_strings() -> None:
+    from dspex.adapters.json_adapter import json_schema_format
+
+    class Generate(dspex.Signature):
+        question: str = dspex.InputField()
+        code: dspex.Code = dspex.OutputField()
+
+    schema = json_schema_format(Generate)["json_schema"]["schema"]
+    assert schema["properties"]["code"]["type"] == "string"
+    assert JSONAdapter().parse(Generate, '{"code": "x = 1"}')["code"].code == "x = 1"
