@@ -325,3 +325,13 @@ def test_json_schema_asks_for_text_types_as_strings() -> None:
     schema = json_schema_format(Generate)["json_schema"]["schema"]
     assert schema["properties"]["code"]["type"] == "string"
     assert JSONAdapter().parse(Generate, '{"code": "x = 1"}')["code"].code == "x = 1"
+
+
+def test_dummy_lm_answers_through_each_adapter_including_xml_and_history() -> None:
+    from dspex.utils import DummyLM
+
+    for adapter in (ChatAdapter(), JSONAdapter(), XMLAdapter()):
+        with dspex.context(lm=DummyLM([{"answer": "Paris"}], adapter=adapter), adapter=adapter):
+            assert dspex.Predict("question -> answer")(question="q").answer == "Paris"
+    with dspex.context(lm=DummyLM([{"answer": "Rome"}])):
+        assert dspex.Predict(Chat)(question="And Italy?", history=HISTORY).answer == "Rome"
