@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "OutputField": "dspex.signatures.field",
     "make_signature": "dspex.signatures.signature",
     "ensure_signature": "dspex.signatures.signature",
+    "infer_prefix": "dspex.signatures.field",
     # primitives
     "Example": "dspex.primitives.example",
     "Prediction": "dspex.primitives.prediction",
@@ -35,6 +36,12 @@ _EXPORTS: dict[str, str] = {
     "Adapter": "dspex.adapters.base",
     "ChatAdapter": "dspex.adapters.chat",
     "JSONAdapter": "dspex.adapters.json_adapter",
+    "XMLAdapter": "dspex.adapters.xml_adapter",
+    # field types with their own prompt rendering
+    "Type": "dspex.adapters.types",
+    "History": "dspex.adapters.types",
+    "Code": "dspex.adapters.types",
+    "Reasoning": "dspex.adapters.types",
     # modules
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
@@ -73,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "DspexError": "dspex.errors",
     "SignatureError": "dspex.errors",
+    "SignatureTypeError": "dspex.errors",
     "AdapterParseError": "dspex.errors",
     "ConfigurationError": "dspex.errors",
     "SavedFileError": "dspex.errors",
@@ -92,7 +100,17 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 # Subpackages DSPy code reaches as attributes (``dspy.teleprompt.COPRO``) without
 # importing them first.
 _SUBPACKAGES = frozenset(
-    {"adapters", "clients", "evaluate", "predict", "primitives", "signatures", "teleprompt", "utils"}
+    {
+        "adapters",
+        "clients",
+        "evaluate",
+        "experimental",
+        "predict",
+        "primitives",
+        "signatures",
+        "teleprompt",
+        "utils",
+    }
 )
 
 
@@ -115,6 +133,8 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
+    from dspex.adapters.types import Code, History, Reasoning, Type
+    from dspex.adapters.xml_adapter import XMLAdapter
     from dspex.clients.base_lm import BaseLM
     from dspex.clients.cache import configure_cache
     from dspex.clients.history import inspect_history
@@ -134,6 +154,7 @@ if TYPE_CHECKING:
         SavedFileError,
         SettingsOwnerError,
         SignatureError,
+        SignatureTypeError,
         StateMismatchError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
@@ -159,5 +180,5 @@ if TYPE_CHECKING:
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve
     from dspex.runtime.supervision.application import dead_letters
-    from dspex.signatures.field import InputField, OutputField
+    from dspex.signatures.field import InputField, OutputField, infer_prefix
     from dspex.signatures.signature import Signature, ensure_signature, make_signature

@@ -29,7 +29,8 @@ The hierarchy (``+`` marks an extra base class)::
     │   ├── ClusterUnreachableError
     │   ├── ClusterAuthError
     │   └── DashboardError
-    ├── SignatureError
+    ├── SignatureError                   + ValueError
+    │   └── SignatureTypeError           + TypeError
     ├── InputError                       + ValueError
     ├── InputKeysNotSetError             + ValueError
     ├── MissingScoreError                + ValueError
@@ -154,8 +155,18 @@ class DashboardError(ConfigurationError):
     """The dashboard cannot start as asked (a host it must not serve on, a port in use)."""
 
 
-class SignatureError(DspexError):
-    """A signature could not be built: bad syntax, names or types."""
+class SignatureError(DspexError, ValueError):
+    """A signature could not be built: bad syntax, names or types.
+
+    Also a ValueError, the builtin DSPy raises for the same mistakes, so code
+    written for DSPy (``except ValueError``) catches it unchanged.
+    """
+
+
+class SignatureTypeError(SignatureError, TypeError):
+    """A signature class declares something that is not a field of the right kind
+    (an annotation without ``InputField()``/``OutputField()``); also a TypeError,
+    as in DSPy."""
 
 
 class InputError(DspexError, ValueError):
@@ -195,6 +206,7 @@ class AdapterParseError(DspexError):
         field: str | None = None,
         parsed: dict[str, Any] | None = None,
         usage: Any = None,
+        adapter_name: str | None = None,
     ) -> None:
         super().__init__(message)
         self.raw_text = raw_text
@@ -203,6 +215,17 @@ class AdapterParseError(DspexError):
         self.parsed = parsed or {}
         #: LM usage of the call whose reply could not be parsed (a Usage, when known)
         self.usage = usage
+        #: class name of the adapter that failed ("ChatAdapter"), when known
+        self.adapter_name = adapter_name
+
+    # DSPy's names for the same facts.
+    @property
+    def lm_response(self) -> str:
+        return self.raw_text
+
+    @property
+    def parsed_result(self) -> dict[str, Any]:
+        return self.parsed
 
 
 # --- LM errors ------------------------------------------------------------

@@ -32,7 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", "observability"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
-    frozenset({"adapters"}),
+    frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
     frozenset({"modules", "testing"}),
     frozenset({"evaluate"}),
     frozenset({"optimizers"}),
@@ -49,6 +49,7 @@ CORE: frozenset[str] = frozenset(
         "clients",
         "primitives",
         "adapters",
+        "experimental",
         "modules",
         "evaluate",
         "optimizers",

@@ -3,5 +3,17 @@
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.json_adapter import JSONAdapter
+from dspex.adapters.types import Code, History, Reasoning, Type
+from dspex.adapters.xml_adapter import XMLAdapter
 
-__all__ = ["Adapter", "AdapterResult", "ChatAdapter", "JSONAdapter"]
+__all__ = [
+    "Adapter",
+    "AdapterResult",
+    "ChatAdapter",
+    "Code",
+    "History",
+    "JSONAdapter",
+    "Reasoning",
+    "Type",
+    "XMLAdapter",
+]

@@ -9,10 +9,16 @@ Formatting work that depends only on the signature is cached per signature.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pydantic_core import PydanticUndefined
+
+from dspex.adapters.types.base import is_custom_type, with_content_parts
+from dspex.adapters.types.history import History, history_field
 from dspex.adapters.values import format_value, type_hint
 from dspex.clients.types import Message, Usage
 from dspex.errors import AdapterParseError
@@ -48,7 +54,19 @@ class Adapter:
 
     name: ClassVar[str] = "adapter"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        # DSPy's constructor options, kept so adapters are built the same way. dspex has
+        # no tool calling yet, so the tool options change nothing until it does.
+        self.callbacks = list(callbacks or [])
+        self.use_native_function_calling = use_native_function_calling
+        self.native_response_types = list(native_response_types or [])
+        self.parallel_tool_calls = parallel_tool_calls
         self._system_cache: dict[SignatureMeta, str] = {}
         self._hint_cache: dict[SignatureMeta, str] = {}
 
@@ -57,13 +75,56 @@ class Adapter:
     def format(
         self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[Message]:
+        history_name = history_field(signature)
+        history_turns: list[Message] = []
+        if history_name is not None:
+            # The history is not a field the LM fills in or reads as a section: it
+            # becomes earlier turns of the chat, after the demos.
+            inputs = dict(inputs)
+            history_turns = self.format_conversation_history(signature, history_name, inputs)
+            inputs.pop(history_name, None)
+            signature = signature.delete(history_name)
         messages: list[Message] = [{"role": "system", "content": self.system_message(signature)}]
         for demo in demos:
             pair = self.format_demo(signature, demo)
             if pair is not None:
                 messages.extend(pair)
+        messages.extend(history_turns)
         messages.append({"role": "user", "content": self.user_message(signature, inputs)})
-        return messages
+        return [with_content_parts(message) for message in messages]
+
+    def format_conversation_history(
+        self, signature: SignatureMeta, history_field_name: str, inputs: dict[str, Any]
+    ) -> list[Message]:
+        """The `History` in ``inputs[history_field_name]`` as chat turns: per message, a
+        user turn with its input fields, then an assistant turn with its output fields
+        (when it has any). Takes the history out of ``inputs``. Override to render a
+        conversation another way."""
+        history = inputs.pop(history_field_name, None)
+        signature = signature.delete(history_field_name)
+        turns: list[Message] = []
+        entries = history.messages if isinstance(history, History) else history
+        for entry in entries or ():
+            user = self.input_sections(signature, entry)
+            if user:
+                turns.append({"role": "user", "content": user})
+            outputs = {n: entry[n] for n in signature.output_fields if n in entry}
+            if outputs:
+                content = self.assistant_message(signature, outputs)
+                turns.append({"role": "assistant", "content": content})
+        return turns
+
+    def format_system_message(self, signature: SignatureMeta) -> str:
+        """The system message for ``signature`` (DSPy's name for `system_message`)."""
+        return self.system_message(signature)
+
+    def format_field_with_value(self, fields_with_values: Mapping[Any, Any], role: str = "user") -> str:
+        """Sections ``[[ ## name ## ]]`` + value for each (field, value) pair. A key may be
+        a field name or anything with a ``.name`` (DSPy's ``FieldInfoWithName``)."""
+        return "\n\n".join(
+            f"{section(getattr(key, 'name', key))}\n{format_value(value)}".strip()
+            for key, value in fields_with_values.items()
+        )
 
     def system_message(self, signature: SignatureMeta) -> str:
         cached = self._system_cache.get(signature)
@@ -132,7 +193,7 @@ class Adapter:
 
     # --- the round trip ------------------------------------------------------------
 
-    async def acall(
+    async def arun(
         self,
         lm: Any,
         lm_kwargs: Mapping[str, Any],
@@ -140,6 +201,8 @@ class Adapter:
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
     ) -> AdapterResult:
+        """One round trip: the parsed completions, the LM usage and any rejected replies
+        (what `Predict` uses; `acall` returns only the completions, as DSPy's does)."""
         with observe_call(
             "adapter_format", self, {"signature": signature, "demos": demos, "inputs": inputs}
         ) as call:
@@ -175,6 +238,17 @@ class Adapter:
             call.finish(parsed)
         return parsed
 
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: SignatureMeta,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The parsed output values, one dict per completion."""
+        return (await self.arun(lm, lm_kwargs, signature, demos, inputs)).completions
+
     def __call__(
         self,
         lm: Any,
@@ -183,7 +257,7 @@ class Adapter:
         demos: Sequence[Demo],
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
-        return run_sync(self.acall(lm, lm_kwargs, signature, demos, inputs)).completions
+        return run_sync(self.arun(lm, lm_kwargs, signature, demos, inputs)).completions
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -209,6 +283,8 @@ def _remember(cache: dict[SignatureMeta, str], signature: SignatureMeta, text: s
 def _describe(spec: FieldSpec) -> str:
     text = f"- `{spec.name}` ({type_name(spec.annotation)})"
     notes = [spec.desc] if spec.desc else []
+    if is_custom_type(spec.annotation) and spec.annotation.description():
+        notes.append(spec.annotation.description())
     constraints = spec.constraint_text()
     if constraints:
         notes.append(f"Constraints: {constraints}.")
@@ -223,14 +299,46 @@ def _keys(demo: Demo) -> Any:
     return keys() if callable(keys) else demo
 
 
+def missing_output_value(spec: FieldSpec) -> Any:
+    """The value of an output field the reply left out, or `_REQUIRED` when it must be
+    there: its declared default, else None when its type allows None."""
+    if spec.info.default is not PydanticUndefined:
+        return spec.info.default
+    if spec.info.default_factory is not None:
+        return spec.info.default_factory()  # type: ignore[call-arg]
+    if allows_none(spec.annotation):
+        return None
+    return REQUIRED
+
+
+REQUIRED = object()
+
+
+def allows_none(annotation: Any) -> bool:
+    if annotation is type(None) or annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(allows_none(a) for a in typing.get_args(annotation))
+    return False
+
+
 def parse_failure(
-    message: str, *, text: str, signature: SignatureMeta, field: str | None, parsed: dict[str, Any]
+    message: str,
+    *,
+    text: str,
+    signature: SignatureMeta,
+    field: str | None,
+    parsed: dict[str, Any],
+    adapter: Adapter | None = None,
 ) -> AdapterParseError:
+    name = type(adapter).__name__ if adapter is not None else None
+    lead = f"Adapter {name} failed to parse the LM reply: " if name else ""
     return AdapterParseError(
-        f"{message}. Check the model's reply with dspex.inspect_history(); a stronger model, "
-        "simpler output types or the JSONAdapter may help.",
+        f"{lead}{message}. Check the model's reply with dspex.inspect_history(); a stronger "
+        "model, simpler output types or the JSONAdapter may help.",
         raw_text=text,
         signature=signature,
         field=field,
         parsed=parsed,
+        adapter_name=name,
     )

@@ -11,7 +11,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dspex.adapters.base import END_MARKER, Adapter, AdapterResult, Demo, parse_failure, section
+from dspex.adapters.base import (
+    END_MARKER,
+    REQUIRED,
+    Adapter,
+    AdapterResult,
+    Demo,
+    missing_output_value,
+    parse_failure,
+    section,
+)
 from dspex.adapters.values import ValueParseError, format_value, parse_value, type_hint
 from dspex.errors import AdapterParseError
 from dspex.signatures.signature import SignatureMeta
@@ -22,8 +31,15 @@ _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 class ChatAdapter(Adapter):
     name = "chat"
 
-    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        native_response_types: list[type] | None = None,
+        use_json_adapter_fallback: bool = True,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        super().__init__(callbacks, use_native_function_calling, native_response_types, parallel_tool_calls)
         self.use_json_adapter_fallback = use_json_adapter_fallback
 
     def structure(self, signature: SignatureMeta) -> str:
@@ -55,19 +71,32 @@ class ChatAdapter(Adapter):
         parsed: dict[str, Any] = {}
         for name, spec in signature.output_fields.items():
             if name not in sections:
+                fallback = missing_output_value(spec)
+                if fallback is not REQUIRED:
+                    parsed[name] = fallback
+                    continue
                 raise parse_failure(
                     f"the reply has no `{section(name)}` section",
-                    text=text, signature=signature, field=name, parsed=parsed,
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 )
             try:
                 parsed[name] = parse_value(sections[name], spec)
             except ValueParseError as exc:
                 raise parse_failure(
-                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                    f"field {name!r}: {exc}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 ) from None
         return parsed
 
-    async def acall(
+    async def arun(
         self,
         lm: Any,
         lm_kwargs: Mapping[str, Any],
@@ -76,7 +105,7 @@ class ChatAdapter(Adapter):
         inputs: Mapping[str, Any],
     ) -> AdapterResult:
         try:
-            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+            return await super().arun(lm, lm_kwargs, signature, demos, inputs)
         except AdapterParseError as exc:
             if not self.use_json_adapter_fallback:
                 raise
@@ -85,7 +114,7 @@ class ChatAdapter(Adapter):
         from dspex.adapters.json_adapter import JSONAdapter
 
         try:
-            result = await JSONAdapter().acall(lm, lm_kwargs, signature, demos, inputs)
+            result = await JSONAdapter().arun(lm, lm_kwargs, signature, demos, inputs)
         except AdapterParseError as json_error:
             json_error.args = (
                 f"{json_error.args[0]} (the reply could not be parsed as Chat sections "

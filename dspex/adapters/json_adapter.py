@@ -17,7 +17,14 @@ from typing import Any
 
 from pydantic import create_model
 
-from dspex.adapters.base import Adapter, AdapterResult, parse_failure
+from dspex.adapters.base import (
+    REQUIRED,
+    Adapter,
+    AdapterResult,
+    missing_output_value,
+    parse_failure,
+)
+from dspex.adapters.types.base import is_custom_type
 from dspex.adapters.values import ValueParseError, _jsonable, coerce_value, extract_json_object
 from dspex.clients.types import Message
 from dspex.errors import LMBadRequestError
@@ -47,23 +54,55 @@ class JSONAdapter(Adapter):
         return json.dumps(
             {name: _jsonable(outputs[name]) for name in signature.output_fields if name in outputs},
             ensure_ascii=False,
+            indent=2,
+        )
+
+    def format_field_with_value(self, fields_with_values: Mapping[Any, Any], role: str = "user") -> str:
+        """User turns carry sections; an assistant turn is one JSON object of the values."""
+        if role == "user":
+            return super().format_field_with_value(fields_with_values, role)
+        return json.dumps(
+            {getattr(k, "name", k): _jsonable(v) for k, v in fields_with_values.items()},
+            ensure_ascii=False,
+            indent=2,
         )
 
     def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
         obj = extract_json_object(text)
         if obj is None:
-            raise parse_failure("the reply holds no JSON object", text=text, signature=signature, field=None, parsed={})
+            raise parse_failure(
+                "the reply holds no JSON object",
+                text=text,
+                signature=signature,
+                field=None,
+                parsed={},
+                adapter=self,
+            )
         parsed: dict[str, Any] = {}
         for name, spec in signature.output_fields.items():
             if name not in obj:
+                fallback = missing_output_value(spec)
+                if fallback is not REQUIRED:
+                    parsed[name] = fallback
+                    continue
                 raise parse_failure(
-                    f"the JSON reply has no key {name!r}", text=text, signature=signature, field=name, parsed=parsed
+                    f"the JSON reply has no key {name!r}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 )
             try:
                 parsed[name] = coerce_value(obj[name], spec)
             except ValueParseError as exc:
                 raise parse_failure(
-                    f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed
+                    f"field {name!r}: {exc}",
+                    text=text,
+                    signature=signature,
+                    field=name,
+                    parsed=parsed,
+                    adapter=self,
                 ) from None
         return parsed
 
@@ -104,11 +143,23 @@ def _weaker_format(current: Any, error: str) -> Any:
 
 
 def response_format_mode(signature: SignatureMeta, lm: Any) -> str | None:
-    if getattr(lm, "provider", "openai") != "openai":
-        return None
+    """Which ``response_format`` to send: ``json_schema``, ``json_object`` or None.
+
+    An LM may say it outright (``response_format_mode``), or as DSPy's LMs do
+    (``supports_response_schema``, ``supported_params``). Otherwise dspex's own
+    `LM` sends a schema to OpenAI-protocol endpoints; an LM that says nothing
+    (a custom `BaseLM`, a test double) gets the prompt's JSON instructions only.
+    """
     explicit = getattr(lm, "response_format_mode", None)
     if explicit is not None:
         return explicit
+    supports_schema = getattr(lm, "supports_response_schema", None)
+    if isinstance(supports_schema, bool):
+        if not supports_schema:
+            params = getattr(lm, "supported_params", None) or ()
+            return "json_object" if "response_format" in params else None
+    elif getattr(lm, "provider", None) != "openai":
+        return None
     if any(_open_dict(spec.annotation) for spec in signature.output_fields.values()):
         # Strict schemas cannot describe free-form objects.
         return "json_object"
@@ -119,13 +170,18 @@ def response_format_mode(signature: SignatureMeta, lm: Any) -> str | None:
 def json_schema_format(signature: SignatureMeta) -> dict[str, Any]:
     model = create_model(  # type: ignore[call-overload]
         "Outputs",
-        **{name: (spec.annotation, ...) for name, spec in signature.output_fields.items()},
+        **{name: (_schema_type(spec.annotation), ...) for name, spec in signature.output_fields.items()},
     )
     name = _SCHEMA_NAME.sub("_", signature.__name__)[:64] or "outputs"
     return {
         "type": "json_schema",
         "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": False},
     }
+
+
+def _schema_type(annotation: Any) -> Any:
+    # Types the LM writes as text (code, reasoning) are strings in the reply's schema.
+    return str if is_custom_type(annotation) and annotation.text_value else annotation
 
 
 def _open_dict(annotation: Any) -> bool:

@@ -8,6 +8,7 @@ result is validated by pydantic against the field's type and constraints.
 from __future__ import annotations
 
 import ast
+import enum
 import functools
 import json
 import re
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from dspex.adapters.types.base import Type, is_custom_type, render_parts
 from dspex.errors import ValueParseError
 from dspex.signatures.field import FieldSpec
 from dspex.signatures.types import is_pydantic_model, literal_options, type_name
@@ -31,6 +33,10 @@ def format_value(value: Any) -> str:
     """Render a value as the text of a prompt section."""
     if isinstance(value, str):
         return value
+    if isinstance(value, Type):
+        return render_parts(value.format())
+    if isinstance(value, enum.Enum):
+        return str(_enum_text(value))
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if isinstance(value, list | tuple | dict):
@@ -41,7 +47,17 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _enum_text(member: enum.Enum) -> Any:
+    # String-valued enums are written by value; others (auto() numbers) by name,
+    # which is what a reader (and the LM) can tell apart.
+    return member.value if isinstance(member.value, str) else member.name
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return _enum_text(value)
+    if isinstance(value, Type) and value.text_value:
+        return render_parts(value.format())
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list | tuple):
@@ -59,6 +75,10 @@ def type_hint(spec: FieldSpec) -> str:
         return "one of: " + ", ".join(repr(o) if isinstance(o, str) else str(o) for o in options)
     if annotation is str:
         return ""
+    if is_custom_type(annotation) and annotation.text_value:
+        return annotation.description()
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of: " + ", ".join(repr(_enum_text(m)) for m in annotation)
     if annotation is bool:
         return "True or False"
     if annotation is int:
@@ -113,6 +133,11 @@ def _validator(annotation: Any, metadata: tuple[Any, ...]) -> TypeAdapter[Any]:
     return TypeAdapter(target)
 
 
+def validator_for(annotation: Any) -> TypeAdapter[Any]:
+    """A cached pydantic validator for ``annotation`` (no field constraints)."""
+    return _validator(annotation, ())
+
+
 def _unfence(text: str) -> str:
     match = _FENCE.match(text)
     return match.group(1).strip() if match else text
@@ -125,6 +150,8 @@ def _candidate(raw: str, annotation: Any) -> Any:
         return None
     if literal_options(inner) is not None:
         return _literal_candidate(raw, literal_options(inner) or ())
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return _enum_candidate(raw, inner)
     if inner is bool:
         lowered = raw.strip(" .'\"").lower()
         if lowered in _TRUE:
@@ -134,7 +161,7 @@ def _candidate(raw: str, annotation: Any) -> Any:
         return raw
     if inner in (int, float):
         return _number_candidate(raw)
-    if inner is str:
+    if inner is str or (is_custom_type(inner) and inner.text_value):
         return raw
     return _structured_candidate(raw)
 
@@ -151,6 +178,19 @@ def _literal_candidate(raw: str, options: tuple[Any, ...]) -> Any:
     for option in options:
         if re.match(rf"^\W*{re.escape(str(option))}\b", cleaned, re.IGNORECASE):
             return option
+    return cleaned
+
+
+def _enum_candidate(raw: str, enum_type: type[enum.Enum]) -> Any:
+    """A member named or valued by the text (exact, then ignoring case), else the text
+    (which pydantic then rejects, listing the allowed values)."""
+    cleaned = raw.strip().strip(".").strip("'\"`").strip()
+    if cleaned.startswith(f"{enum_type.__name__}."):
+        cleaned = cleaned[len(enum_type.__name__) + 1 :]
+    for match in (str.__eq__, lambda a, b: a.lower() == b.lower()):
+        for member in enum_type:
+            if match(str(member.value), cleaned) or match(member.name, cleaned):
+                return member
     return cleaned
 
 

@@ -16,8 +16,11 @@ import warnings
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
+from dspex.adapters.values import validator_for
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
 from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
@@ -29,6 +32,7 @@ from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import record_trace, settings
 from dspex.signatures.signature import Signature, ensure_signature
+from dspex.signatures.types import type_name
 
 _DEFAULT_ADAPTER = ChatAdapter()
 #: below this, n > 1 completions would all come out the same
@@ -66,6 +70,8 @@ class Predict(Module, Parameter):
         lm = kwargs.pop("lm", None) or self.lm or settings.lm
         config = {**self.config, **kwargs.pop("config", {})}
         inputs = _check_inputs(signature, kwargs)
+        if settings.warn_on_type_mismatch:
+            _warn_on_type_mismatch(signature, inputs)
         if lm is None:
             raise ConfigurationError(
                 "no LM is configured: call dspex.configure(lm=dspex.LM('openai/gpt-4o-mini')), "
@@ -73,7 +79,7 @@ class Predict(Module, Parameter):
             )
         config = _with_rollout_id(_sampling_config(config, lm), lm)
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
-        result = await _call_within_budget(lm, adapter.acall(lm, config, signature, demos, inputs))
+        result = await _call_within_budget(lm, adapter.arun(lm, config, signature, demos, inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
         model = _model_name(lm)
         prediction.set_usage(result.usage, {model: result.usage} if _spent(result.usage).calls else {})
@@ -231,6 +237,25 @@ def _check_inputs(signature: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 def _allows_none(annotation: Any) -> bool:
     return annotation is None or type(None) in typing.get_args(annotation)
+
+
+def _warn_on_type_mismatch(signature: Any, inputs: dict[str, Any]) -> None:
+    """Log (not raise) when an input does not validate as its field's type: the prompt
+    still renders it, but the program probably passed the wrong thing."""
+    for name, value in inputs.items():
+        spec = signature.input_fields[name]
+        if value is None or not spec.typed or spec.annotation is Any:
+            continue
+        try:
+            validator_for(spec.annotation).validate_python(value)
+        except ValidationError:
+            logger.warning(
+                "input %r of %s expects %s but got a %s: %.200r (set warn_on_type_mismatch=False "
+                "to silence this)",
+                name, signature.__name__, type_name(spec.annotation), type(value).__name__, value,
+            )
+        except Exception:  # a type pydantic cannot check (an arbitrary class): no opinion
+            continue
 
 
 def _sampling_config(config: dict[str, Any], lm: Any) -> dict[str, Any]:

@@ -72,6 +72,8 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "usage_tracker": None,
         "caller_modules": (),
         "rollout_id": None,
+        # log a warning when a predictor's input value does not fit its field's type
+        "warn_on_type_mismatch": True,
     }
 )
 
@@ -105,6 +107,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or callable(getattr(v, "add_usage", None)),
         "None or a usage tracker (dspex.utils.usage_tracker.UsageTracker)",
     ),
+    "warn_on_type_mismatch": (lambda v: isinstance(v, bool), "a bool"),
     "rollout_id": (
         lambda v: v is None or (isinstance(v, int | str) and not isinstance(v, bool)),
         "an int, a str or None",

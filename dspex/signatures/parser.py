@@ -106,6 +106,7 @@ def _check_names(inputs: list[ParsedField], outputs: list[ParsedField], text: st
                 if seen[name] == kind:
                     raise SignatureError(f"signature {text!r} names field {name!r} twice")
                 raise SignatureError(
-                    f"signature {text!r} uses {name!r} as both an input and an output; rename one"
+                    f"signature {text!r} uses {name!r} as both an input and an output; inputs "
+                    "and outputs need distinct names, so rename one"
                 )
             seen[name] = kind

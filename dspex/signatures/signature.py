@@ -17,6 +17,7 @@ instructions and fields compare equal. Their content lives in one frozen
 
 from __future__ import annotations
 
+import copy
 import inspect
 import sys
 import typing
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic.fields import FieldInfo
 
-from dspex.errors import SignatureError
+from dspex.errors import SignatureError, SignatureTypeError
 from dspex.signatures.field import FieldSpec, InputField, OutputField, field_role, spec_from_info
 from dspex.signatures.parser import parse_signature
 from dspex.signatures.types import type_name
@@ -77,13 +78,33 @@ class SignatureMeta(type):
         instructions: str | None = None,
         *,
         custom_types: Mapping[str, Any] | None = None,
-    ) -> type[Signature]:
+        **values: Any,
+    ) -> Any:
+        if signature is None and values:
+            # ``QA(question=..., answer=...)``: a record of field values (as DSPy's
+            # pydantic signatures allow), not a new signature.
+            return cls._instance(values)
         if signature is None:
             raise SignatureError(
-                "signatures are classes, not instances: write "
-                "Signature('question -> answer') or subclass Signature"
+                "signatures are classes: write Signature('question -> answer'), subclass "
+                "Signature, or pass field values by name, e.g. QA(question=..., answer=...)"
+            )
+        if values:
+            raise SignatureError(
+                f"unexpected arguments {sorted(values)} when building a signature from "
+                f"{signature!r}; only instructions= and custom_types= are accepted"
             )
         return make_signature(signature, instructions, custom_types=custom_types)
+
+    def _instance(cls, values: Mapping[str, Any]) -> Any:
+        unknown = [name for name in values if name not in cls.fields]
+        if unknown:
+            raise SignatureError(
+                f"{cls.__name__} has no field(s) {unknown}; its fields are {list(cls.fields)}"
+            )
+        instance = object.__new__(cls)  # type: ignore[call-overload]
+        instance.__dict__.update(values)
+        return instance
 
     def __setattr__(cls, name: str, value: Any) -> None:
         # What a signature means (its fields, its instructions and the operations on
@@ -167,6 +188,13 @@ class SignatureMeta(type):
             raise SignatureError(f"instructions must be a str, got {type(instructions).__name__}")
         return cls._derive(cls._data.fields, instructions, True)
 
+    def append_instructions(cls, instructions: str) -> type[Signature]:
+        """A copy whose instructions are these ones followed by ``instructions``
+        (after a blank line); the fields stay as they are."""
+        if not isinstance(instructions, str):
+            raise SignatureError(f"instructions must be a str, got {type(instructions).__name__}")
+        return cls._derive(cls._data.fields, f"{cls.instructions}\n\n{instructions}", True)
+
     def append(cls, name: str, field: FieldInfo, type_: Any = None) -> type[Signature]:
         return cls.insert(-1, name, field, type_)
 
@@ -204,39 +232,57 @@ class SignatureMeta(type):
         fields = tuple(f for f in cls._data.fields if f.name != name)
         return cls._derive(fields, *_keep_instructions(cls))
 
-    def with_updated_fields(
-        cls, name: str, type_: Any = None, *, desc: str | None = None, **_ignored: Any
-    ) -> type[Signature]:
-        """A copy with field ``name``'s type and/or description changed."""
+    def with_updated_fields(cls, name: str, type_: Any = None, **changes: Any) -> type[Signature]:
+        """A copy with field ``name`` changed: its type and any of ``desc=``,
+        ``prefix=`` or other metadata keys (kept in its ``json_schema_extra``)."""
         if name not in cls.fields:
             raise SignatureError(f"{cls.__name__} has no field {name!r}; fields: {list(cls.fields)}")
-        fields = tuple(
-            f.replace(
-                annotation=f.annotation if type_ is None else type_,
-                typed=f.typed or type_ is not None,
-                desc=f.desc if desc is None else desc,
-            )
-            if f.name == name
-            else f
-            for f in cls._data.fields
+        old = cls.fields[name]
+        desc = changes.pop("desc", None)
+        prefix = changes.pop("prefix", None)
+        info = old.info
+        if changes:
+            extra = dict(info.json_schema_extra) if isinstance(info.json_schema_extra, dict) else {}
+            extra.update(changes)
+            info = copy.copy(info)
+            info.json_schema_extra = extra
+        new = old.replace(
+            annotation=old.annotation if type_ is None else type_,
+            typed=old.typed or type_ is not None,
+            desc=old.desc if desc is None else desc,
+            prefix=old.prefix if prefix is None else prefix,
+            info=info,
         )
+        fields = tuple(new if f.name == name else f for f in cls._data.fields)
         return cls._derive(fields, *_keep_instructions(cls))
 
     def dump_state(cls) -> dict[str, Any]:
+        """Instructions and, per field in order, its prefix and description (DSPy's
+        shape, so saved programs move between the two)."""
         return {
             "instructions": cls.instructions,
-            "fields": [{"name": f.name, "desc": f.desc} for f in cls._data.fields],
+            "fields": [
+                {"prefix": f.prefix, "description": f.json_schema_extra["desc"]}
+                for f in cls._data.fields
+            ],
         }
 
     def load_state(cls, state: Mapping[str, Any]) -> type[Signature]:
-        """A copy with the instructions and field descriptions of a saved state."""
-        descs = {f["name"]: f.get("desc", "") for f in state.get("fields", [])}
-        unknown = set(descs) - set(cls.fields)
-        if unknown:
-            raise SignatureError(
-                f"saved state names fields {sorted(unknown)} that {cls.__name__} does not have"
-            )
-        fields = tuple(f.replace(desc=descs.get(f.name, f.desc)) for f in cls._data.fields)
+        """A copy with the instructions and per-field prefix and description of a
+        saved state. Fields are matched by position, as DSPy saves them; states from
+        older dspex versions (``name``/``desc`` per field) are matched by name."""
+        saved = list(state.get("fields", []))
+        if saved and all("name" in f for f in saved):
+            by_name = {f["name"]: f for f in saved}
+            unknown = set(by_name) - set(cls.fields)
+            if unknown:
+                raise SignatureError(
+                    f"saved state names fields {sorted(unknown)} that {cls.__name__} does not have"
+                )
+            saved = [by_name.get(f.name, {}) for f in cls._data.fields]
+        fields = tuple(
+            _load_field(spec, entry) for spec, entry in zip(cls._data.fields, saved, strict=False)
+        ) + cls._data.fields[len(saved):]
         instructions = state.get("instructions", cls.instructions)
         return cls._derive(fields, instructions, True)
 
@@ -248,6 +294,13 @@ class SignatureMeta(type):
 
     def __iter__(cls) -> Iterator[str]:
         return iter(cls.fields)
+
+
+def _load_field(spec: FieldSpec, entry: Mapping[str, Any]) -> FieldSpec:
+    desc = entry.get("description", entry.get("desc", spec.desc))
+    if desc == f"${{{spec.name}}}":  # DSPy's placeholder for "no description"
+        desc = ""
+    return spec.replace(desc=desc or "", prefix=entry.get("prefix") or spec.prefix)
 
 
 def _keep_instructions(cls: SignatureMeta) -> tuple[str | None, bool]:
@@ -301,7 +354,11 @@ def _collect_class_fields(cls: type, bases: tuple[type, ...], namespace: dict[st
 
 def _own_fields(cls: type, namespace: dict[str, Any]) -> Iterator[FieldSpec]:
     annotations: dict[str, Any] = dict(namespace.get("__annotations__", {}))
-    names = list(annotations) + [k for k in namespace if k not in annotations]
+    # Definition order: the class body's namespace keeps it for fields with a value,
+    # annotated or not; names only annotated (no value) come after.
+    names = [k for k in namespace if k not in ("__annotations__",)] + [
+        k for k in annotations if k not in namespace
+    ]
     for name in names:
         value = namespace.get(name)
         role = field_role(value)
@@ -311,7 +368,7 @@ def _own_fields(cls: type, namespace: dict[str, Any]) -> Iterator[FieldSpec]:
         if role is None:
             if _is_classvar(annotation):
                 continue
-            raise SignatureError(
+            raise SignatureTypeError(
                 f"{cls.__name__}.{name} has a type but no InputField() or OutputField(); "
                 f"write `{name}: ... = dspex.InputField()` (or OutputField())"
             )

@@ -103,7 +103,9 @@ class _TypeResolver:
         args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         if base is Literal:
             return Literal[tuple(self.literal_value(a) for a in args)]  # type: ignore[misc]
-        resolved = tuple(self.resolve(a) for a in args)
+        resolved = tuple(
+            ... if isinstance(a, ast.Constant) and a.value is Ellipsis else self.resolve(a) for a in args
+        )
         try:
             if base is Optional:
                 if len(resolved) != 1:

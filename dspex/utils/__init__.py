@@ -16,7 +16,13 @@ _EXPORTS: dict[str, str] = {
 }
 
 
+# submodules reached as attributes in DSPy code (``dspy.utils.exceptions.AdapterParseError``)
+_SUBMODULES = frozenset({"dummies", "exceptions"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dspex.utils.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dspex.utils' has no attribute {name!r}")

@@ -77,7 +77,7 @@ def test_literal_rejects_values_outside_the_options() -> None:
 
 async def test_round_trip(scripted_lm) -> None:
     lm = scripted_lm("[[ ## answer ## ]]\n5\n\n[[ ## completed ## ]]")
-    result = await ChatAdapter().acall(lm, {"temperature": 0.0}, Solve, [], {"question": "2 + 3?"})
+    result = await ChatAdapter().arun(lm, {"temperature": 0.0}, Solve, [], {"question": "2 + 3?"})
     assert result.completions == [{"answer": 5}]
     assert result.usage.calls == 1
     assert lm.requests[0]["temperature"] == 0.0
@@ -86,7 +86,7 @@ async def test_round_trip(scripted_lm) -> None:
 
 async def test_falls_back_to_json_once_then_succeeds(scripted_lm) -> None:
     lm = scripted_lm("garbage without markers", '{"answer": 7}')
-    result = await ChatAdapter().acall(lm, {}, Solve, [], {"question": "3 + 4?"})
+    result = await ChatAdapter().arun(lm, {}, Solve, [], {"question": "3 + 4?"})
     assert result.completions == [{"answer": 7}]
     assert result.adapter == "chat+json"
     assert result.usage.calls == 2
@@ -97,7 +97,7 @@ async def test_falls_back_to_json_once_then_succeeds(scripted_lm) -> None:
 async def test_unparseable_after_fallback_raises_with_raw_text(scripted_lm) -> None:
     lm = scripted_lm("garbage", "still garbage")
     with pytest.raises(AdapterParseError) as info:
-        await ChatAdapter().acall(lm, {}, Solve, [], {"question": "3 + 4?"})
+        await ChatAdapter().arun(lm, {}, Solve, [], {"question": "3 + 4?"})
     assert info.value.raw_text == "still garbage"
     assert info.value.signature is Solve
     assert "Chat sections" in str(info.value)
@@ -107,13 +107,13 @@ async def test_unparseable_after_fallback_raises_with_raw_text(scripted_lm) -> N
 async def test_no_fallback_when_disabled(scripted_lm) -> None:
     lm = scripted_lm("garbage")
     with pytest.raises(AdapterParseError):
-        await ChatAdapter(use_json_adapter_fallback=False).acall(lm, {}, Solve, [], {"question": "x"})
+        await ChatAdapter(use_json_adapter_fallback=False).arun(lm, {}, Solve, [], {"question": "x"})
     assert len(lm.requests) == 1
 
 
 async def test_keeps_parseable_completions_when_some_fail(scripted_lm) -> None:
     lm = scripted_lm(["[[ ## answer ## ]]\n1\n\n[[ ## completed ## ]]", "junk"])
-    result = await ChatAdapter().acall(lm, {"n": 2}, Solve, [], {"question": "x"})
+    result = await ChatAdapter().arun(lm, {"n": 2}, Solve, [], {"question": "x"})
     assert result.completions == [{"answer": 1}]
     assert len(result.rejected) == 1
 
@@ -147,11 +147,11 @@ async def test_json_adapter_downgrades_when_provider_rejects_schema(scripted_lm)
     from dspex.errors import LMBadRequestError
 
     lm = scripted_lm(LMBadRequestError("response_format json_schema is not supported"), '{"answer": 3}')
-    result = await JSONAdapter().acall(lm, {}, Solve, [], {"question": "1 + 2?"})
+    result = await JSONAdapter().arun(lm, {}, Solve, [], {"question": "1 + 2?"})
     assert result.completions == [{"answer": 3}]
     assert lm.requests[1]["response_format"] == {"type": "json_object"}
 
 
 def test_json_demo_is_an_object() -> None:
     messages = JSONAdapter().format(Solve, [{"question": "1+1", "answer": 2}], {"question": "q"})
-    assert messages[2]["content"] == '{"answer": 2}'
+    assert messages[2]["content"] == '{\n  "answer": 2\n}'

@@ -295,7 +295,7 @@ def test_a_finished_run_stores_its_program_without_the_api_key_and_show_saves_it
     assert "program: stored" in result.stdout
     fresh = dspex.Predict("question -> answer: int")
     fresh.load(target)
-    assert [demo.toDict() for demo in fresh.demos] == [demo.toDict() for demo in compiled.demos]
+    assert fresh.demos == [demo.toDict() for demo in compiled.demos]  # dicts, as DSPy loads them
     assert len(fresh.demos) == 3
     for path in store.path.parent.glob("runs.sqlite3*"):  # the database and its WAL
         assert secret.encode() not in path.read_bytes()
