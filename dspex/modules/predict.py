@@ -244,15 +244,17 @@ def _warn_on_type_mismatch(signature: Any, inputs: dict[str, Any]) -> None:
     still renders it, but the program probably passed the wrong thing."""
     for name, value in inputs.items():
         spec = signature.input_fields[name]
-        if value is None or not spec.typed or spec.annotation is Any:
+        # A str field renders any value as text, as DSPy accepts it: no warning there.
+        if value is None or not spec.typed or spec.annotation in (Any, str):
             continue
         try:
-            validator_for(spec.annotation).validate_python(value)
+            # Strict: "3" is not an int here, though the adapter would render it fine.
+            validator_for(spec.annotation).validate_python(value, strict=True)
         except ValidationError:
             logger.warning(
-                "input %r of %s expects %s but got a %s: %.200r (set warn_on_type_mismatch=False "
-                "to silence this)",
-                name, signature.__name__, type_name(spec.annotation), type(value).__name__, value,
+                "Type mismatch for field '%s': expected %s (signature %s), got a %s: %.200r. "
+                "Set warn_on_type_mismatch=False to silence this",
+                name, type_name(spec.annotation), signature.__name__, type(value).__name__, value,
             )
         except Exception:  # a type pydantic cannot check (an arbitrary class): no opinion
             continue

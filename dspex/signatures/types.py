@@ -133,6 +133,8 @@ def type_name(annotation: Any) -> str:
         return "None"
     if annotation is Any:
         return "Any"
+    if annotation is Ellipsis:  # tuple[int, ...]
+        return "..."
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is Literal:

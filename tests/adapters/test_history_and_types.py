@@ -251,7 +251,7 @@ def test_predict_warns_when_an_input_does_not_fit_its_type(caplog: pytest.LogCap
     reply = "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]"
     with caplog.at_level("WARNING", logger="dspex.modules.predict"), dspex.context(lm=ScriptedLM(reply, reply)):
         dspex.Predict(signature)(count=["not", "a", "number"])
-        assert "expects int" in caplog.text
+        assert "Type mismatch for field 'count': expected int" in caplog.text
         caplog.clear()
         dspex.Predict(signature)(count=3)
         assert caplog.text == ""
