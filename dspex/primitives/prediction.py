@@ -141,10 +141,15 @@ class Prediction(Example):
         object.__setattr__(self, "_usage", total)
         object.__setattr__(self, "_lm_usage", dict(by_model))
 
-    def get_lm_usage(self) -> dict[str, dict[str, Any]]:
+    def get_lm_usage(self) -> dict[str, dict[str, Any]] | None:
         """Usage per model, as DSPy gives it: ``{model: {"prompt_tokens": ...,
         "completion_tokens": ..., "total_tokens": ..., "calls": ..., "cost": ...}}``
-        (empty when no LM call was made, e.g. every answer came from the cache)."""
+        (empty when no LM call was made, e.g. every answer came from the cache); None
+        under ``track_usage=False``, as in DSPy."""
+        from dspex.primitives.settings import settings
+
+        if not settings.track_usage:
+            return None
         return {model: usage.to_dict() for model, usage in self._per_model().items()}
 
     def set_lm_usage(self, usage: Usage | Mapping[str, Any]) -> None:

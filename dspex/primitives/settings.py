@@ -55,7 +55,8 @@ def _is_int(value: Any, minimum: int) -> bool:
 #   disable_history, max_history_size  by the LM history (`dspex.clients.history`), via the hook below
 #   usage_tracker                    by LM usage recording (`dspex.clients.usage`), via the hook below
 #   rollout_id                       by predictors, which pass it to the LM as its cache salt
-#   track_usage                      always True: every prediction carries its LM usage
+#   track_usage                      by `Prediction.get_lm_usage` (False: None, as in DSPy;
+#                                    prediction.usage is kept either way, it costs nothing)
 #   callbacks                        by `dspex.primitives.callbacks`
 DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
@@ -93,11 +94,7 @@ _NOT_SETTINGS: dict[str, str] = {
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trace": (lambda v: v is None or isinstance(v, list), "a list or None"),
     "max_trace_size": (lambda v: _is_int(v, 0), "an int >= 0"),
-    "track_usage": (
-        lambda v: v is True,
-        "True: dspex always records each prediction's LM usage (prediction.usage, "
-        "prediction.get_lm_usage()); to sum a block's calls use `with dspex.track_usage()`",
-    ),
+    "track_usage": (lambda v: isinstance(v, bool), "a bool"),
     "callbacks": (lambda v: isinstance(v, list), "a list (or None for none)"),
     "num_threads": (lambda v: _is_int(v, 1), "an int >= 1"),
     "max_errors": (lambda v: v is None or _is_int(v, 0), "an int >= 0 or None"),

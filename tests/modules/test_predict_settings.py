@@ -74,10 +74,13 @@ def test_track_usage_true_is_what_predictions_always_do(sim: SimLMServer) -> Non
     assert prediction.get_lm_usage()[lm.model]["prompt_tokens"] > 0
 
 
-def test_track_usage_false_is_refused_not_ignored() -> None:
-    for call in (lambda: dspex.configure(track_usage=False), lambda: dspex.context(track_usage=False)):
-        with pytest.raises(ConfigurationError, match=r"track_usage.*always records"):
-            call()
+def test_track_usage_false_hides_per_model_usage_as_dspy_does(sim: SimLMServer) -> None:
+    with dspex.context(track_usage=False):
+        prediction = dspex.Predict("question -> answer")(question="q", lm=_lm(sim))
+        assert prediction.get_lm_usage() is None
+    assert prediction.usage.calls == 1  # the total is kept either way
+    with pytest.raises(ConfigurationError, match="must be a bool"):
+        dspex.configure(track_usage="no")
 
 
 # --- rollout_id --------------------------------------------------------------------------

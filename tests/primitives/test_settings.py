@@ -65,7 +65,7 @@ def test_unknown_keys_are_rejected_listing_valid_ones() -> None:
         ("num_threads", True),
         ("max_errors", "3"),
         ("disable_history", "no"),
-        ("track_usage", False),
+        ("track_usage", "yes"),
         ("rollout_id", 1.5),
         ("rollout_id", True),
         ("caller_modules", []),
