@@ -93,11 +93,7 @@ class BaseLM:
         A subclass that overrides ``__call__`` is called through it (in a worker thread),
         as DSPy calls every LM; otherwise through ``aforward``."""
         if type(self).__call__ is not BaseLM.__call__:
-            options = {k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}
-            outputs = await asyncio.to_thread(
-                contextvars.copy_context().run, lambda: self(messages=list(messages), **options)
-            )
-            return LMResponse([_output_text(o) for o in outputs], Usage(calls=1), self.model)
+            return await complete_through_call(self, messages, kwargs)
         params = self._params(kwargs)
         start = time.perf_counter()
         raw = await self.aforward(messages=list(messages), **params)
@@ -187,6 +183,18 @@ class BaseLM:
         record(entry, self.history)
 
 
+async def complete_through_call(
+    lm: Any, messages: Sequence[Message], kwargs: dict[str, Any]
+) -> LMResponse:
+    """One request answered by the LM's own ``__call__`` (a subclass that overrides it),
+    run in a worker thread with this context's settings, as DSPy calls every LM."""
+    options = {k: v for k, v in kwargs.items() if k not in _DSPEX_OPTIONS}
+    outputs = await asyncio.to_thread(
+        contextvars.copy_context().run, lambda: lm(messages=list(messages), **options)
+    )
+    return LMResponse([_output_text(o) for o in outputs], Usage(calls=1), str(lm.model))
+
+
 def response_from_completion(completion: Any, model: str) -> LMResponse:
     """An `LMResponse` from an OpenAI-style chat completion, as object or as dict."""
     choices = _field(completion, "choices")
@@ -233,4 +241,11 @@ def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequ
     return [{"role": "user", "content": prompt}]
 
 
-__all__ = ["GLOBAL_HISTORY", "LM_CLASS_STATE_KEY", "MAX_HISTORY", "BaseLM", "response_from_completion"]
+__all__ = [
+    "GLOBAL_HISTORY",
+    "LM_CLASS_STATE_KEY",
+    "MAX_HISTORY",
+    "BaseLM",
+    "complete_through_call",
+    "response_from_completion",
+]

@@ -194,7 +194,14 @@ class LM:
     @observed_lm_call  # call observers (DSPy-style callbacks) see each LM call
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
         """Send one chat request. kwargs override request params for this call;
-        ``cache=`` and ``rollout_id=`` too. ``n > 1`` returns n outputs."""
+        ``cache=`` and ``rollout_id=`` too. ``n > 1`` returns n outputs.
+
+        A subclass that overrides ``__call__`` is answered by it (in a worker thread), as
+        DSPy calls every LM: the subclass decides what each request returns."""
+        if type(self).__call__ is not LM.__call__:
+            from dspex.clients.base_lm import complete_through_call
+
+            return await complete_through_call(self, messages, kwargs)
         use_cache = kwargs.pop("cache", self.cache)
         rollout_id = kwargs.pop("rollout_id", self.rollout_id)
         params = self.kwargs

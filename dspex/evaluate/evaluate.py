@@ -337,9 +337,12 @@ def _example_columns(example: Any) -> dict[str, Any]:
 
 
 def save_json(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Write rows as a JSON list; values JSON cannot hold are written as text."""
+    """Write rows as a JSON list: pydantic values (a `dspex.History`, a model output) as
+    their JSON dump, other values JSON cannot hold as text."""
+    from dspex.primitives.saving import serialize_object
+
     with Path(path).open("w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2, ensure_ascii=False, default=str)
+        json.dump(serialize_object(rows), f, indent=2, ensure_ascii=False, default=str)
 
 
 def save_csv(rows: list[dict[str, Any]], path: str | Path) -> None:

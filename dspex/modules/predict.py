@@ -322,6 +322,8 @@ def _restore_lm(saved: Any, saved_endpoint: Any, current: Any) -> Any:
 
 
 def _demo_dict(demo: Any) -> dict[str, Any]:
-    if isinstance(demo, Example):
-        return demo.toDict()
-    return dict(demo)
+    """A demo as JSON-ready data (pydantic values dumped: dates and URLs as text)."""
+    from dspex.primitives.saving import serialize_object
+
+    fields = demo.toDict() if isinstance(demo, Example) else dict(demo)
+    return dict(serialize_object(fields))

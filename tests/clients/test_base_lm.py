@@ -102,3 +102,23 @@ def test_copy_changes_options_and_starts_a_fresh_history() -> None:
     other = lm.copy(temperature=0.9, max_tokens=None)
     assert other.kwargs["temperature"] == 0.9 and "max_tokens" not in other.kwargs
     assert other.history == [] and len(lm.history) == 1 and lm.kwargs["temperature"] == 0.1
+
+
+def test_an_lm_subclass_overriding_call_answers_predict_without_any_request() -> None:
+    class SpyLM(dspex.LM):
+        def __init__(self) -> None:
+            super().__init__("openai/spy", api_base="http://127.0.0.1:9")  # never contacted
+            self.seen: list[Any] = []
+
+        def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[str]:
+            self.seen.append(messages)
+            return [REPLY.format("spied")]
+
+    class WithDefault(dspex.Signature):
+        context: str = dspex.InputField(default="DEFAULT_CONTEXT")
+        question: str = dspex.InputField()
+        answer: str = dspex.OutputField()
+
+    lm = SpyLM()
+    assert dspex.Predict(WithDefault)(question="q", lm=lm).answer == "spied"
+    assert "DEFAULT_CONTEXT" in lm.seen[0][-1]["content"]
