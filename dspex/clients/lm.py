@@ -256,14 +256,27 @@ class LM:
         return new
 
     def dump_state(self) -> dict[str, Any]:
-        """Model and settings, for saving a program; never the API key or API base."""
+        """Model and settings, for saving a program; never the API key or API base. Names
+        the class under ``LM_CLASS_STATE_KEY`` as every LM state does."""
+        from dspex.clients.base_lm import LM_CLASS_STATE_KEY
+
         state = {k: v for k, v in self._config().items() if k not in ("api_base", "transport")}
-        return {**state, **self.kwargs}
+        marker = {LM_CLASS_STATE_KEY: f"{LM.__module__}.{LM.__qualname__}"}
+        return {**marker, **state, **self.kwargs}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> LM:
+        """An LM rebuilt from `dump_state` output (without an endpoint or key)."""
+        from dspex.clients.base_lm import LM_CLASS_STATE_KEY
+
+        return cls.from_state({k: v for k, v in state.items() if k != LM_CLASS_STATE_KEY})
 
     @classmethod
     def from_state(cls, state: dict[str, Any], **overrides: Any) -> LM:
         """Rebuild an LM from `dump_state` output (pass ``api_base=``/``api_key=`` again if needed)."""
-        return cls(**{**state, **overrides})
+        from dspex.clients.base_lm import LM_CLASS_STATE_KEY
+
+        return cls(**{**{k: v for k, v in state.items() if k != LM_CLASS_STATE_KEY}, **overrides})
 
     def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
         """Print this LM's last ``n`` calls (see `dspex.inspect_history`)."""

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.values import validator_for
+from dspex.clients.base_lm import LM_CLASS_STATE_KEY
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
 from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
@@ -110,7 +111,7 @@ class Predict(Module, Parameter):
             state["lm_endpoint"] = _endpoint_digest(self.lm.api_base)
         return state
 
-    def load_state(self, state: dict[str, Any]) -> Predict:
+    def load_state(self, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> Predict:
         """Restore signature, demos and LM (model and request settings) from `dump_state`;
         returns self.
 
@@ -134,7 +135,7 @@ class Predict(Module, Parameter):
                  for d in state.get("demos", [])]
         lm = self.lm
         if "lm" in state:  # every state dump_state writes has it; hand-made ones may not
-            lm = _restore_lm(state["lm"], state.get("lm_endpoint"), self.lm)
+            lm = _restore_lm(state["lm"], state.get("lm_endpoint"), self.lm, allow_unsafe_lm_state)
         self.signature = signature
         self.demos = demos
         self.lm = lm
@@ -284,14 +285,22 @@ def _endpoint_digest(api_base: str | None) -> str:
     return hashlib.sha256((api_base or "").rstrip("/").encode()).hexdigest()[:16]
 
 
-def _restore_lm(saved: Any, saved_endpoint: Any, current: Any) -> Any:
-    """The LM a predictor gets from its saved ``lm`` state (None stays None)."""
+def _restore_lm(saved: Any, saved_endpoint: Any, current: Any, allow_custom_class: bool = False) -> Any:
+    """The LM a predictor gets from its saved ``lm`` state (None stays None).
+
+    A state naming an LM class other than `dspex.LM` (a `BaseLM` subclass) is rebuilt with
+    that class's ``load_state`` only when the caller trusts the file
+    (``allow_unsafe_lm_state=True``): importing a class named in a file runs its module."""
     if saved is None:
         return None
     if not isinstance(saved, Mapping) or not isinstance(saved.get("model"), str):
         raise ConfigurationError(
             f"the saved 'lm' must be null or an object with a 'model' string, got {saved!r:.200}"
         )
+    saved = dict(saved)
+    class_path = saved.pop(LM_CLASS_STATE_KEY, None)
+    if class_path is not None and class_path != _LM_CLASS_PATH:
+        return _custom_lm(str(class_path), saved, allow_custom_class)
     ignored = sorted(_ENDPOINT_KEYS.intersection(saved))
     if ignored:
         warnings.warn(
@@ -319,6 +328,36 @@ def _restore_lm(saved: Any, saved_endpoint: Any, current: Any) -> Any:
             stacklevel=4,
         )
     return restored
+
+
+_LM_CLASS_PATH = f"{LM.__module__}.{LM.__qualname__}"
+
+
+def _custom_lm(class_path: str, state: dict[str, Any], allowed: bool) -> Any:
+    if not allowed:
+        raise ConfigurationError(
+            f"this saved state's LM is a {class_path}, a class dspex would have to import to "
+            "rebuild it, which runs that module's code; load it with "
+            "load_state(..., allow_unsafe_lm_state=True) only if you trust the file, or set "
+            "predictor.lm in code"
+        )
+    import importlib
+
+    target: Any = None
+    # A nested class (Outer.Inner): import the longest importable module prefix, then walk.
+    parts = class_path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        break
+    if target is None or not isinstance(target, type):
+        raise ConfigurationError(f"the saved LM class {class_path!r} cannot be imported here")
+    loader = getattr(target, "load_state", None)
+    return loader(state) if callable(loader) else target(**state)
 
 
 def _demo_dict(demo: Any) -> dict[str, Any]:

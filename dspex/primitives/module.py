@@ -390,8 +390,11 @@ class Module:
             for name, p in self.named_parameters()
         }
 
-    def load_state(self: M, state: dict[str, Any]) -> M:
+    def load_state(self: M, state: dict[str, Any], *, allow_unsafe_lm_state: bool = False) -> M:
         """Load what `dump_state` returned; all or nothing; returns self.
+
+        ``allow_unsafe_lm_state=True``: predictors may rebuild a custom LM class named in
+        the state (importing it runs its module: only for files you trust).
 
         Every predictor must have an entry and every entry a predictor, else
         `StateMismatchError` (also a KeyError). If a predictor rejects its state,
@@ -407,8 +410,9 @@ class Module:
         previous_lms = {name: vars(param)["lm"] for name, param in params.items() if "lm" in vars(param)}
         loaded: list[str] = []
         try:
+            trust = {"allow_unsafe_lm_state": True} if allow_unsafe_lm_state else {}
             for name, param in params.items():
-                param.load_state(state[name])
+                param.load_state(state[name], **trust)
                 loaded.append(name)
         except BaseException:
             for name in loaded:
@@ -461,7 +465,13 @@ class Module:
         _require_state_suffix(target)
         saving.write_state(self.dump_state(json_mode=target.suffix == ".json"), target)
 
-    def load(self: M, path: str | os.PathLike[str], allow_pickle: bool = False) -> M:
+    def load(
+        self: M,
+        path: str | os.PathLike[str],
+        allow_pickle: bool = False,
+        *,
+        allow_unsafe_lm_state: bool = False,
+    ) -> M:
         """Load learned state saved with ``save("x.json")`` (or ``"x.pkl"``) into this
         program; returns self.
 
@@ -473,7 +483,7 @@ class Module:
         _require_state_suffix(target, loading=True)
         state = saving.read_state(target, allow_pickle=allow_pickle)
         try:
-            return self.load_state(state)
+            return self.load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         except StateMismatchError as exc:
             raise StateMismatchError(
                 f"{target} does not fit this {type(self).__name__}: {exc}. Was it saved from "

@@ -122,3 +122,36 @@ def test_an_lm_subclass_overriding_call_answers_predict_without_any_request() ->
     lm = SpyLM()
     assert dspex.Predict(WithDefault)(question="q", lm=lm).answer == "spied"
     assert "DEFAULT_CONTEXT" in lm.seen[0][-1]["content"]
+
+
+class DeploymentLM(BaseLM):
+    """A custom LM with its own state (module level, so a saved state can name it)."""
+
+    def __init__(self, model: str, *, deployment: str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.deployment = deployment
+
+    def dump_state(self) -> dict[str, Any]:
+        return {**super().dump_state(), "deployment": self.deployment}
+
+
+def test_a_custom_lm_class_in_a_saved_state_loads_only_when_trusted() -> None:
+    saved = dspex.Predict("question -> answer")
+    saved.lm = DeploymentLM("custom", deployment="prod")
+    state = saved.dump_state()
+    assert state["lm"][LM_CLASS_STATE_KEY].endswith("test_base_lm.DeploymentLM")
+    with pytest.raises(ConfigurationError, match="allow_unsafe_lm_state=True") as refused:
+        dspex.Predict("question -> answer").load_state(state)
+    assert isinstance(refused.value, ValueError)
+    loaded = dspex.Predict("question -> answer").load_state(state, allow_unsafe_lm_state=True)
+    assert isinstance(loaded.lm, DeploymentLM) and loaded.lm.deployment == "prod"
+
+
+def test_a_dspex_lm_state_names_its_class_and_loads_without_trust() -> None:
+    saved = dspex.Predict("question -> answer")
+    saved.lm = dspex.LM("openai/gpt-4o-mini", temperature=1.0, api_key="sk-never-saved")
+    state = saved.dump_state()
+    assert state["lm"][LM_CLASS_STATE_KEY] == "dspex.clients.lm.LM" and "sk-never" not in repr(state)
+    loaded = dspex.Predict("question -> answer").load_state(state)
+    assert isinstance(loaded.lm, dspex.LM) and loaded.lm.kwargs["temperature"] == 1.0
+    assert LM_CLASS_STATE_KEY not in loaded.lm.kwargs  # the marker is not a request option
