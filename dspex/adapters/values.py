@@ -229,14 +229,26 @@ def extract_json_object(text: str) -> dict[str, Any] | None:
     while start != -1:
         end = _matching_brace(stripped, start)
         if end is not None:
-            try:
-                value = json.loads(stripped[start : end + 1])
-            except json.JSONDecodeError:
-                value = None
+            value = _loads_lenient(stripped[start : end + 1])
             if isinstance(value, dict):
                 return value
         start = stripped.find("{", start + 1)
     return None
+
+
+def _loads_lenient(text: str) -> Any:
+    """JSON, else a Python literal (models often write ``{'answer': 'x'}`` with single
+    quotes, or ``True``/``None``): ``ast.literal_eval`` evaluates literals only, no code."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def _matching_brace(text: str, start: int) -> int | None:
