@@ -96,7 +96,7 @@ def make_examples() -> tuple[list[dspy.Example], list[dspy.Example]]:
     data = [
         dspy.Example(question=template.format(kingdom), answer=answer).with_inputs("question")
         for kingdom, answers in FACTS.items()
-        for template, answer in zip(QUESTIONS, answers)
+        for template, answer in zip(QUESTIONS, answers, strict=True)
     ]
     random.Random(0).shuffle(data)
     return data[:20], data[20:]  # 20 to compile on, 36 to score on
@@ -153,7 +153,8 @@ def answer_matches(example, pred, trace=None) -> bool:
 def language_model(api_base: str | None, model: str) -> Iterator[dspy.LM]:
     """The LM at --api-base, or the simulated LM started here when none is given."""
     if api_base:
-        yield dspy.LM(model, api_base=api_base, api_key=os.environ.get("OPENAI_API_KEY", "local"), cache=False)
+        api_key = os.environ.get("OPENAI_API_KEY", "local")
+        yield dspy.LM(model, api_base=api_base, api_key=api_key, cache=False)
         return
     from dspex.simlm import start_sim_lm
 
@@ -178,14 +179,19 @@ def main() -> None:
         print(f"Top passage: {pred.context[0]}")
         print(f"Predicted answer: {pred.answer} (gold: {example.answer})")
 
-        evaluate = dspy.Evaluate(devset=devset, metric=answer_matches, num_threads=8, display_progress=False)
+        evaluate = dspy.Evaluate(
+            devset=devset, metric=answer_matches, num_threads=8, display_progress=False
+        )
         baseline = evaluate(rag)
 
-        optimizer = dspy.BootstrapFewShot(metric=answer_matches, max_bootstrapped_demos=4, max_labeled_demos=4)
+        optimizer = dspy.BootstrapFewShot(
+            metric=answer_matches, max_bootstrapped_demos=4, max_labeled_demos=4
+        )
         compiled_rag = optimizer.compile(RAG(), trainset=trainset)
         optimized = evaluate(compiled_rag)
 
-        print(f"Demos in the compiled program: {sum(len(p.demos) for p in compiled_rag.predictors())}")
+        demos = sum(len(predictor.demos) for predictor in compiled_rag.predictors())
+        print(f"Demos in the compiled program: {demos}")
         print(f"Dev score before: {baseline.score:.1f}")
         print(f"Dev score after: {optimized.score:.1f}")
 
