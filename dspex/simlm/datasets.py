@@ -98,13 +98,23 @@ def _all_rows() -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+# A sentiment question quotes its review; a classifier usually passes the review alone.
+_QUOTED_REVIEW = re.compile(r'^What is the sentiment of this review: "(?P<review>.+)"$')
+
+
 @cache
 def _index() -> dict[str, Record]:
-    return {
-        normalise(r["question"]): Record(r["task"], r["question"], r["answer"])
-        for rows in _all_rows().values()
-        for r in rows
-    }
+    index: dict[str, Record] = {}
+    for rows in _all_rows().values():
+        for r in rows:
+            record = Record(r["task"], r["question"], r["answer"])
+            index[normalise(r["question"])] = record
+            # The review text by itself (e.g. a `review: str` input field) names the same
+            # example, so a DSPy-style classifier over reviews gets the oracle's answers.
+            quoted = _QUOTED_REVIEW.match(r["question"])
+            if quoted is not None:
+                index.setdefault(normalise(quoted.group("review")), record)
+    return index
 
 
 @cache

@@ -53,6 +53,16 @@ def test_dataset_names_sizes_and_fields() -> None:
         datasets.load("nope")
 
 
+def test_a_sentiment_review_alone_finds_its_example() -> None:
+    # A classifier's input is the review itself, not the dataset's question about it.
+    row = datasets.load("sentiment", "dev")[0]
+    review = row["question"].split(": ", 1)[1].strip('"')
+    found = datasets.lookup(f"  {review.upper()} ")
+    assert found is not None
+    assert (found.question, found.answer) == (row["question"], row["answer"])
+    assert datasets.lookup(review[:-5]) is None  # only the whole review counts
+
+
 def test_arithmetic_answers_are_right() -> None:
     for row in datasets.load("arithmetic") + datasets.load("arithmetic", "dev"):
         a, op, b = row["question"].removeprefix("What is ").rstrip("?").split()
