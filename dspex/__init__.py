@@ -94,7 +94,7 @@ _EXPORTS: dict[str, str] = {
     "CircuitOpenError": "dspex.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = sorted([*_EXPORTS, "__version__", "cache"])
 
 
 # Subpackages DSPy code reaches as attributes (``dspy.teleprompt.COPRO``) without
@@ -115,6 +115,10 @@ _SUBPACKAGES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name == "cache":  # the process-wide LM cache, as ``dspy.cache``: looked up each time,
+        from dspex.clients.cache import get_cache  # since configure_cache() replaces it
+
+        return get_cache()
     if name in _SUBPACKAGES:
         return importlib.import_module(f"dspex.{name}")
     module = _EXPORTS.get(name)

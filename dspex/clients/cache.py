@@ -13,7 +13,9 @@ never waits on an fsync or on another process's write lock. A value written
 but not yet committed is still visible to ``get`` in this process.
 
 Where it lives: ``configure_cache(disk_dir=...)``, else ``$DSPEX_CACHE_DIR``,
-else ``platformdirs.user_cache_dir("dspex")``.
+else ``platformdirs.user_cache_dir("dspex")``. How big it may grow:
+``configure_cache(disk_size_limit_bytes=...)`` (4 GiB by default; None: no bound);
+past it the writer evicts the oldest entries.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_FILE = "lm_cache.sqlite3"
 DEFAULT_MEMORY_MAX_ENTRIES = 100_000
+DEFAULT_DISK_SIZE_LIMIT_BYTES = 4 * 1024**3
+"""The disk tier's default bound: past it the oldest entries are evicted."""
+_EVICT_TO = 0.9  # evict down to this share of the limit, so eviction is not per write
 _WRITE_BATCH = 512
 _BUSY_TIMEOUT_MS = 10_000
 
@@ -98,13 +103,17 @@ class LMCache:
         enable_disk: bool = True,
         disk_dir: str | os.PathLike[str] | None = None,
         memory_max_entries: int = DEFAULT_MEMORY_MAX_ENTRIES,
+        disk_size_limit_bytes: int | None = DEFAULT_DISK_SIZE_LIMIT_BYTES,
     ) -> None:
         self.enable_memory = enable_memory
         self.enable_disk = enable_disk
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir is not None else default_cache_dir()
+        self.disk_size_limit_bytes = disk_size_limit_bytes
         self._memory: LRUCache[str, CachedValue] = LRUCache(maxsize=max(1, memory_max_entries))
         self._mem_lock = threading.Lock()
-        self._disk = _DiskStore(self.disk_dir / CACHE_FILE) if enable_disk else None
+        self._disk = (
+            _DiskStore(self.disk_dir / CACHE_FILE, disk_size_limit_bytes) if enable_disk else None
+        )
         _live_caches.add(self)
 
     @property
@@ -163,8 +172,10 @@ class LMCache:
 class _DiskStore:
     """SQLite key-value store: inline reads, batched writes on a writer thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, size_limit: int | None = None) -> None:
         self.path = path
+        self.size_limit = size_limit
+        self._written_since_check = 0
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pending: dict[str, str] = {}
@@ -190,6 +201,7 @@ class _DiskStore:
             "CREATE TABLE IF NOT EXISTS lm_cache ("
             "key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
         )
+        conn.execute("CREATE INDEX IF NOT EXISTS lm_cache_by_age ON lm_cache (created)")
         with self._lock:
             self._connections.append(conn)
         return conn
@@ -308,6 +320,43 @@ class _DiskStore:
             for key, text in batch:
                 if self._pending.get(key) is text:
                     del self._pending[key]
+        if self.size_limit is not None:
+            # Measuring is a few PRAGMAs: do it once per twentieth of the limit written.
+            self._written_since_check += sum(len(text) for _, text in batch)
+            if self._written_since_check >= max(self.size_limit // 20, 1):
+                self._written_since_check = 0
+                self.evict_over_limit(conn)
+
+    def used_bytes(self, conn: sqlite3.Connection | None = None) -> int:
+        """Bytes the store's live pages take (pages freed by eviction are reused)."""
+        conn = conn or self._conn()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def evict_over_limit(self, conn: sqlite3.Connection | None = None) -> int:
+        """Delete the oldest entries until the store is under its limit; how many went."""
+        if self.size_limit is None:
+            return 0
+        conn = conn or self._conn()
+        evicted = 0
+        try:
+            while (used := self.used_bytes(conn)) > self.size_limit:
+                count = conn.execute("SELECT count(*) FROM lm_cache").fetchone()[0]
+                if count == 0:
+                    break
+                per_entry = used / count
+                excess = max(1, int((used - self.size_limit * _EVICT_TO) / per_entry))
+                conn.execute(
+                    "DELETE FROM lm_cache WHERE key IN "
+                    "(SELECT key FROM lm_cache ORDER BY created LIMIT ?)",
+                    (excess,),
+                )
+                evicted += min(excess, count)
+        except sqlite3.Error:
+            logger.exception("dspex cache: could not evict old entries from %s", self.path)
+        return evicted
 
 
 # --- the process-wide default cache ------------------------------------------
@@ -331,17 +380,27 @@ def get_cache() -> LMCache:
 
 def configure_cache(
     *,
-    enable_memory: bool = True,
-    enable_disk: bool = True,
+    enable_memory: bool | None = None,
+    enable_disk: bool | None = None,
     disk_dir: str | os.PathLike[str] | None = None,
     memory_max_entries: int = DEFAULT_MEMORY_MAX_ENTRIES,
+    disk_size_limit_bytes: int | None = DEFAULT_DISK_SIZE_LIMIT_BYTES,
+    enable_disk_cache: bool | None = None,
+    enable_memory_cache: bool | None = None,
+    disk_cache_dir: str | os.PathLike[str] | None = None,
 ) -> LMCache:
-    """Replace the process-wide cache (the previous one is flushed and closed)."""
+    """Replace the process-wide cache (the previous one is flushed and closed).
+
+    DSPy's spellings work too: ``enable_disk_cache``, ``enable_memory_cache`` and
+    ``disk_cache_dir`` are ``enable_disk``, ``enable_memory`` and ``disk_dir``.
+    ``disk_size_limit_bytes`` bounds the disk tier (oldest entries evicted; None: no
+    bound)."""
     cache = LMCache(
-        enable_memory=enable_memory,
-        enable_disk=enable_disk,
-        disk_dir=disk_dir,
+        enable_memory=_one_of("enable_memory", enable_memory, enable_memory_cache, True),
+        enable_disk=_one_of("enable_disk", enable_disk, enable_disk_cache, True),
+        disk_dir=_one_of("disk_dir", disk_dir, disk_cache_dir, None),
         memory_max_entries=memory_max_entries,
+        disk_size_limit_bytes=disk_size_limit_bytes,
     )
     with _default_lock:
         previous = _default
@@ -349,6 +408,18 @@ def configure_cache(
     if previous is not None:
         previous.close()
     return cache
+
+
+def _one_of(name: str, value: Any, dspy_value: Any, default: Any) -> Any:
+    if value is not None and dspy_value is not None and value != dspy_value:
+        from dspex.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"configure_cache() got {name}={value!r} and its DSPy spelling with {dspy_value!r}; "
+            "give one"
+        )
+    found = value if value is not None else dspy_value
+    return default if found is None else found
 
 
 def _set_default(cache: LMCache) -> None:

@@ -278,3 +278,37 @@ async def test_single_flight_survives_a_cancelled_leader(
     assert response.outputs == ["echo: hi"] and server.count == 2
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+def test_the_disk_tier_evicts_its_oldest_entries_past_its_size_limit(tmp_path: Path) -> None:
+    limit = 256 * 1024
+    cache = LMCache(enable_memory=False, disk_dir=tmp_path, disk_size_limit_bytes=limit)
+    body = "x" * 2000
+    for i in range(400):  # about 800 kB written: three times the limit
+        cache.put(f"key-{i:04d}", {"outputs": [body], "n": i})
+    cache.flush()
+    store = cache._disk
+    assert store is not None
+    assert store.used_bytes() <= limit  # bounded, though three times as much was written
+    assert cache.get("key-0000") is None  # the oldest went first
+    assert cache.get("key-0399") == {"outputs": [body], "n": 399}  # the newest stayed
+    cache.close()
+
+
+def test_configure_cache_takes_dspys_spellings_and_dspex_cache_follows_it(tmp_path: Path) -> None:
+    import dspex
+    from dspex.clients.cache import configure_cache, get_cache
+    from dspex.errors import ConfigurationError
+
+    previous = get_cache()
+    try:
+        cache = configure_cache(enable_disk_cache=False, enable_memory_cache=True, disk_cache_dir=str(tmp_path))
+        assert cache.enable_disk is False and cache.disk_dir == tmp_path and dspex.cache is cache
+        with pytest.raises(ConfigurationError, match="give one"):
+            configure_cache(enable_disk=True, enable_disk_cache=False)
+    finally:
+        configure_cache(
+            enable_memory=previous.enable_memory,
+            enable_disk=previous.enable_disk,
+            disk_dir=previous.disk_dir,
+        )
