@@ -16,6 +16,7 @@ and cost.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -68,7 +69,9 @@ def make_entry(
     """One history entry; ``params`` must already be free of secrets."""
     shown_params = dict(params)
     return {
-        "uuid": str(uuid.uuid4()),
+        # A random (version 4) id from `random`, not os.urandom: a syscall per call costs
+        # more than the rest of a cached call here, and the id only needs to be unique.
+        "uuid": str(uuid.UUID(int=random.getrandbits(128), version=4)),
         "timestamp": time.time(),
         "model": model,
         "response_model": response.model,

@@ -18,6 +18,7 @@ instructions and fields compare equal. Their content lives in one frozen
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import sys
 import typing
@@ -45,6 +46,27 @@ class SignatureData:
     instructions: str
     #: True when the instructions were written by a user, not generated
     explicit_instructions: bool
+
+    # The name -> field views, built once per signature: every predictor call reads them.
+    @functools.cached_property
+    def by_name(self) -> Mapping[str, FieldSpec]:
+        return MappingProxyType({f.name: f for f in self.fields})
+
+    @functools.cached_property
+    def inputs(self) -> Mapping[str, FieldSpec]:
+        return MappingProxyType({f.name: f for f in self.fields if f.kind == "input"})
+
+    @functools.cached_property
+    def outputs(self) -> Mapping[str, FieldSpec]:
+        return MappingProxyType({f.name: f for f in self.fields if f.kind == "output"})
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached views are rebuilt on use (a mappingproxy does not pickle).
+        return {
+            "fields": self.fields,
+            "instructions": self.instructions,
+            "explicit_instructions": self.explicit_instructions,
+        }
 
 
 def default_instructions(fields: tuple[FieldSpec, ...]) -> str:
@@ -133,15 +155,15 @@ class SignatureMeta(type):
 
     @property
     def fields(cls) -> Mapping[str, FieldSpec]:
-        return MappingProxyType({f.name: f for f in cls._data.fields})
+        return cls._data.by_name
 
     @property
     def input_fields(cls) -> Mapping[str, FieldSpec]:
-        return MappingProxyType({f.name: f for f in cls._data.fields if f.kind == "input"})
+        return cls._data.inputs
 
     @property
     def output_fields(cls) -> Mapping[str, FieldSpec]:
-        return MappingProxyType({f.name: f for f in cls._data.fields if f.kind == "output"})
+        return cls._data.outputs
 
     @property
     def signature(cls) -> str:
