@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     # modules
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
+    "Parallel": "dspex.modules.parallel",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -90,6 +91,7 @@ _EXPORTS: dict[str, str] = {
     "InputError": "dspex.errors",
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
+    "ParallelExecutionError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
 }
@@ -154,6 +156,7 @@ if TYPE_CHECKING:
         EvaluationError,
         InputError,
         LMError,
+        ParallelExecutionError,
         PickleNotAllowedError,
         SavedFileError,
         SettingsOwnerError,
@@ -164,6 +167,7 @@ if TYPE_CHECKING:
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
     from dspex.modules.chain_of_thought import ChainOfThought
+    from dspex.modules.parallel import Parallel
     from dspex.modules.predict import Predict
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO

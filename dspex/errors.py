@@ -49,6 +49,7 @@ The hierarchy (``+`` marks an extra base class)::
     │   └── CircuitOpenError
     ├── BudgetExceededError
     ├── EvaluationError
+    ├── ParallelExecutionError           + RuntimeError
     ├── OptimizationError
     │   ├── BootstrapError
     │   ├── SearchError                  (also named SearchFailedError)
@@ -347,6 +348,23 @@ class EvaluationError(DspexError):
         self.failures = failures or []
         #: the per-example failure records (`dspex.evaluate.runner.EvaluationFailure`)
         self.records = records or []
+
+
+class ParallelExecutionError(DspexError, RuntimeError):
+    """`dspex.Parallel` or `Module.batch` stopped: ``max_errors`` calls failed (the first
+    failure is the ``__cause__``). Also a RuntimeError, as DSPy's executor raises."""
+
+    def __init__(self, message: str, *, failed: list[int] | None = None) -> None:
+        super().__init__(message)
+        #: indexes of the calls that failed before the rest were cancelled
+        self.failed = failed or []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_parallel_error, (str(self), self.failed))
+
+
+def _rebuild_parallel_error(message: str, failed: list[int]) -> ParallelExecutionError:
+    return ParallelExecutionError(message, failed=failed)
 
 
 # --- optimizers ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 changing the import."""
 
 from dspex.modules import ChainOfThought, Predict
+from dspex.modules.parallel import Parallel
 from dspex.optimizers.knn import KNN
 
-__all__ = ["KNN", "ChainOfThought", "Predict"]
+__all__ = ["KNN", "ChainOfThought", "Parallel", "Predict"]

@@ -344,6 +344,54 @@ class Module:
         if "callbacks" not in self.__dict__:
             self.callbacks = []
 
+    def batch(
+        self,
+        examples: list[Any],
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: int = 120,
+        straggler_limit: int = 3,
+    ) -> Any:
+        """This module on each example's inputs, concurrently, results in order (None where
+        a call failed; the ``max_errors``-th failure stops the batch). With
+        ``return_failed_examples=True``: ``(results, failed_examples, exceptions)``."""
+        from dspex.utils.aio import run_sync
+
+        return run_sync(
+            self.abatch(
+                examples,
+                num_threads=num_threads,
+                max_errors=max_errors,
+                return_failed_examples=return_failed_examples,
+                provide_traceback=provide_traceback,
+            )
+        )
+
+    async def abatch(
+        self,
+        examples: list[Any],
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+    ) -> Any:
+        """Async `batch`."""
+        from dspex.primitives.parallel import call_for, run_parallel
+
+        outcome = await run_parallel(
+            [call_for(self, example) for example in examples],
+            num_threads=num_threads,
+            max_errors=max_errors,
+            provide_traceback=provide_traceback,
+        )
+        if not return_failed_examples:
+            return outcome.results
+        failed = [examples[i] for i in outcome.failed]
+        return outcome.results, failed, [outcome.exceptions[i] for i in outcome.failed]
+
     def deepcopy(self: M) -> M:
         """An independent copy; LMs and values that cannot be copied are shared."""
         return copy.deepcopy(self)
