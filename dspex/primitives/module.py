@@ -378,15 +378,15 @@ class Module:
         return_failed_examples: bool = False,
         provide_traceback: bool | None = None,
     ) -> Any:
-        """Async `batch`."""
-        from dspex.primitives.parallel import call_for, run_parallel
+        """Async `batch` (on EvalWorkers while the runtime is up, see `dspex.primitives.parallel`)."""
+        from dspex.primitives.parallel import batch_runner, call_for, run_parallel
 
-        outcome = await run_parallel(
-            [call_for(self, example) for example in examples],
-            num_threads=num_threads,
-            max_errors=max_errors,
-            provide_traceback=provide_traceback,
-        )
+        options = {"num_threads": num_threads, "max_errors": max_errors, "provide_traceback": provide_traceback}
+        runner = batch_runner()
+        if runner is not None:
+            outcome = await runner(self, list(examples), **options)
+        else:
+            outcome = await run_parallel([call_for(self, example) for example in examples], **options)
         if not return_failed_examples:
             return outcome.results
         failed = [examples[i] for i in outcome.failed]

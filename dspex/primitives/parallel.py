@@ -5,6 +5,10 @@ DSPy runs each call in a thread of a pool; here each call is an asyncio task (a 
 ``acall``; a plain function runs in a worker thread), at most ``num_threads`` at a time.
 A failed call leaves None in its place; once ``max_errors`` calls have failed the rest
 are cancelled and `ParallelExecutionError` says how many failed and why.
+
+`Module.batch` has a seam: while the runtime is up (``dspex.init()`` installs a batch
+runner here) a batch fans out to EvalWorkers the way `Evaluate` does; otherwise, and
+inside the runtime's own workers, it runs in this process.
 """
 
 from __future__ import annotations
@@ -23,6 +27,21 @@ from dspex.primitives.settings import settings
 log = logging.getLogger(__name__)
 
 Call = Callable[[], Awaitable[Any]]
+
+BatchRunner = Callable[..., Awaitable["ParallelOutcome"]]
+"""``await runner(module, examples, num_threads=, max_errors=, provide_traceback=)``"""
+
+_batch_runner: BatchRunner | None = None
+
+
+def set_batch_runner(runner: BatchRunner | None) -> None:
+    """Where `Module.batch` runs (None: in this process). The runtime installs one."""
+    global _batch_runner
+    _batch_runner = runner
+
+
+def batch_runner() -> BatchRunner | None:
+    return _batch_runner
 
 
 @dataclass
@@ -132,4 +151,4 @@ def _invoke(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return call
 
 
-__all__ = ["ParallelOutcome", "call_for", "run_parallel"]
+__all__ = ["BatchRunner", "ParallelOutcome", "batch_runner", "call_for", "run_parallel", "set_batch_runner"]

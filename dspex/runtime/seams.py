@@ -8,6 +8,8 @@ seams. ``dspex.init()`` calls `install` and ``dspex.shutdown()`` calls
   EvalWorker actors by default (``runner="ray"``);
 - compile backend (`dspex.optimizers.backends`): ``compile`` runs in an
   OptimizationCoordinator actor by default (``coordinator=True``);
+- batch runner (`dspex.primitives.parallel`): ``Module.batch`` goes through the
+  evaluation runner, so it fans out to EvalWorkers too;
 - events (`dspex.observability.events`): this process's events are forwarded to
   the cluster's event log, and subscribers can receive other processes' events.
 
@@ -20,8 +22,10 @@ its own work where it is.
 
 from __future__ import annotations
 
+from dspex.evaluate.batch import run_batch
 from dspex.evaluate.runners import set_default_runner
 from dspex.optimizers.backends import COORDINATOR, set_default_compile_backend
+from dspex.primitives.parallel import set_batch_runner
 
 
 def install() -> None:
@@ -33,12 +37,14 @@ def install() -> None:
     del ray_runner, runs, events  # imported for their registrations
     set_default_runner("ray")
     set_default_compile_backend(COORDINATOR)
+    set_batch_runner(run_batch)
 
 
 def uninstall() -> None:
     """Put the in-process defaults back (what a process without the runtime uses)."""
     set_default_runner(None)
     set_default_compile_backend(None)
+    set_batch_runner(None)
 
 
 __all__ = ["install", "uninstall"]
