@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "ChainOfThought": "dspex.modules.chain_of_thought",
     "Parallel": "dspex.modules.parallel",
     "BestOfN": "dspex.modules.best_of_n",
+    "Refine": "dspex.modules.refine",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -171,6 +172,7 @@ if TYPE_CHECKING:
     from dspex.modules.chain_of_thought import ChainOfThought
     from dspex.modules.parallel import Parallel
     from dspex.modules.predict import Predict
+    from dspex.modules.refine import Refine
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO
     from dspex.optimizers.embedders import Embedder

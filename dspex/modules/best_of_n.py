@@ -181,18 +181,22 @@ class Outcome:
     def add(self, attempt: Attempt) -> bool:
         """Take the next attempt (by index); True when no later attempt can change the result."""
         if attempt.error is not None:
-            self.failures += 1
-            self.last_error = attempt.error
-            logger.warning(
-                "%s: attempt %d (rollout_id=%r) failed: %s: %s",
-                self.owner, attempt.index + 1, attempt.rollout_id, type(attempt.error).__name__, attempt.error,
-            )
-            if self.failures > self.fail_count:
-                raise attempt.error
+            self.fail(attempt.index, attempt.rollout_id, attempt.error)
             return False
         if self.best is None or attempt.reward > self.best.reward:
             self.best = attempt
         return self.threshold is not None and attempt.reward >= self.threshold
+
+    def fail(self, index: int, rollout_id: Any, error: BaseException) -> None:
+        """Count a failure of attempt ``index``; raises it when it is one too many."""
+        self.failures += 1
+        self.last_error = error
+        logger.warning(
+            "%s: attempt %d (rollout_id=%r) failed: %s: %s",
+            self.owner, index + 1, rollout_id, type(error).__name__, error,
+        )
+        if self.failures > self.fail_count:
+            raise error
 
     def result(self) -> Attempt:
         if self.best is None:

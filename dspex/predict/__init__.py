@@ -5,6 +5,7 @@ changing the import."""
 from dspex.modules import ChainOfThought, Predict
 from dspex.modules.best_of_n import BestOfN
 from dspex.modules.parallel import Parallel
+from dspex.modules.refine import Refine
 from dspex.optimizers.knn import KNN
 
-__all__ = ["KNN", "BestOfN", "ChainOfThought", "Parallel", "Predict"]
+__all__ = ["KNN", "BestOfN", "ChainOfThought", "Parallel", "Predict", "Refine"]
