@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "Parallel": "dspex.modules.parallel",
     "BestOfN": "dspex.modules.best_of_n",
     "Refine": "dspex.modules.refine",
+    "MultiChainComparison": "dspex.modules.multi_chain_comparison",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -170,6 +171,7 @@ if TYPE_CHECKING:
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
     from dspex.modules.best_of_n import BestOfN
     from dspex.modules.chain_of_thought import ChainOfThought
+    from dspex.modules.multi_chain_comparison import MultiChainComparison
     from dspex.modules.parallel import Parallel
     from dspex.modules.predict import Predict
     from dspex.modules.refine import Refine
