@@ -113,10 +113,47 @@ def test_attempts_run_concurrently() -> None:
             return await self.predict.acall(question=question)
 
     dspex.configure(lm=DummyLM({"": {"answer": "42"}}))
-    best = dspex.BestOfN(Gate(), N=4, reward_fn=lambda _a, _p: 0.0, threshold=1.0)
+    # fail_count=0: an attempt timing out at the gate (sequential attempts) fails the call.
+    best = dspex.BestOfN(Gate(), N=4, reward_fn=lambda _a, _p: 0.0, threshold=1.0, fail_count=0)
     result = best(question="What is 6 * 7?")
     assert result.answer == "42"
     assert sorted(inside) == [0, 1, 2, 3]
+
+
+class Shared:
+    """Bookkeeping every per-attempt copy of a module shares (deepcopy leaves it shared)."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[int] = []
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Shared:
+        return self
+
+
+def test_attempts_still_running_are_cancelled_once_the_result_is_settled() -> None:
+    never = asyncio.Event()
+
+    class FirstWins(dspex.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.predict = dspex.Predict("question -> answer")
+            self.shared = Shared()
+
+        async def aforward(self, question: str) -> dspex.Prediction:
+            rollout = _rollout(self)
+            if rollout > 0:
+                try:
+                    await asyncio.wait_for(never.wait(), GATE_SECONDS)
+                except asyncio.CancelledError:
+                    self.shared.cancelled.append(rollout)
+                    raise
+            return await self.predict.acall(question=question)
+
+    dspex.configure(lm=DummyLM({"": {"answer": "x"}}))
+    module = FirstWins()
+    best = dspex.BestOfN(module, N=3, reward_fn=lambda _a, _p: 1.0, threshold=1.0, fail_count=0)
+    assert best(question="q").answer == "x"
+    assert sorted(module.shared.cancelled) == [1, 2]
 
 
 def test_first_passing_attempt_by_index_wins_whatever_finishes_first(by_rollout: Any) -> None:
