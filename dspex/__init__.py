@@ -46,6 +46,9 @@ _EXPORTS: dict[str, str] = {
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
     "Parallel": "dspex.modules.parallel",
+    "BestOfN": "dspex.modules.best_of_n",
+    "Refine": "dspex.modules.refine",
+    "MultiChainComparison": "dspex.modules.multi_chain_comparison",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -166,9 +169,12 @@ if TYPE_CHECKING:
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
+    from dspex.modules.best_of_n import BestOfN
     from dspex.modules.chain_of_thought import ChainOfThought
+    from dspex.modules.multi_chain_comparison import MultiChainComparison
     from dspex.modules.parallel import Parallel
     from dspex.modules.predict import Predict
+    from dspex.modules.refine import Refine
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO
     from dspex.optimizers.embedders import Embedder
