@@ -42,6 +42,9 @@ _EXPORTS: dict[str, str] = {
     "History": "dspex.adapters.types",
     "Code": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
+    "Tool": "dspex.adapters.types",
+    "ToolCalls": "dspex.adapters.types",
+    "ToolCallResults": "dspex.adapters.types",
     # modules
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
@@ -92,6 +95,8 @@ _EXPORTS: dict[str, str] = {
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
     "ParallelExecutionError": "dspex.errors",
+    "ToolError": "dspex.errors",
+    "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
 }
@@ -139,7 +144,15 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
-    from dspex.adapters.types import Code, History, Reasoning, Type
+    from dspex.adapters.types import (
+        Code,
+        History,
+        Reasoning,
+        Tool,
+        ToolCallResults,
+        ToolCalls,
+        Type,
+    )
     from dspex.adapters.xml_adapter import XMLAdapter
     from dspex.clients.base_lm import BaseLM
     from dspex.clients.cache import configure_cache
@@ -163,6 +176,8 @@ if TYPE_CHECKING:
         SignatureError,
         SignatureTypeError,
         StateMismatchError,
+        ToolArgumentError,
+        ToolError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
