@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
     "Parallel": "dspex.modules.parallel",
+    "ReAct": "dspex.modules.react",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -184,6 +185,7 @@ if TYPE_CHECKING:
     from dspex.modules.chain_of_thought import ChainOfThought
     from dspex.modules.parallel import Parallel
     from dspex.modules.predict import Predict
+    from dspex.modules.react import ReAct
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO
     from dspex.optimizers.embedders import Embedder
