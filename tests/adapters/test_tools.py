@@ -177,7 +177,7 @@ def test_execute_errors_are_typed() -> None:
         raise KeyError("nothing here")
 
     call = dspex.ToolCalls.ToolCall(name="missing", args={})
-    with pytest.raises(ToolNotFoundError, match="no tool named 'missing'"):
+    with pytest.raises(ToolNotFoundError, match="tool 'missing' not found"):
         call.execute([dspex.Tool(search)])
     with pytest.raises(ToolExecutionError, match="tool 'broken' raised KeyError") as caught:
         dspex.ToolCalls.ToolCall(name="broken", args={"x": 1}).execute([dspex.Tool(broken)])
@@ -213,6 +213,31 @@ def test_tool_calls_round_trip_through_an_output_field() -> None:
     parsed = parse_value('{"tool_calls": [{"name": "search", "args": {"query": "dogs"}}]}', spec)
     assert isinstance(parsed, dspex.ToolCalls) and parsed.tool_calls[0].args == {"query": "dogs"}
     assert format_value(parsed) == '{"tool_calls": [{"name": "search", "args": {"query": "dogs"}}]}'
+
+
+def test_execute_without_tools_finds_the_function_among_the_callers_names() -> None:
+    def shout(text: str) -> str:
+        return text.upper()
+
+    assert dspex.ToolCalls.ToolCall(name="shout", args={"text": "hi"}).execute() == "HI"
+    assert dspex.ToolCalls.ToolCall(name="search", args={"query": "g", "k": 1}).execute() == ["g-0"]
+    with pytest.raises(ToolNotFoundError):
+        dspex.ToolCalls.ToolCall(name="nowhere", args={}).execute()
+
+
+def test_lm_facing_schema_and_format_leave_out_ids_and_results() -> None:
+    schema = pydantic.TypeAdapter(dspex.ToolCalls).json_schema()
+    call_schema = schema["$defs"]["ToolCall"]
+    assert "tool_call_results" not in schema["properties"]
+    assert "id" not in call_schema["properties"] and call_schema["required"] == ["name", "args"]
+    assert call_schema["properties"]["args"]["additionalProperties"] is True
+    calls = dspex.ToolCalls(tool_calls=[dspex.ToolCalls.ToolCall(id="c1", name="search", args={"query": "a"})])
+    assert calls.format() == {"tool_calls": [{"name": "search", "args": {"query": "a"}}]}
+
+
+def test_a_call_with_a_malformed_function_value_is_refused() -> None:
+    with pytest.raises(ValueError, match="invalid function value"):
+        dspex.ToolCalls.model_validate([{"id": "c1", "function": "search"}])
 
 
 def test_tool_call_results_pair_values_with_calls() -> None:

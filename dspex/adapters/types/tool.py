@@ -271,21 +271,35 @@ class ToolCalls(Type):
         args: dict[str, Any] = pydantic.Field(default_factory=dict)
         id: str | None = None
 
-        def format(self) -> str:
-            return json.dumps({"name": self.name, "args": self.args}, ensure_ascii=False, default=str)
+        def format(self) -> dict[str, Any]:
+            return {"name": self.name, "args": self.args}
 
-        def _tool(self, tools: ToolSet) -> Callable[..., Any]:
-            found = _find_tool(self.name, tools)
+        @classmethod
+        def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+            # The id is bookkeeping for providers' native calls; an LM writing calls as
+            # text is not asked for it. Arguments are an open object.
+            schema = handler.resolve_ref_schema(handler(core_schema))
+            schema.get("properties", {}).pop("id", None)
+            schema.get("properties", {}).get("args", {})["additionalProperties"] = True
+            # The LM is asked for args always (parsing still accepts a call without them).
+            schema["required"] = ["name", "args"]
+            return schema
+
+        def _tool(self, tools: ToolSet | None, caller: Any = None) -> Callable[..., Any]:
+            found = _find_tool(self.name, tools) if tools is not None else _caller_function(self.name, caller)
             if found is None:
                 raise ToolNotFoundError(
-                    f"no tool named {self.name!r} among the tools given; pass the tool (or a "
+                    f"tool {self.name!r} not found among the tools given; pass the tool (or a "
                     "{name: function} dict) to execute()"
                 )
             return found
 
-        def execute(self, functions: ToolSet) -> Any:
-            """Run this call with the named tool; its failure is `ToolExecutionError`."""
-            tool = self._tool(functions)
+        def execute(self, functions: ToolSet | None = None) -> Any:
+            """Run this call with the named tool; its failure is `ToolExecutionError`.
+
+            Without ``functions`` the tool is looked up by name among the caller's
+            local, then global, names."""
+            tool = self._tool(functions, inspect.currentframe())
             if isinstance(tool, Tool):
                 tool.validate_args(self.args)
             try:
@@ -295,8 +309,8 @@ class ToolCalls(Type):
             except Exception as exc:
                 raise ToolExecutionError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
 
-        async def aexecute(self, functions: ToolSet) -> Any:
-            tool = self._tool(functions)
+        async def aexecute(self, functions: ToolSet | None = None) -> Any:
+            tool = self._tool(functions, inspect.currentframe())
             if not isinstance(tool, Tool):
                 tool = Tool(tool, name=self.name)
             tool.validate_args(self.args)
@@ -331,12 +345,16 @@ class ToolCalls(Type):
             data["tool_call_results"] = TypeAdapter(Any).dump_python(self.tool_call_results, mode="json")
         return data
 
-    def format(self) -> str:
-        return json.dumps(
-            {"tool_calls": [{"name": c.name, "args": c.args} for c in self.tool_calls]},
-            ensure_ascii=False,
-            default=str,
-        )
+    def format(self) -> dict[str, Any]:
+        # What the LM reads and writes: the calls, not their ids or results.
+        return {"tool_calls": [call.format() for call in self.tool_calls]}
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema.get("properties", {}).pop("tool_call_results", None)
+        schema["required"] = [name for name in schema.get("required", []) if name != "tool_call_results"]
+        return schema
 
     @classmethod
     def description(cls) -> str:
@@ -368,6 +386,20 @@ def _find_tool(name: str, tools: ToolSet) -> Callable[..., Any] | None:
     return None
 
 
+def _caller_function(name: str, frame: Any) -> Callable[..., Any] | None:
+    """``name`` among the names where `execute` was called: locals first, then globals."""
+    caller = frame.f_back if frame is not None else None
+    try:
+        if caller is None:
+            return None
+        found = caller.f_locals.get(name)
+        if found is None:
+            found = caller.f_globals.get(name)
+        return found if callable(found) else None
+    finally:
+        del frame, caller
+
+
 def _looks_like_call(data: Mapping[str, Any]) -> bool:
     return "function" in data or ("name" in data and ("args" in data or "arguments" in data))
 
@@ -381,6 +413,8 @@ def _normalize_call(data: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ValueError(f"a tool call must be an object with a name and args, got {data!r:.200}")
     function = data.get("function")
+    if function is not None and not isinstance(function, Mapping):
+        raise ValueError(f"a tool call has an invalid function value (expected an object): {function!r:.200}")
     if isinstance(function, Mapping):
         name, arguments = function.get("name") or data.get("name"), function.get("arguments", {})
     else:
