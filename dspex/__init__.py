@@ -42,6 +42,9 @@ _EXPORTS: dict[str, str] = {
     "History": "dspex.adapters.types",
     "Code": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
+    "Tool": "dspex.adapters.types",
+    "ToolCalls": "dspex.adapters.types",
+    "ToolCallResults": "dspex.adapters.types",
     # modules
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
@@ -49,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "BestOfN": "dspex.modules.best_of_n",
     "Refine": "dspex.modules.refine",
     "MultiChainComparison": "dspex.modules.multi_chain_comparison",
+    "ReAct": "dspex.modules.react",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -95,6 +99,8 @@ _EXPORTS: dict[str, str] = {
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
     "ParallelExecutionError": "dspex.errors",
+    "ToolError": "dspex.errors",
+    "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
 }
@@ -142,7 +148,15 @@ if TYPE_CHECKING:
     from dspex.adapters.base import Adapter
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
-    from dspex.adapters.types import Code, History, Reasoning, Type
+    from dspex.adapters.types import (
+        Code,
+        History,
+        Reasoning,
+        Tool,
+        ToolCallResults,
+        ToolCalls,
+        Type,
+    )
     from dspex.adapters.xml_adapter import XMLAdapter
     from dspex.clients.base_lm import BaseLM
     from dspex.clients.cache import configure_cache
@@ -166,6 +180,8 @@ if TYPE_CHECKING:
         SignatureError,
         SignatureTypeError,
         StateMismatchError,
+        ToolArgumentError,
+        ToolError,
     )
     from dspex.evaluate.evaluate import Evaluate, EvaluationResult
     from dspex.evaluate.metrics import answer_exact_match, answer_passage_match
@@ -174,6 +190,7 @@ if TYPE_CHECKING:
     from dspex.modules.multi_chain_comparison import MultiChainComparison
     from dspex.modules.parallel import Parallel
     from dspex.modules.predict import Predict
+    from dspex.modules.react import ReAct
     from dspex.modules.refine import Refine
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO

@@ -50,6 +50,10 @@ The hierarchy (``+`` marks an extra base class)::
     ├── BudgetExceededError
     ├── EvaluationError
     ├── ParallelExecutionError           + RuntimeError
+    ├── ToolError
+    │   ├── ToolArgumentError            + ValueError
+    │   ├── ToolNotFoundError            + ValueError
+    │   └── ToolExecutionError           + RuntimeError
     ├── OptimizationError
     │   ├── BootstrapError
     │   ├── SearchError                  (also named SearchFailedError)
@@ -365,6 +369,41 @@ class ParallelExecutionError(DspexError, RuntimeError):
 
 def _rebuild_parallel_error(message: str, failed: list[int]) -> ParallelExecutionError:
     return ParallelExecutionError(message, failed=failed)
+
+
+
+class ToolError(DspexError):
+    """A `dspex.Tool` could not be called: its arguments, its name or its function failed.
+
+    An agent (`dspex.ReAct`) turns these into the observation the LM sees next, so
+    the LM can correct itself; called directly, they reach the caller.
+    """
+
+
+class ToolArgumentError(ToolError, ValueError):
+    """Arguments given to a tool do not match its signature (an unknown or missing
+    argument, or a value of the wrong type). Carries the tool's name and the problems."""
+
+    def __init__(self, message: str, *, tool: str = "", problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.problems = list(problems)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_tool_argument_error, (str(self), self.tool, self.problems))
+
+
+def _rebuild_tool_argument_error(message: str, tool: str, problems: list[str]) -> ToolArgumentError:
+    return ToolArgumentError(message, tool=tool, problems=problems)
+
+
+class ToolNotFoundError(ToolError, ValueError):
+    """A tool call names a tool that is not among the tools given."""
+
+
+class ToolExecutionError(ToolError, RuntimeError):
+    """A tool's own function raised while running a `ToolCalls.ToolCall` (the original
+    exception is the ``__cause__``)."""
 
 
 # --- optimizers ---------------------------------------------------------------

@@ -3,7 +3,7 @@
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.json_adapter import JSONAdapter
-from dspex.adapters.types import Code, History, Reasoning, Type
+from dspex.adapters.types import Code, History, Reasoning, Tool, ToolCallResults, ToolCalls, Type
 from dspex.adapters.xml_adapter import XMLAdapter
 
 __all__ = [
@@ -14,6 +14,9 @@ __all__ = [
     "History",
     "JSONAdapter",
     "Reasoning",
+    "Tool",
+    "ToolCallResults",
+    "ToolCalls",
     "Type",
     "XMLAdapter",
 ]

@@ -6,7 +6,17 @@ from dspex.modules import ChainOfThought, Predict
 from dspex.modules.best_of_n import BestOfN
 from dspex.modules.multi_chain_comparison import MultiChainComparison
 from dspex.modules.parallel import Parallel
+from dspex.modules.react import ReAct
 from dspex.modules.refine import Refine
 from dspex.optimizers.knn import KNN
 
-__all__ = ["KNN", "BestOfN", "ChainOfThought", "MultiChainComparison", "Parallel", "Predict", "Refine"]
+__all__ = [
+    "KNN",
+    "BestOfN",
+    "ChainOfThought",
+    "MultiChainComparison",
+    "Parallel",
+    "Predict",
+    "ReAct",
+    "Refine",
+]

@@ -135,6 +135,16 @@ class SimCore:
             request = protocol.parse(body)
         except SimLMRequestError as exc:
             return _error(protocol.name, 400, str(exc))
+        limit = self.faults.config.context_window_tokens
+        if limit is not None:
+            prompt_size = sum(tokens(text) + 3 for _, text in request.messages)
+            if prompt_size > limit:
+                return _error(
+                    protocol.name,
+                    400,
+                    f"This model's maximum context length is {limit} tokens, but the prompt has "
+                    f"{prompt_size} tokens (context_length_exceeded). Reduce the length of the messages.",
+                )
         key = hashlib.blake2b(body, digest_size=16).digest()
         decision = self.faults.decide(key)
         if decision.kind is not None:

@@ -28,6 +28,8 @@ class FaultConfig(BaseModel):
     request body with `fail_status`, then lets it through (for retry tests).
     An outage (`outage=True` until cleared, or `outage_seconds` from the moment
     the config is set) answers every request with 503.
+    `context_window_tokens` plays a model's context limit: a prompt estimated
+    longer is refused with a 400 ``context_length_exceeded``, as providers do.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +45,7 @@ class FaultConfig(BaseModel):
     outage_seconds: float = Field(0.0, ge=0.0)
     fail_first: int = Field(0, ge=0)
     fail_status: int = Field(500, ge=400, le=599)
+    context_window_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from dspex.simlm import datasets, tasks
+from dspex.simlm import agent, datasets, tasks
 from dspex.simlm.prompt import COMPLETED, Field, ParsedPrompt
 from dspex.simlm.typespec import coerce, render_chat, sample
 
@@ -55,7 +55,12 @@ def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str
         if record is None and prompt.texts:
             record = datasets.lookup(prompt.texts[-1])
         return _plain_reply(prompt, record, rng, config)
-    values = _values(prompt, record, rng, config)
+    if agent.is_agent_step(outputs):
+        # A ReAct step: choose a tool (or finish) the way an agent would.
+        values = agent.step_values(prompt)
+        values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})
+    else:
+        values = _values(prompt, record, rng, config)
     return format_reply(outputs, values, json_mode=prompt.json_mode)
 
 
@@ -119,7 +124,17 @@ def _values(
     outputs = prompt.system.outputs
     target = answer_field(outputs, record) if record is not None else None
     values: dict[str, Any] = {}
-    if record is not None and target is not None:
+    observed = agent.answer_from_trajectory(prompt.inputs) if record is None else None
+    if observed is not None:
+        # An agent's extraction step: the answer is what the tools found.
+        target = answer_field(outputs, None)
+        if target is not None:
+            value = coerce(observed, target.type)
+            values[target.name] = value if value is not None else sample(target.type, rng, observed)
+            for f in outputs:
+                if is_reasoning(f.name) and f.type.name == "str":
+                    values[f.name] = f"The tools found {observed}, which answers the question."
+    elif record is not None and target is not None:
         chosen = coerce(_choose_answer(prompt, record, target, rng, config), target.type)
         # A wrong answer may not fit a narrower type (a Literal without that label).
         values[target.name] = chosen if chosen is not None else sample(target.type, rng, "")

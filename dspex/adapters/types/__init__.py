@@ -7,5 +7,6 @@ from dspex.adapters.types.citation import Citations, Document
 from dspex.adapters.types.code import Code
 from dspex.adapters.types.history import History
 from dspex.adapters.types.reasoning import Reasoning
+from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
 
-__all__ = ["Citations", "Code", "Document", "History", "Reasoning", "Type"]
+__all__ = ["Citations", "Code", "Document", "History", "Reasoning", "Tool", "ToolCallResults", "ToolCalls", "Type"]

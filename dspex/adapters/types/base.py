@@ -24,8 +24,8 @@ class Type(pydantic.BaseModel):
     #: rather than as a JSON object, so replies are read as text.
     text_value: ClassVar[bool] = False
 
-    def format(self) -> list[ContentPart] | str:
-        """The value as message content: a string, or chat content parts."""
+    def format(self) -> list[ContentPart] | dict[str, Any] | str:
+        """The value as message content: a string, chat content parts, or a JSON object."""
         return self.model_dump_json()
 
     @classmethod
@@ -47,11 +47,14 @@ _PARTS_CLOSE = "\x00"
 _PARTS = re.compile(re.escape(_PARTS_OPEN) + "(.*?)" + re.escape(_PARTS_CLOSE), re.DOTALL)
 
 
-def render_parts(parts: list[ContentPart] | str) -> str:
+def render_parts(parts: list[ContentPart] | dict[str, Any] | str) -> str:
     """Content parts as prompt text: text parts verbatim; other parts marked, to be
-    restored as parts of the message by `with_content_parts`."""
+    restored as parts of the message by `with_content_parts`. A JSON object (a
+    `format` that returns a dict, as DSPy's ToolCalls does) is written as JSON."""
     if isinstance(parts, str):
         return parts
+    if isinstance(parts, dict):
+        return json.dumps(parts, ensure_ascii=False, default=str)
     if all(_is_text_part(p) for p in parts):
         return "\n".join(p["text"] for p in parts)
     return _PARTS_OPEN + json.dumps(parts, ensure_ascii=False, default=str) + _PARTS_CLOSE
