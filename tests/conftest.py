@@ -24,6 +24,7 @@ into an actor.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -34,6 +35,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -89,3 +91,19 @@ def _send_test_modules_by_value() -> None:
         path = getattr(module, "__file__", None)
         if path and Path(path).resolve().is_relative_to(TESTS_DIR):
             cloudpickle.register_pickle_by_value(module)
+
+
+_settings_module = importlib.import_module("dspex.primitives.settings")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from the process-wide settings as they were before it (a test
+    that calls dspex.configure(lm=...) does not leak it), with a fresh trace list and no
+    thread or task owning configure()."""
+    fresh = dict(_settings_module._defaults)
+    if isinstance(fresh.get("trace"), list):
+        fresh["trace"] = []
+    monkeypatch.setattr(_settings_module, "_defaults", MappingProxyType(fresh))
+    monkeypatch.setattr(_settings_module, "_owner_thread", None)
+    monkeypatch.setattr(_settings_module, "_owner_task", None)

@@ -372,7 +372,8 @@ def record_trace(predictor: Any, inputs: dict[str, Any], prediction: Any) -> Non
 # --- saving settings --------------------------------------------------------------
 
 #: per-call state, not something a user configures: never written by `save_settings`
-_NOT_SAVED = frozenset({"caller_modules"})
+#: (the trace holds the predictors and predictions of calls made so far)
+_NOT_SAVED = frozenset({"caller_modules", "trace"})
 
 
 def save_settings(

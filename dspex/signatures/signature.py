@@ -90,7 +90,14 @@ class SignatureMeta(type):
             mcs, name, bases, {k: v for k, v in namespace.items() if k not in field_values}, **kwargs
         )
         if data is None:
-            data = _collect_class_fields(cls, bases, {**namespace, **field_values})
+            try:
+                data = _collect_class_fields(cls, bases, {**namespace, **field_values})
+            except SignatureError:
+                if "__qualname__" in namespace:
+                    raise  # a class statement: its fields are wrong
+                # A class rebuilt by cloudpickle (a signature built at run time and shipped
+                # by value) starts as an empty skeleton; its real data is set right after.
+                data = SignatureData((), "", False)
         type.__setattr__(cls, _DATA, data)
         return cls
 

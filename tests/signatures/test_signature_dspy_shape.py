@@ -115,3 +115,16 @@ def test_dump_state_has_dspys_shape_and_load_state_reads_it_and_the_old_one() ->
 def test_variadic_tuple_in_a_string_signature() -> None:
     sig = dspex.Signature("scores: tuple[int, ...] -> best: int")
     assert sig.input_fields["scores"].annotation == tuple[int, ...]
+
+
+def test_a_signature_built_step_by_step_pickles_by_value() -> None:
+    import cloudpickle
+
+    import dspex
+
+    # Built the way ReAct builds its step signature: the intermediate signatures have no
+    # outputs, and cloudpickle rebuilds every class of the chain on the other side.
+    step = dspex.Signature("question -> answer").delete("answer").append("trajectory", dspex.InputField(), type_=str)
+    step = step.append("next_thought", dspex.OutputField(), type_=str)
+    back = cloudpickle.loads(cloudpickle.dumps(step))
+    assert back == step and list(back.output_fields) == ["next_thought"]
