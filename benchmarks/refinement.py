@@ -14,14 +14,12 @@ only dspex is measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from dspy_venv import DEFAULT_PYTHON, run_in_dspy_venv
 
 DSPY_RUNNER = r"""
 import json, sys, time, urllib.request
@@ -67,22 +65,11 @@ def run_dspex(url: str, server: object, n: int, questions: list[str]) -> tuple[f
 
 
 def run_dspy(python: str, server: object, n: int, questions: list[str]) -> tuple[float, int, str] | str:
-    if not Path(python).exists():
-        return f"no DSPy interpreter at {python}"
-    workdir = Path(tempfile.mkdtemp(prefix="dspy-bench-"))
     config = {"url": server.url, "base_url": server.base_url, "n": n, "questions": questions}  # type: ignore[attr-defined]
-    (workdir / "config.json").write_text(json.dumps(config))
-    (workdir / "runner.py").write_text(DSPY_RUNNER)
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DSPY_CACHEDIR": str(workdir / "cache")}
-    done = subprocess.run(
-        [python, str(workdir / "runner.py"), str(workdir / "config.json")],
-        capture_output=True, text=True, timeout=900, env=env, cwd=workdir,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            found = json.loads(line.removeprefix("RESULT "))
-            return float(found["wall"]), int(found["calls"]), str(found["version"])
-    return f"DSPy failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}"
+    found = run_in_dspy_venv(python, DSPY_RUNNER, config)
+    if isinstance(found, str):
+        return found
+    return float(found["wall"]), int(found["calls"]), str(found["version"])
 
 
 def main() -> None:
@@ -90,7 +77,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5, help="attempts per question")
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--questions", type=int, default=5)
-    parser.add_argument("--dspy-python", default="/tmp/dspy-venv/bin/python")
+    parser.add_argument("--dspy-python", default=DEFAULT_PYTHON)
     args = parser.parse_args()
 
     from dspex.simlm import datasets, spawn_sim_lm

@@ -54,6 +54,8 @@ from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from dspy_venv import DEFAULT_PYTHON, run_in_dspy_venv
+
 TASK = "arithmetic"
 
 
@@ -172,11 +174,6 @@ def run_dspy(
     python: str, server: Any, name: str, threads: int, latency_ms: float, data: dict[str, list[Any]]
 ) -> Outcome | str:
     """One compile in DSPy, in its own interpreter (an Outcome), or why not (a str)."""
-    import subprocess
-
-    if not Path(python).exists():
-        return f"no DSPy interpreter at {python} (see the module docstring to install one)"
-    workdir = Path(tempfile.mkdtemp(prefix="dspy-bench-"))
     config = {
         "url": server.url,
         "base_url": server.base_url,
@@ -184,29 +181,21 @@ def run_dspy(
         "threads": threads,
         **{split: [{"question": e.question, "answer": e.answer} for e in found] for split, found in data.items()},
     }
-    (workdir / "config.json").write_text(json.dumps(config))
-    (workdir / "runner.py").write_text(DSPY_RUNNER)
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DSPY_CACHEDIR": str(workdir / "cache")}
-    done = subprocess.run(
-        [python, str(workdir / "runner.py"), str(workdir / "config.json")],
-        capture_output=True, text=True, timeout=900, env=env, cwd=workdir,
+    found = run_in_dspy_venv(python, DSPY_RUNNER, config)
+    if isinstance(found, str):
+        return f"DSPy {LABELS[name]}: {found}"
+    return Outcome(
+        setting=f"{threads} threads, {latency_ms:g} ms",
+        optimizer=LABELS[name],
+        mode="dspy",
+        wall=found["wall"],
+        lm_calls=int(found["lm_calls"]),
+        in_flight=found["lm_calls"] * latency_ms / 1000 / found["wall"],
+        window=0.0,
+        window_in_flight=0.0,
+        peak=0,
+        score=float(found["score"]),  # a percentage, as dspex reports it
     )
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            found = json.loads(line.removeprefix("RESULT "))
-            return Outcome(
-                setting=f"{threads} threads, {latency_ms:g} ms",
-                optimizer=LABELS[name],
-                mode="dspy",
-                wall=found["wall"],
-                lm_calls=int(found["lm_calls"]),
-                in_flight=found["lm_calls"] * latency_ms / 1000 / found["wall"],
-                window=0.0,
-                window_in_flight=0.0,
-                peak=0,
-                score=float(found["score"]),  # a percentage, as dspex reports it
-            )
-    return f"DSPy {LABELS[name]} failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}"
 
 
 def rows(split: str, start: int, n: int) -> list[dict[str, str]]:
@@ -385,7 +374,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm-up")
     parser.add_argument("--sample-ms", type=float, default=10.0, help="0 turns the /stats sampler off")
     parser.add_argument("--modes", default="in-process,runtime")
-    parser.add_argument("--dspy-python", default="/tmp/dspy-venv/bin/python")
+    parser.add_argument("--dspy-python", default=DEFAULT_PYTHON)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ from pydantic_core import PydanticUndefined
 
 from dspex.adapters.types.base import is_custom_type, with_content_parts
 from dspex.adapters.types.history import History, history_field
-from dspex.adapters.values import format_value, type_hint
+from dspex.adapters.values import ValueParseError, format_value, type_hint
 from dspex.clients.types import Message, Usage
 from dspex.errors import AdapterParseError
 from dspex.observability.hooks import observe_call
@@ -320,6 +320,36 @@ def allows_none(annotation: Any) -> bool:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return any(allows_none(a) for a in typing.get_args(annotation))
     return False
+
+
+def parse_output_fields(
+    adapter: Adapter,
+    signature: SignatureMeta,
+    text: str,
+    found: Mapping[str, Any],
+    convert: Callable[[Any, FieldSpec], Any],
+    absent: Callable[[str], str],
+) -> dict[str, Any]:
+    """Each output field's value from what an adapter found in the reply (``found``: name
+    -> raw value), converted to its type; a field the reply left out takes its default
+    (`missing_output_value`) or fails the parse with ``absent(name)`` as the reason."""
+    parsed: dict[str, Any] = {}
+    for name, spec in signature.output_fields.items():
+        if name not in found:
+            fallback = missing_output_value(spec)
+            if fallback is REQUIRED:
+                raise parse_failure(
+                    absent(name), text=text, signature=signature, field=name, parsed=parsed, adapter=adapter
+                )
+            parsed[name] = fallback
+            continue
+        try:
+            parsed[name] = convert(found[name], spec)
+        except ValueParseError as exc:
+            raise parse_failure(
+                f"field {name!r}: {exc}", text=text, signature=signature, field=name, parsed=parsed, adapter=adapter
+            ) from None
+    return parsed
 
 
 def parse_failure(

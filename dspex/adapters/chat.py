@@ -13,15 +13,13 @@ from typing import Any
 
 from dspex.adapters.base import (
     END_MARKER,
-    REQUIRED,
     Adapter,
     AdapterResult,
     Demo,
-    missing_output_value,
-    parse_failure,
+    parse_output_fields,
     section,
 )
-from dspex.adapters.values import ValueParseError, format_value, parse_value, type_hint
+from dspex.adapters.values import format_value, parse_value, type_hint
 from dspex.errors import AdapterParseError
 from dspex.signatures.signature import SignatureMeta
 
@@ -67,34 +65,9 @@ class ChatAdapter(Adapter):
         return f"{body}\n\n{END_MARKER}"
 
     def parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
-        sections = split_sections(text)
-        parsed: dict[str, Any] = {}
-        for name, spec in signature.output_fields.items():
-            if name not in sections:
-                fallback = missing_output_value(spec)
-                if fallback is not REQUIRED:
-                    parsed[name] = fallback
-                    continue
-                raise parse_failure(
-                    f"the reply has no `{section(name)}` section",
-                    text=text,
-                    signature=signature,
-                    field=name,
-                    parsed=parsed,
-                    adapter=self,
-                )
-            try:
-                parsed[name] = parse_value(sections[name], spec)
-            except ValueParseError as exc:
-                raise parse_failure(
-                    f"field {name!r}: {exc}",
-                    text=text,
-                    signature=signature,
-                    field=name,
-                    parsed=parsed,
-                    adapter=self,
-                ) from None
-        return parsed
+        return parse_output_fields(
+            self, signature, text, split_sections(text), parse_value, lambda name: f"the reply has no `{section(name)}` section"
+        )
 
     async def arun(
         self,

@@ -18,14 +18,13 @@ from typing import Any
 from pydantic import create_model
 
 from dspex.adapters.base import (
-    REQUIRED,
     Adapter,
     AdapterResult,
-    missing_output_value,
     parse_failure,
+    parse_output_fields,
 )
 from dspex.adapters.types.base import is_custom_type
-from dspex.adapters.values import ValueParseError, _jsonable, coerce_value, extract_json_object
+from dspex.adapters.values import _jsonable, coerce_value, extract_json_object
 from dspex.clients.types import Message
 from dspex.errors import LMBadRequestError
 from dspex.signatures.signature import SignatureMeta
@@ -78,33 +77,9 @@ class JSONAdapter(Adapter):
                 parsed={},
                 adapter=self,
             )
-        parsed: dict[str, Any] = {}
-        for name, spec in signature.output_fields.items():
-            if name not in obj:
-                fallback = missing_output_value(spec)
-                if fallback is not REQUIRED:
-                    parsed[name] = fallback
-                    continue
-                raise parse_failure(
-                    f"the JSON reply has no key {name!r}",
-                    text=text,
-                    signature=signature,
-                    field=name,
-                    parsed=parsed,
-                    adapter=self,
-                )
-            try:
-                parsed[name] = coerce_value(obj[name], spec)
-            except ValueParseError as exc:
-                raise parse_failure(
-                    f"field {name!r}: {exc}",
-                    text=text,
-                    signature=signature,
-                    field=name,
-                    parsed=parsed,
-                    adapter=self,
-                ) from None
-        return parsed
+        return parse_output_fields(
+            self, signature, text, obj, coerce_value, lambda name: f"the JSON reply has no key {name!r}"
+        )
 
     def lm_kwargs(self, signature: SignatureMeta, lm: Any) -> dict[str, Any]:
         mode = response_format_mode(signature, lm)

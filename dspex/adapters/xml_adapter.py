@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dspex.adapters.base import REQUIRED, missing_output_value, parse_failure
+from dspex.adapters.base import parse_output_fields
 from dspex.adapters.chat import ChatAdapter
-from dspex.adapters.values import ValueParseError, format_value, parse_value, type_hint
+from dspex.adapters.values import format_value, parse_value, type_hint
 from dspex.signatures.signature import SignatureMeta
 
 _ELEMENT = re.compile(r"<(?P<name>\w+)>(?P<body>.*?)</(?P=name)>", re.DOTALL)
@@ -63,30 +63,6 @@ class XMLAdapter(ChatAdapter):
         found: dict[str, str] = {}
         for match in _ELEMENT.finditer(text):
             found.setdefault(match.group("name"), match.group("body").strip())
-        parsed: dict[str, Any] = {}
-        for name, spec in signature.output_fields.items():
-            if name not in found:
-                fallback = missing_output_value(spec)
-                if fallback is not REQUIRED:
-                    parsed[name] = fallback
-                    continue
-                raise parse_failure(
-                    f"the reply has no `<{name}>` element",
-                    text=text,
-                    signature=signature,
-                    field=name,
-                    parsed=parsed,
-                    adapter=self,
-                )
-            try:
-                parsed[name] = parse_value(found[name], spec)
-            except ValueParseError as exc:
-                raise parse_failure(
-                    f"field {name!r}: {exc}",
-                    text=text,
-                    signature=signature,
-                    field=name,
-                    parsed=parsed,
-                    adapter=self,
-                ) from None
-        return parsed
+        return parse_output_fields(
+            self, signature, text, found, parse_value, lambda name: f"the reply has no `<{name}>` element"
+        )

@@ -111,7 +111,7 @@ class BaseLM:
     ) -> list[Any]:
         """The output texts for a prompt or a message list (DSPy's call): runs ``forward``
         in this thread and records the call."""
-        messages = _as_messages(prompt, messages)
+        messages = as_messages(prompt, messages)
         params = self._params(kwargs)
         start = time.perf_counter()
         raw = self.forward(messages=list(messages), **params)
@@ -122,7 +122,7 @@ class BaseLM:
     async def acall(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[Any]:
-        return (await self.acomplete(_as_messages(prompt, messages), **kwargs)).outputs
+        return (await self.acomplete(as_messages(prompt, messages), **kwargs)).outputs
 
     def copy(self, **kwargs: Any) -> BaseLM:
         """A copy with some request options changed (``None`` removes one); fresh history."""
@@ -233,11 +233,13 @@ def _output_text(output: Any) -> str:
     return str(output)
 
 
-def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequence[Message]:
+def as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequence[Message]:
+    """The messages of a DSPy-style LM call: ``messages=`` as given, else the prompt as one
+    user message."""
     if messages is not None:
         return messages
     if prompt is None:
-        raise ConfigurationError("give the LM a prompt or a list of messages")
+        raise ConfigurationError("LM call needs a prompt or messages=[...]")
     return [{"role": "user", "content": prompt}]
 
 
@@ -246,6 +248,7 @@ __all__ = [
     "LM_CLASS_STATE_KEY",
     "MAX_HISTORY",
     "BaseLM",
+    "as_messages",
     "complete_through_call",
     "response_from_completion",
 ]

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from dspex.clients.anthropic_protocol import AnthropicProtocol
+from dspex.clients.base_lm import LM_CLASS_STATE_KEY, as_messages, complete_through_call
 from dspex.clients.budget import Budget, Claim, active_budget
 from dspex.clients.cache import CachedValue, LMCache, cache_key, get_cache
 from dspex.clients.dispatch import Dispatcher, current_dispatcher
@@ -199,8 +200,6 @@ class LM:
         A subclass that overrides ``__call__`` is answered by it (in a worker thread), as
         DSPy calls every LM: the subclass decides what each request returns."""
         if type(self).__call__ is not LM.__call__:
-            from dspex.clients.base_lm import complete_through_call
-
             return await complete_through_call(self, messages, kwargs)
         use_cache = kwargs.pop("cache", self.cache)
         rollout_id = kwargs.pop("rollout_id", self.rollout_id)
@@ -233,13 +232,13 @@ class LM:
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
         """DSPy-style call: the output texts for a prompt or a message list."""
-        response = await self.acomplete(_as_messages(prompt, messages), **kwargs)
+        response = await self.acomplete(as_messages(prompt, messages), **kwargs)
         return response.outputs
 
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
-        return self.complete(_as_messages(prompt, messages), **kwargs).outputs
+        return self.complete(as_messages(prompt, messages), **kwargs).outputs
 
     def copy(self, **overrides: Any) -> LM:
         """A new LM with the same settings (and key) except ``overrides``; fresh history/usage."""
@@ -258,8 +257,6 @@ class LM:
     def dump_state(self) -> dict[str, Any]:
         """Model and settings, for saving a program; never the API key or API base. Names
         the class under ``LM_CLASS_STATE_KEY`` as every LM state does."""
-        from dspex.clients.base_lm import LM_CLASS_STATE_KEY
-
         state = {k: v for k, v in self._config().items() if k not in ("api_base", "transport")}
         marker = {LM_CLASS_STATE_KEY: f"{LM.__module__}.{LM.__qualname__}"}
         return {**marker, **state, **self.kwargs}
@@ -267,15 +264,11 @@ class LM:
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LM:
         """An LM rebuilt from `dump_state` output (without an endpoint or key)."""
-        from dspex.clients.base_lm import LM_CLASS_STATE_KEY
-
-        return cls.from_state({k: v for k, v in state.items() if k != LM_CLASS_STATE_KEY})
+        return cls.from_state(state)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], **overrides: Any) -> LM:
         """Rebuild an LM from `dump_state` output (pass ``api_base=``/``api_key=`` again if needed)."""
-        from dspex.clients.base_lm import LM_CLASS_STATE_KEY
-
         return cls(**{**{k: v for k, v in state.items() if k != LM_CLASS_STATE_KEY}, **overrides})
 
     def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
@@ -566,14 +559,6 @@ async def _spend(
         cost = cost_usd(price, usage.prompt_tokens, usage.completion_tokens)
         reservation.settle(Claim(claim.calls, cost or 0.0))
     return response
-
-
-def _as_messages(prompt: str | None, messages: Sequence[Message] | None) -> Sequence[Message]:
-    if messages is not None:
-        return messages
-    if prompt is None:
-        raise ConfigurationError("LM call needs a prompt or messages=[...]")
-    return [{"role": "user", "content": prompt}]
 
 
 def _check_params(params: dict[str, Any]) -> None:

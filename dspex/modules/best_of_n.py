@@ -208,9 +208,9 @@ class Outcome:
 # --- BestOfN ---------------------------------------------------------------------------
 
 
-class BestOfN(Module):
-    """Run ``module`` as N concurrent rollouts; return the first (by attempt index) whose
-    reward reaches ``threshold``, else the best-rewarded. See the module docstring."""
+class RewardedAttempts(Module):
+    """What `BestOfN` and `Refine` share: up to N attempts of ``module``, judged by
+    ``reward_fn`` against ``threshold``, at most ``fail_count`` of them failing."""
 
     def __init__(
         self,
@@ -227,6 +227,11 @@ class BestOfN(Module):
         self.reward_fn: RewardFn = _RewardCall(reward_fn)
         self.threshold = threshold
         self.N = N
+
+
+class BestOfN(RewardedAttempts):
+    """Run ``module`` as N concurrent rollouts; return the first (by attempt index) whose
+    reward reaches ``threshold``, else the best-rewarded. See the module docstring."""
 
     async def aforward(self, **kwargs: Any) -> Any:
         ids = rollout_ids(self.module, self.N)

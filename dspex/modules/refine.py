@@ -28,11 +28,10 @@ from typing import Any
 from dspex.modules.best_of_n import (
     Attempt,
     Outcome,
+    RewardedAttempts,
     RewardFn,
-    _RewardCall,
     _single_lm,
     attempt_copy,
-    check_attempt_args,
     extend_trace,
     original_trace,
     rollout_ids,
@@ -73,7 +72,7 @@ class AdviseRetry(Signature):
     )
 
 
-class Refine(Module):
+class Refine(RewardedAttempts):
     """Run ``module`` up to N times, feeding advice from each failed attempt into the
     next as a ``hint_`` input. See the module docstring."""
 
@@ -85,12 +84,7 @@ class Refine(Module):
         threshold: float,
         fail_count: int | None = None,
     ) -> None:
-        super().__init__()
-        self.fail_count = check_attempt_args(type(self).__name__, N, reward_fn, fail_count)
-        self.module = module
-        self.reward_fn: RewardFn = _RewardCall(reward_fn)
-        self.threshold = threshold
-        self.N = N
+        super().__init__(module, N, reward_fn, threshold, fail_count)
         self.module_code = _program_code(module)
         self.reward_fn_code = _source(reward_fn)
 

@@ -7,7 +7,6 @@ where the agent runs.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from dspex import runtime
 from dspex.simlm import start_sim_lm
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -27,34 +25,9 @@ DEADLINE = 180.0
 
 
 @pytest.fixture(scope="module")
-def tree(ray_cluster: Any) -> Iterator[Any]:
-    assert runtime.current() is None, "another test left the runtime up"
-    runtime.init()
-    try:
-        yield ray_cluster
-    finally:
-        runtime.shutdown(stop_tree=True)
-
-
-@pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     with start_sim_lm(seed=3, latency_ms=5) as server:
         yield server.url
-
-
-@pytest.fixture
-def env(tree: Any, sim_url: str, tmp_path: Path) -> dict[str, str]:
-    token = tmp_path / "token"
-    token.write_text(uuid.uuid4().hex)
-    values = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    values.update(
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_ADDRESS=tree.address,
-        RAY_AUTH_TOKEN_PATH=str(token),
-        SIM_LM_URL=sim_url,
-        DSPEX_RUNS_DB=str(tmp_path / "runs.sqlite3"),
-    )
-    return values
 
 
 def run(env: dict[str, str], phase: str) -> dict[str, Any]:
@@ -68,24 +41,24 @@ def run(env: dict[str, str], phase: str) -> dict[str, Any]:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def test_the_agent_evaluates_on_eval_workers_with_its_tools(env: dict[str, str]) -> None:
-    seen = run(env, "evaluate")
+def test_the_agent_evaluates_on_eval_workers_with_its_tools(script_env: dict[str, str]) -> None:
+    seen = run(script_env, "evaluate")
     assert (seen["n"], seen["errors"]) == (12, 0)
     assert seen["used_tool"] == 12 and seen["score"] > 0  # every answer went through the calculator
 
 
-def test_a_batch_of_the_agent_runs_on_eval_workers(env: dict[str, str]) -> None:
-    seen = run(env, "batch")
+def test_a_batch_of_the_agent_runs_on_eval_workers(script_env: dict[str, str]) -> None:
+    seen = run(script_env, "batch")
     assert (seen["n"], seen["answered"], seen["used_tool"]) == (12, 12, 12)
     assert seen["local_tool_calls"] == 0  # the tools ran where the agent ran: on the workers
 
 
-def test_the_agent_compiles_in_a_coordinator(env: dict[str, str]) -> None:
-    compiled = run(env, "compile")
+def test_the_agent_compiles_in_a_coordinator(script_env: dict[str, str]) -> None:
+    compiled = run(script_env, "compile")
     assert compiled["status"] == "finished"
     assert compiled["demos"]["react"] > 0 and compiled["demos"]["extract.predict"] > 0
 
 
-def test_a_served_replica_runs_the_agent(env: dict[str, str]) -> None:
-    served = run(env, "serve")
+def test_a_served_replica_runs_the_agent(script_env: dict[str, str]) -> None:
+    served = run(script_env, "serve")
     assert served["used_tool"] and isinstance(served["answer"], int)

@@ -10,7 +10,6 @@ second driver; this test process owns the tree and the simulated LM.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from dspex import runtime
 from dspex.optimizers.run_store import RunStore
 from dspex.runtime.coordinator import coordinator_name, count_steps
 from dspex.simlm import start_sim_lm
@@ -33,34 +31,9 @@ DEADLINE = 120.0
 
 
 @pytest.fixture(scope="module")
-def tree(ray_cluster: Any) -> Iterator[Any]:
-    assert runtime.current() is None, "another test left the runtime up"
-    runtime.init()
-    try:
-        yield ray_cluster
-    finally:
-        runtime.shutdown(stop_tree=True)
-
-
-@pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     with start_sim_lm(seed=3, latency_ms=20) as server:
         yield server.url
-
-
-@pytest.fixture
-def script_env(tree: Any, sim_url: str, tmp_path: Path) -> dict[str, str]:
-    token = tmp_path / "token"
-    token.write_text(uuid.uuid4().hex)  # a cluster without auth ignores the token it is sent
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    env.update(
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_ADDRESS=tree.address,
-        RAY_AUTH_TOKEN_PATH=str(token),
-        SIM_LM_URL=sim_url,
-        DSPEX_RUNS_DB=str(tmp_path / "runs.sqlite3"),
-    )
-    return env
 
 
 def start(env: dict[str, str], phase: str, run_id: str = "-") -> subprocess.Popen[str]:
