@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "load": "dspex.primitives.saving",
     "load_settings": "dspex.primitives.settings",
     "BaseCallback": "dspex.primitives.callbacks",
+    "Assert": "dspex.primitives.assertions",
+    "Suggest": "dspex.primitives.assertions",
+    "assert_transform_module": "dspex.primitives.assertions",
+    "backtrack_handler": "dspex.primitives.assertions",
     # adapters
     "Adapter": "dspex.adapters.base",
     "ChatAdapter": "dspex.adapters.chat",
@@ -100,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "EvaluationError": "dspex.errors",
     "ParallelExecutionError": "dspex.errors",
     "ToolError": "dspex.errors",
+    "AssertionFailedError": "dspex.errors",
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",

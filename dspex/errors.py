@@ -50,6 +50,7 @@ The hierarchy (``+`` marks an extra base class)::
     ├── BudgetExceededError
     ├── EvaluationError
     ├── ParallelExecutionError           + RuntimeError
+    ├── AssertionFailedError             + AssertionError
     ├── ToolError
     │   ├── ToolArgumentError            + ValueError
     │   ├── ToolNotFoundError            + ValueError
@@ -370,6 +371,32 @@ class ParallelExecutionError(DspexError, RuntimeError):
 def _rebuild_parallel_error(message: str, failed: list[int]) -> ParallelExecutionError:
     return ParallelExecutionError(message, failed=failed)
 
+
+
+class AssertionFailedError(DspexError, AssertionError):
+    """A ``dspex.Assert`` check still failed after the re-runs it was allowed.
+
+    ``messages`` holds every failed check's message in order (the last is this one's);
+    ``backtracks`` how many times the program was re-run with them as feedback.
+    """
+
+    def __init__(self, message: str, *, messages: list[str] | None = None, backtracks: int = 0) -> None:
+        self.messages = list(messages or [message])
+        self.backtracks = backtracks
+        detail = f" (after {backtracks} re-run(s) with feedback: {'; '.join(self.messages[:-1])})" if backtracks else ""
+        super().__init__(
+            f"dspex.Assert failed: {message}{detail}. Give the predictor clearer instructions or "
+            "examples, allow more re-runs (module.activate_assertions(max_backtracks=N) or "
+            "dspex.configure(max_backtracks=N)), or use dspex.Suggest to log and go on"
+        )
+        self.msg = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_assertion_failed, (self.msg, self.messages, self.backtracks))
+
+
+def _rebuild_assertion_failed(message: str, messages: list[str], backtracks: int) -> AssertionFailedError:
+    return AssertionFailedError(message, messages=messages, backtracks=backtracks)
 
 
 class ToolError(DspexError):

@@ -31,6 +31,7 @@ from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
 from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
+from dspex.primitives.assertions import feedback_for, with_feedback
 from dspex.primitives.settings import record_trace, settings
 from dspex.signatures.signature import Signature, ensure_signature
 from dspex.signatures.types import type_name
@@ -80,7 +81,11 @@ class Predict(Module, Parameter):
             )
         config = _with_rollout_id(_sampling_config(config, lm), lm)
         adapter: Adapter = settings.adapter or _DEFAULT_ADAPTER
-        result = await _call_within_budget(lm, adapter.arun(lm, config, signature, demos, inputs))
+        lm_signature, lm_inputs = signature, inputs
+        feedback = feedback_for(self)
+        if feedback is not None:  # a re-run asked for by a failed dspex.Assert/Suggest
+            lm_signature, lm_inputs = with_feedback(signature, inputs, feedback)
+        result = await _call_within_budget(lm, adapter.arun(lm, config, lm_signature, demos, lm_inputs))
         prediction = Prediction.from_completions(result.completions, signature=signature)
         model = _model_name(lm)
         prediction.set_usage(result.usage, {model: result.usage} if _spent(result.usage).calls else {})

@@ -39,6 +39,13 @@ from dspex.errors import ConfigurationError, SavedFileError, StateMismatchError
 from dspex.observability.hooks import observe_call
 from dspex.observability.redact import without_secrets
 from dspex.primitives import saving
+from dspex.primitives.assertions import (
+    acall_with_backtracking,
+    assert_transform_module,
+    backtrack_handler,
+    call_with_backtracking,
+    in_backtrack_scope,
+)
 from dspex.primitives.callbacks import CallbackList
 from dspex.primitives.parameter import Parameter, deepcopy_attributes
 from dspex.primitives.prediction import Prediction
@@ -176,6 +183,7 @@ class Module:
     """Base class for programs: subclass it and define forward and/or aforward."""
 
     _compiled: bool
+    _max_backtracks: int | None
     history: list[dict[str, Any]]
     """The LM calls made inside calls of this module, oldest first (the same entry
     dicts as ``dspex.clients.history.GLOBAL_HISTORY``), at most ``max_history_size``."""
@@ -192,6 +200,7 @@ class Module:
         obj.callbacks = []
         obj._compiled = False
         obj.history = []
+        obj._max_backtracks = None  # None: settings.max_backtracks
         return obj
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
@@ -219,6 +228,23 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program synchronously (forward, or aforward on dspex's event loop)."""
+        if in_backtrack_scope():
+            return self._call_once(args, kwargs)
+        # The outermost call: dspex.Assert/Suggest inside it may ask for its forward again.
+        return call_with_backtracking(lambda: self._call_once(args, kwargs), self._max_backtracks)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the program asynchronously: aforward if defined, else forward in a thread."""
+        if in_backtrack_scope():
+            return await self._acall_once(args, kwargs)
+        return await acall_with_backtracking(lambda: self._acall_once(args, kwargs), self._max_backtracks)
+
+    def activate_assertions(self: M, handler: Any = None, **handler_args: Any) -> M:
+        """Set how many re-runs this program's ``dspex.Assert``/``Suggest`` checks get
+        (``max_backtracks=``; DSPy 2.x's spelling). Checks backtrack without it too."""
+        return assert_transform_module(self, handler or backtrack_handler, **handler_args)  # type: ignore[no-any-return]
+
+    def _call_once(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         use_forward, use_aforward = _entry_points(type(self))
         if not use_forward:
             if use_aforward:
@@ -237,8 +263,7 @@ class Module:
             call.finish(result)
         return result
 
-    async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the program asynchronously: aforward if defined, else forward in a thread."""
+    async def _acall_once(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         import asyncio
 
         use_forward, use_aforward = _entry_points(type(self))

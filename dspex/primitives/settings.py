@@ -58,6 +58,7 @@ def _is_int(value: Any, minimum: int) -> bool:
 #   track_usage                      by `Prediction.get_lm_usage` (False: None, as in DSPy;
 #                                    prediction.usage is kept either way, it costs nothing)
 #   callbacks                        by `dspex.primitives.callbacks`
+#   max_backtracks                   by `dspex.primitives.assertions` (Assert/Suggest re-runs)
 DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "lm": None,
@@ -75,6 +76,8 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "rollout_id": None,
         # log a warning when a predictor's input value does not fit its field's type
         "warn_on_type_mismatch": True,
+        # re-runs of a module call that dspex.Assert/Suggest checks inside it may ask for
+        "max_backtracks": 2,
     }
 )
 
@@ -105,6 +108,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "None or a usage tracker (dspex.utils.usage_tracker.UsageTracker)",
     ),
     "warn_on_type_mismatch": (lambda v: isinstance(v, bool), "a bool"),
+    "max_backtracks": (lambda v: _is_int(v, 0), "an int >= 0"),
     "rollout_id": (
         lambda v: v is None or (isinstance(v, int | str) and not isinstance(v, bool)),
         "an int, a str or None",

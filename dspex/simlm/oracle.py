@@ -45,6 +45,9 @@ class OracleConfig:
     difficulty_spread: float = 0.08
     p_min: float = 0.02
     p_max: float = 0.97
+    #: told what was wrong with its earlier answer (an Assert's feedback, Refine's
+    #: hint), a model gets it right more often
+    feedback_gain: float = 0.35
 
 
 def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str:
@@ -115,7 +118,16 @@ def correct_probability(
     )
     if _reasoning_before(prompt.system.outputs, answer):
         p += profile.reasoning_gain
+    if _has_feedback(prompt.inputs):
+        p += config.feedback_gain
     return min(max(p, config.p_min), config.p_max)
+
+
+_FEEDBACK_INPUTS = ("feedback", "hint_")
+
+
+def _has_feedback(inputs: dict[str, str]) -> bool:
+    return any(inputs.get(name, "").strip() not in ("", "N/A") for name in _FEEDBACK_INPUTS)
 
 
 def _values(
