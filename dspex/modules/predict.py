@@ -27,11 +27,11 @@ from dspex.clients.lm import LM, parse_model
 from dspex.clients.types import Usage
 from dspex.clients.usage import record_usage as record_tracked_usage
 from dspex.errors import AdapterParseError, ConfigurationError, InputError, StateMismatchError
+from dspex.primitives.assertions import feedback_for, with_feedback
 from dspex.primitives.example import Example
 from dspex.primitives.module import Module, record_usage
 from dspex.primitives.parameter import Parameter
 from dspex.primitives.prediction import Prediction
-from dspex.primitives.assertions import feedback_for, with_feedback
 from dspex.primitives.settings import record_trace, settings
 from dspex.signatures.signature import Signature, ensure_signature
 from dspex.signatures.types import type_name

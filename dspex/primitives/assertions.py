@@ -25,6 +25,7 @@ are accepted and set how many re-runs are allowed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -87,13 +88,13 @@ _scope: ContextVar[BacktrackScope | None] = ContextVar("dspex_backtrack_scope", 
 # --- the checks -----------------------------------------------------------------------
 
 
-def Assert(constraint: Any, msg: str = "", target_module: Any = None) -> bool:  # noqa: N802 - DSPy's name
+def Assert(constraint: Any, msg: str = "", target_module: Any = None) -> bool:
     """A hard check: re-run the failing step with ``msg`` as feedback; still failing after
     the allowed re-runs, raise `AssertionFailedError`. Returns True when it holds."""
     return _check("Assert", constraint, msg, target_module)
 
 
-def Suggest(constraint: Any, msg: str = "", target_module: Any = None) -> bool:  # noqa: N802 - DSPy's name
+def Suggest(constraint: Any, msg: str = "", target_module: Any = None) -> bool:
     """A soft check: re-run the failing step with ``msg`` as feedback; still failing after
     the allowed re-runs, log a warning and go on. Returns whether it held."""
     return _check("Suggest", constraint, msg, target_module)
@@ -158,7 +159,7 @@ class _Runs:
         if self.own_trace:
             return settings.context(trace=[])
         self.start = len(settings.trace)
-        return _nothing()
+        return contextlib.nullcontext()
 
     def failed(self, signal: Backtrack) -> None:
         """Record what the failing step is told on the next run, and drop this run's trace."""
@@ -200,14 +201,6 @@ def _predictors_of(target: Any) -> Iterable[Any]:
     predictors = getattr(target, "predictors", None)
     if callable(predictors):
         yield from predictors()
-
-
-class _nothing:  # noqa: N801 - a null context manager that costs no allocation of state
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def call_with_backtracking(call_once: Callable[[], T], max_backtracks: int | None = None) -> T:
