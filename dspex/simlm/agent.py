@@ -217,3 +217,11 @@ def _plain(text: str) -> str:
     except json.JSONDecodeError:
         return text
     return value if isinstance(value, str) else text
+
+
+# What the coder (`dspex.simlm.coder`) shares with the agent: reading a question the same way.
+question_of = _question
+expression_in = _expression
+subject_of = _subject
+best_tool = _best_tool
+arguments_for = _arguments

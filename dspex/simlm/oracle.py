@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from dspex.simlm import agent, datasets, tasks
+from dspex.simlm import agent, coder, datasets, tasks
 from dspex.simlm.prompt import COMPLETED, Field, ParsedPrompt
 from dspex.simlm.typespec import coerce, render_chat, sample
 
@@ -48,6 +48,9 @@ class OracleConfig:
     #: told what was wrong with its earlier answer (an Assert's feedback, Refine's
     #: hint), a model gets it right more often
     feedback_gain: float = 0.35
+    #: an agent's trajectory holds a tool result that states the answer: a model that
+    #: reads it gets the answer right more often (not always: it may misread it)
+    observation_gain: float = 0.2
 
 
 def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str:
@@ -58,7 +61,11 @@ def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str
         if record is None and prompt.texts:
             record = datasets.lookup(prompt.texts[-1])
         return _plain_reply(prompt, record, rng, config)
-    if agent.is_agent_step(outputs):
+    if coder.is_code_step(outputs):
+        # A ProgramOfThought or CodeAct step: write code for the question.
+        values = coder.step_values(prompt, rng)
+        values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})
+    elif agent.is_agent_step(outputs):
         # A ReAct step: choose a tool (or finish) the way an agent would.
         values = agent.step_values(prompt)
         values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})
@@ -120,6 +127,8 @@ def correct_probability(
         p += profile.reasoning_gain
     if _has_feedback(prompt.inputs):
         p += config.feedback_gain
+    if _observed(prompt.inputs, record):
+        p += config.observation_gain
     return min(max(p, config.p_min), config.p_max)
 
 
@@ -130,15 +139,23 @@ def _has_feedback(inputs: dict[str, str]) -> bool:
     return any(inputs.get(name, "").strip() not in ("", "N/A") for name in _FEEDBACK_INPUTS)
 
 
+def _observed(inputs: dict[str, str], record: datasets.Record) -> bool:
+    gold = str(record.answer).lower()
+    return any(gold in text.lower() for text in agent.observations(inputs))
+
+
 def _values(
     prompt: ParsedPrompt, record: datasets.Record | None, rng: random.Random, config: OracleConfig
 ) -> dict[str, Any]:
     outputs = prompt.system.outputs
     target = answer_field(outputs, record) if record is not None else None
     values: dict[str, Any] = {}
-    observed = agent.answer_from_trajectory(prompt.inputs) if record is None else None
+    observed = coder.answer_from_code(prompt.inputs)
+    if observed is None and record is None:
+        observed = agent.answer_from_trajectory(prompt.inputs)
     if observed is not None:
-        # An agent's extraction step: the answer is what the tools found.
+        # An agent's extraction step, or the answer step after code ran: the answer is
+        # what the tools found or the code computed.
         target = answer_field(outputs, None)
         if target is not None:
             value = coerce(observed, target.type)
