@@ -163,7 +163,7 @@ class Adapter:
     def reply_hint(self, signature: SignatureMeta) -> str:
         if not signature.output_fields:
             # Native tool calling took the only output: the answer is the tool calls.
-            return "Answer by calling the tools you need."
+            return "Respond by calling the tools you need."
         cached = self._hint_cache.get(signature)
         if cached is None:
             cached = self._build_reply_hint(signature)
