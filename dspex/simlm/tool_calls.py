@@ -83,7 +83,7 @@ def openai_turns(data: Mapping[str, Any]) -> ToolTurns:
         if not (isinstance(message, dict) and message.get("role") == "tool"):
             break
         results.insert(0, message_text(message.get("content")))
-    return ToolTurns(tools, data.get("tool_choice"), tuple(results), len(results))
+    return ToolTurns(tools, _checked_choice(data.get("tool_choice"), tools), tuple(results), len(results))
 
 
 def anthropic_turns(data: Mapping[str, Any]) -> ToolTurns:
@@ -97,7 +97,14 @@ def anthropic_turns(data: Mapping[str, Any]) -> ToolTurns:
         for block in content or ()
         if isinstance(content, list) and isinstance(block, dict) and block.get("type") == "tool_result"
     )
-    return ToolTurns(tools, data.get("tool_choice"), results, 1 if results else 0)
+    return ToolTurns(tools, _checked_choice(data.get("tool_choice"), tools), results, 1 if results else 0)
+
+
+def _checked_choice(choice: Any, tools: tuple[ToolSpec, ...]) -> Any:
+    kind = _choice_kind(choice)
+    if kind not in (None, "auto", "required", "any", "none") and kind not in {t.name for t in tools}:
+        raise SimLMRequestError(f"tool_choice names {kind!r}, which is not among the tools")
+    return choice
 
 
 def _list(value: Any, name: str) -> list[Any]:
@@ -190,10 +197,7 @@ def _pick(turns: ToolTurns, question: str) -> tuple[str, dict[str, Any]] | None:
     schemas = {t.name: _properties(t) for t in turns.tools}
     forced = _choice_kind(turns.choice)
     if forced not in (None, "auto", "required", "any", "none"):
-        tool = by_name.get(forced)
-        if tool is None:
-            raise SimLMRequestError(f"tool_choice names {forced!r}, which is not among the tools")
-        return tool.name, _arguments_for(tool.name, schemas, question)
+        return by_name[forced].name, _arguments_for(forced, schemas, question)
     picked = agent.pick_tool(question, schemas)
     if picked is not None:
         return picked
