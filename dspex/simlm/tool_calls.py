@@ -14,8 +14,8 @@
   become the trajectory's observations, so the answer (in the prompt's format)
   is what the tools returned.
 
-The question is the prompt's ``question`` section (else its first input
-section, else the last user text).
+The question is the prompt's ``question`` section or element (else its first
+input section or element, else the last user text without its request line).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dspex.simlm.oracle import OracleConfig
 from dspex.simlm.prompt import Message, ParsedPrompt, message_text, parse
 
 _WORD = re.compile(r"[a-z]{4,}")
+_ELEMENT = re.compile(r"<(\w+)>\s*(.*?)\s*</\1>", re.DOTALL)
 _COMMON_WORDS = frozenset(
     {"what", "which", "when", "where", "does", "this", "that", "with", "from", "given", "return",
      "returns", "about", "tool", "function", "value", "input", "will", "there", "their", "into"}
@@ -249,7 +250,12 @@ def _question(prompt: ParsedPrompt, messages: list[Message]) -> str:
         return prompt.inputs["question"]
     for value in prompt.inputs.values():
         return value
-    return next((text for role, text in reversed(messages) if role == "user"), "")
+    text = next((text for role, text in reversed(messages) if role == "user"), "")
+    elements = dict(_ELEMENT.findall(text))  # the XMLAdapter writes inputs as elements
+    if elements:
+        return elements.get("question") or next(iter(elements.values()))
+    head, sep, tail = text.strip().rpartition("\n\n")
+    return head if sep and tail.startswith(("Respond", "Reply")) else text
 
 
 __all__ = [
