@@ -238,3 +238,11 @@ def test_dspy_named_steps() -> None:
     assert with_text["answer"] == "adding" and with_text["tool_calls"].tool_calls[0].id == "c9"
     assert calls_only == {"answer": None, "tool_calls": ToolCalls.from_dict_list([call])}
     assert text_only == {"answer": "three", "tool_calls": None}
+
+
+def test_string_signatures_name_the_tool_types_through_the_dspex_module(sim: SimLMServer) -> None:
+    signature = dspex.Signature("question, tools: list[dspex.Tool] -> tool_calls: dspex.ToolCalls")
+    assert signature.fields["tools"].annotation == list[Tool]
+    with dspex.context(lm=lm_for(sim, "anthropic"), adapter=JSONAdapter()):
+        prediction = dspex.Predict(signature)(question="Please add 5 and 6.", tools=TOOLS)
+    assert prediction.tool_calls.execute(TOOLS) == [11]
