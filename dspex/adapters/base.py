@@ -19,10 +19,14 @@ from pydantic_core import PydanticUndefined
 
 from dspex.adapters.native_tools import (
     NativeToolPlan,
+    native_history_turns,
     plan_native_tools,
     read_native_output,
+    tool_call_results_of,
+    tool_calls_in,
     tool_calls_output_field,
     tools_input_field,
+    without_results,
 )
 from dspex.adapters.types.base import is_custom_type, with_content_parts
 from dspex.adapters.types.history import History, history_field
@@ -104,7 +108,10 @@ class Adapter:
     ) -> list[Message]:
         """The `History` in ``inputs[history_field_name]`` as chat turns: per message, a
         user turn with its input fields, then an assistant turn with its output fields
-        (when it has any). Takes the history out of ``inputs``. Override to render a
+        (when it has any). A message holding `ToolCalls` with results is followed by
+        those results: a ``tool_call_results`` user turn, or, with native function
+        calling, the assistant turn carries the calls and one ``role: "tool"`` message
+        per result follows. Takes the history out of ``inputs``. Override to render a
         conversation another way."""
         history = inputs.pop(history_field_name, None)
         signature = signature.delete(history_field_name)
@@ -114,10 +121,24 @@ class Adapter:
             user = self.input_sections(signature, entry)
             if user:
                 turns.append({"role": "user", "content": user})
+            calls = tool_calls_in(entry)
+            if calls is not None and self.use_native_function_calling:
+                # The provider's own turns: an assistant message with tool_calls, then
+                # one tool message per result.
+                turns.extend(native_history_turns(self, signature, entry, calls))
+                continue
+            results = tool_call_results_of(calls)
             outputs = {n: entry[n] for n in signature.output_fields if n in entry}
             if outputs:
+                if results is not None:  # the results get a turn of their own, below
+                    outputs = {n: without_results(v) for n, v in outputs.items()}
                 content = self.assistant_message(signature, outputs)
                 turns.append({"role": "assistant", "content": content})
+            if results is not None:
+                # Written as text, what the calls returned is the next user turn.
+                shown = results.model_dump(mode="json")  # a dict: written as spaced JSON
+                content = self.format_field_with_value({"tool_call_results": shown}, role="user")
+                turns.append({"role": "user", "content": content})
         return turns
 
     def format_system_message(self, signature: SignatureMeta) -> str:

@@ -28,13 +28,14 @@ model, instead of the whole prediction failing on one bad call.
 
 from __future__ import annotations
 
+import json
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dspex.adapters.types.tool import Tool, ToolCalls
-from dspex.clients.types import Output, output_text, output_tool_calls
+from dspex.adapters.types.tool import Tool, ToolCallResults, ToolCalls
+from dspex.clients.types import Message, Output, output_text, output_tool_calls
 from dspex.errors import AdapterParseError, SignatureError
 from dspex.signatures.signature import SignatureMeta
 
@@ -157,3 +158,70 @@ def read_native_output(
             values[name] = None if fallback is REQUIRED else fallback
     values[plan.calls_field] = ToolCalls.from_dict_list(calls) if calls else None
     return {name: values[name] for name in plan.original.output_fields}
+
+
+# --- tool calls in a conversation history ------------------------------------------------
+
+
+def tool_calls_in(entry: Mapping[str, Any]) -> ToolCalls | None:
+    """The `ToolCalls` a history message holds (as the object or its dict form), if any."""
+    for value in entry.values():
+        if isinstance(value, ToolCalls):
+            return value
+        if isinstance(value, Mapping) and "tool_calls" in value:
+            return ToolCalls.model_validate(dict(value))
+    return None
+
+
+def tool_call_results_of(calls: ToolCalls | None) -> ToolCallResults | None:
+    if calls is None or calls.tool_call_results is None:
+        return None
+    return ToolCallResults.model_validate(calls.tool_call_results)
+
+
+def without_results(value: Any) -> Any:
+    """``value`` without tool-call results when it is a `ToolCalls` (or its dict form)."""
+    if isinstance(value, ToolCalls) and value.tool_call_results is not None:
+        return value.model_copy(update={"tool_call_results": None})
+    if isinstance(value, Mapping) and "tool_calls" in value and "tool_call_results" in value:
+        return {k: v for k, v in value.items() if k != "tool_call_results"}
+    return value
+
+
+def native_history_turns(
+    adapter: Adapter, signature: SignatureMeta, entry: Mapping[str, Any], calls: ToolCalls
+) -> list[Message]:
+    """An earlier step of a native tool-calling conversation as the provider's turns: the
+    assistant's other outputs with its ``tool_calls``, then a ``role: "tool"`` message
+    per result. Calls whose results do not match them one to one by id are left out (a
+    provider rejects a call without its result), keeping only the text outputs."""
+    results = tool_call_results_of(calls)
+    if results is not None:
+        call_ids = [call.id for call in calls.tool_calls]
+        result_ids = [result.call_id for result in results.tool_call_results]
+        if call_ids != result_ids or not all(call_ids):
+            results = None
+    outputs = {
+        name: entry[name]
+        for name in signature.output_fields
+        if entry.get(name) is not None and not isinstance(entry[name], ToolCalls)
+    }
+    content = adapter.assistant_message(signature, outputs) if outputs else ""
+    turns: list[Message] = []
+    if content or results is not None:
+        assistant: Message = {"role": "assistant", "content": content or None}
+        if results is not None:
+            assistant["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.args, ensure_ascii=False, default=str)},
+                }
+                for call in calls.tool_calls
+            ]
+        turns.append(assistant)
+    for result in results.tool_call_results if results is not None else ():
+        value = result.value
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        turns.append({"role": "tool", "tool_call_id": result.call_id, "name": result.name, "content": text})
+    return turns

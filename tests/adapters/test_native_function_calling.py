@@ -246,3 +246,59 @@ def test_string_signatures_name_the_tool_types_through_the_dspex_module(sim: Sim
     with dspex.context(lm=lm_for(sim, "anthropic"), adapter=JSONAdapter()):
         prediction = dspex.Predict(signature)(question="Please add 5 and 6.", tools=TOOLS)
     assert prediction.tool_calls.execute(TOOLS) == [11]
+
+
+class StepWithHistory(dspex.Signature):
+    question: str = dspex.InputField()
+    history: dspex.History = dspex.InputField()
+    tools: list[Tool] = dspex.InputField()
+    next_thought: str = dspex.OutputField()
+    tool_calls: ToolCalls = dspex.OutputField()
+
+
+def history_with_results(call_ids: list[str | None], result_ids: list[str | None]) -> dspex.History:
+    calls = ToolCalls(tool_calls=[ToolCalls.ToolCall(id=i, name="add", args={"a": 1, "b": n}) for n, i in enumerate(call_ids)])
+    results = dspex.ToolCallResults(
+        tool_call_results=[
+            dspex.ToolCallResults.ToolCallResult(call_id=i, name="add", value={"sum": 1 + n}) for n, i in enumerate(result_ids)
+        ]
+    )
+    step = {"question": "Q1", "next_thought": "I add.", "tool_calls": calls.model_copy(update={"tool_call_results": results})}
+    return dspex.History(messages=[step])
+
+
+def test_native_history_replays_calls_and_results_as_provider_turns() -> None:
+    lm = RecordingLM(native=True)
+    history = history_with_results(["c1", "c2"], ["c1", "c2"])
+    ChatAdapter(use_native_function_calling=True)(lm, {}, StepWithHistory, [], {"question": "Q2", "history": history, "tools": TOOLS})
+    messages = lm.requests[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool", "user"]
+    assistant = messages[2]
+    assert "I add." in assistant["content"] and "tool_calls ##" not in assistant["content"]
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in assistant["tool_calls"]] == [
+        ("c1", "add", '{"a": 1, "b": 0}'),
+        ("c2", "add", '{"a": 1, "b": 1}'),
+    ]
+    assert messages[3] == {"role": "tool", "tool_call_id": "c1", "name": "add", "content": '{"sum": 1}'}
+    assert messages[4]["tool_call_id"] == "c2"
+    assert "Q2" in messages[5]["content"] and "tool_call_results" not in messages[5]["content"]
+
+
+@pytest.mark.parametrize("call_ids, result_ids", [(["c1"], ["other"]), ([None], [None])])
+def test_native_history_leaves_out_calls_whose_results_do_not_match(call_ids: list[Any], result_ids: list[Any]) -> None:
+    lm = RecordingLM(native=True)
+    history = history_with_results(call_ids, result_ids)
+    ChatAdapter(use_native_function_calling=True)(lm, {}, StepWithHistory, [], {"question": "Q2", "history": history, "tools": TOOLS})
+    messages = lm.requests[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "tool_calls" not in messages[2] and "I add." in messages[2]["content"]
+
+
+@pytest.mark.parametrize("adapter", [ChatAdapter(), JSONAdapter(use_native_function_calling=False), XMLAdapter()])
+def test_text_history_shows_results_as_a_user_turn(adapter: Any) -> None:
+    history = history_with_results(["c1"], ["c1"])
+    messages = adapter.format(StepWithHistory, [], {"question": "Q2", "history": history, "tools": TOOLS})
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "user"]
+    assert "add" in messages[2]["content"] and "sum" not in messages[2]["content"]
+    results_turn = messages[3]["content"]
+    assert "tool_call_results" in results_turn and '"sum": 1' in results_turn and "Q2" not in results_turn
