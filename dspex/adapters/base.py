@@ -17,10 +17,21 @@ from typing import Any, ClassVar
 
 from pydantic_core import PydanticUndefined
 
+from dspex.adapters.native_tools import (
+    NativeToolPlan,
+    native_history_turns,
+    plan_native_tools,
+    read_native_output,
+    tool_call_results_of,
+    tool_calls_in,
+    tool_calls_output_field,
+    tools_input_field,
+    without_results,
+)
 from dspex.adapters.types.base import is_custom_type, with_content_parts
 from dspex.adapters.types.history import History, history_field
 from dspex.adapters.values import ValueParseError, format_value, type_hint
-from dspex.clients.types import Message, Usage
+from dspex.clients.types import Message, Output, Usage, output_text
 from dspex.errors import AdapterParseError
 from dspex.observability.hooks import observe_call
 from dspex.signatures.field import FieldSpec
@@ -61,8 +72,7 @@ class Adapter:
         native_response_types: list[type] | None = None,
         parallel_tool_calls: bool | None = None,
     ) -> None:
-        # DSPy's constructor options, kept so adapters are built the same way. dspex has
-        # no tool calling yet, so the tool options change nothing until it does.
+        # use_native_function_calling / parallel_tool_calls: see dspex.adapters.native_tools.
         self.callbacks = list(callbacks or [])
         self.use_native_function_calling = use_native_function_calling
         self.native_response_types = list(native_response_types or [])
@@ -98,7 +108,10 @@ class Adapter:
     ) -> list[Message]:
         """The `History` in ``inputs[history_field_name]`` as chat turns: per message, a
         user turn with its input fields, then an assistant turn with its output fields
-        (when it has any). Takes the history out of ``inputs``. Override to render a
+        (when it has any). A message holding `ToolCalls` with results is followed by
+        those results: a ``tool_call_results`` user turn, or, with native function
+        calling, the assistant turn carries the calls and one ``role: "tool"`` message
+        per result follows. Takes the history out of ``inputs``. Override to render a
         conversation another way."""
         history = inputs.pop(history_field_name, None)
         signature = signature.delete(history_field_name)
@@ -108,10 +121,24 @@ class Adapter:
             user = self.input_sections(signature, entry)
             if user:
                 turns.append({"role": "user", "content": user})
+            calls = tool_calls_in(entry)
+            if calls is not None and self.use_native_function_calling:
+                # The provider's own turns: an assistant message with tool_calls, then
+                # one tool message per result.
+                turns.extend(native_history_turns(self, signature, entry, calls))
+                continue
+            results = tool_call_results_of(calls)
             outputs = {n: entry[n] for n in signature.output_fields if n in entry}
             if outputs:
+                if results is not None:  # the results get a turn of their own, below
+                    outputs = {n: without_results(v) for n, v in outputs.items()}
                 content = self.assistant_message(signature, outputs)
                 turns.append({"role": "assistant", "content": content})
+            if results is not None:
+                # Written as text, what the calls returned is the next user turn.
+                shown = results.model_dump(mode="json")  # a dict: written as spaced JSON
+                content = self.format_field_with_value({"tool_call_results": shown}, role="user")
+                turns.append({"role": "user", "content": content})
         return turns
 
     def format_system_message(self, signature: SignatureMeta) -> str:
@@ -155,6 +182,9 @@ class Adapter:
         return "\n\n".join(parts)
 
     def reply_hint(self, signature: SignatureMeta) -> str:
+        if not signature.output_fields:
+            # Native tool calling took the only output: the answer is the tool calls.
+            return "Respond by calling the tools you need."
         cached = self._hint_cache.get(signature)
         if cached is None:
             cached = self._build_reply_hint(signature)
@@ -203,23 +233,31 @@ class Adapter:
     ) -> AdapterResult:
         """One round trip: the parsed completions, the LM usage and any rejected replies
         (what `Predict` uses; `acall` returns only the completions, as DSPy's does)."""
+        kwargs = dict(lm_kwargs)
+        # Native tool calling takes the tools and ToolCalls fields out of the prompt.
+        prompt_signature, plan = plan_native_tools(self, lm, kwargs, signature, inputs)
         with observe_call(
-            "adapter_format", self, {"signature": signature, "demos": demos, "inputs": inputs}
+            "adapter_format", self, {"signature": prompt_signature, "demos": demos, "inputs": inputs}
         ) as call:
-            messages = self.format(signature, demos, inputs)
+            messages = self.format(prompt_signature, demos, inputs)
             call.finish(messages)
-        kwargs = {**self.lm_kwargs(signature, lm), **lm_kwargs}
-        return await self._complete(lm, messages, kwargs, signature)
+        kwargs = {**self.lm_kwargs(prompt_signature, lm), **kwargs}
+        return await self._complete(lm, messages, kwargs, prompt_signature, plan)
 
     async def _complete(
-        self, lm: Any, messages: list[Message], kwargs: dict[str, Any], signature: SignatureMeta
+        self,
+        lm: Any,
+        messages: list[Message],
+        kwargs: dict[str, Any],
+        signature: SignatureMeta,
+        plan: NativeToolPlan | None = None,
     ) -> AdapterResult:
         response = await lm.acomplete(messages, **kwargs)
         completions: list[dict[str, Any]] = []
         rejected: list[AdapterParseError] = []
-        for text in response.outputs:
+        for output in response.outputs:
             try:
-                completions.append(self._observed_parse(signature, text))
+                completions.append(self._read_output(signature, output, plan))
             except AdapterParseError as exc:
                 rejected.append(exc)
         if not completions:
@@ -229,6 +267,49 @@ class Adapter:
             error.usage = response.usage
             raise error
         return AdapterResult(completions, response.usage, self.name, rejected)
+
+    def _read_output(
+        self, signature: SignatureMeta, output: Output, plan: NativeToolPlan | None
+    ) -> dict[str, Any]:
+        """One completion's output values: parsed from its text, plus its native tool
+        calls when the call sent tools natively."""
+        if plan is not None:
+            return read_native_output(self, signature, output, plan, self._observed_parse)
+        text = output_text(output)
+        if text is None:
+            raise parse_failure(
+                "the LM answered with tool calls only, but this call did not send tools natively "
+                "(use_native_function_calling=True and a ToolCalls output field read them)",
+                text=str(output),
+                signature=signature,
+                field=None,
+                parsed={},
+                adapter=self,
+            )
+        return self._observed_parse(signature, text)
+
+    # DSPy's names for the two native steps around the LM call.
+    def _call_preprocess(
+        self, lm: Any, lm_kwargs: dict[str, Any], signature: SignatureMeta, inputs: Mapping[str, Any]
+    ) -> SignatureMeta:
+        """The signature the prompt is written from; adds native tools to ``lm_kwargs``."""
+        return plan_native_tools(self, lm, lm_kwargs, signature, inputs)[0]
+
+    def _call_postprocess(
+        self,
+        processed_signature: SignatureMeta,
+        original_signature: SignatureMeta,
+        outputs: Sequence[Output],
+        lm: Any = None,
+        lm_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Output values of each completion (native tool calls in the ToolCalls field)."""
+        plan = None
+        calls_field = tool_calls_output_field(original_signature)
+        tools_field = tools_input_field(original_signature)
+        if self.use_native_function_calling and calls_field and tools_field:
+            plan = NativeToolPlan(original_signature, tools_field, calls_field)
+        return [self._read_output(processed_signature, output, plan) for output in outputs]
 
     def _observed_parse(self, signature: SignatureMeta, text: str) -> dict[str, Any]:
         with observe_call(

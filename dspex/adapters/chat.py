@@ -87,7 +87,11 @@ class ChatAdapter(Adapter):
         from dspex.adapters.json_adapter import JSONAdapter
 
         try:
-            result = await JSONAdapter().arun(lm, lm_kwargs, signature, demos, inputs)
+            fallback = JSONAdapter(
+                use_native_function_calling=self.use_native_function_calling,
+                parallel_tool_calls=self.parallel_tool_calls,
+            )
+            result = await fallback.arun(lm, lm_kwargs, signature, demos, inputs)
         except AdapterParseError as json_error:
             json_error.args = (
                 f"{json_error.args[0]} (the reply could not be parsed as Chat sections "

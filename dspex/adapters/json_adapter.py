@@ -23,7 +23,9 @@ from dspex.adapters.base import (
     parse_failure,
     parse_output_fields,
 )
+from dspex.adapters.native_tools import NativeToolPlan
 from dspex.adapters.types.base import is_custom_type
+from dspex.adapters.types.tool import ToolCalls
 from dspex.adapters.values import _jsonable, coerce_value, extract_json_object
 from dspex.clients.types import Message
 from dspex.errors import LMBadRequestError
@@ -34,7 +36,19 @@ _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 class JSONAdapter(Adapter):
+    """Replies are one JSON object. Native function calling is on by default (as in
+    DSPy): a signature with tools and a ToolCalls output sends its tools natively."""
+
     name = "json"
+
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = True,
+        native_response_types: list[type] | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        super().__init__(callbacks, use_native_function_calling, native_response_types, parallel_tool_calls)
 
     def structure(self, signature: SignatureMeta) -> str:
         return (
@@ -82,7 +96,11 @@ class JSONAdapter(Adapter):
         )
 
     def lm_kwargs(self, signature: SignatureMeta, lm: Any) -> dict[str, Any]:
+        if not signature.output_fields:
+            return {}  # only native tool calls are asked for: the reply need not be JSON
         mode = response_format_mode(signature, lm)
+        if mode == "json_schema" and any(s.annotation is ToolCalls for s in signature.output_fields.values()):
+            mode = "json_object"  # tool calls written as text: strict schemas describe them poorly
         if mode == "json_schema":
             return {"response_format": json_schema_format(signature)}
         if mode == "json_object":
@@ -90,10 +108,15 @@ class JSONAdapter(Adapter):
         return {}
 
     async def _complete(
-        self, lm: Any, messages: list[Message], kwargs: dict[str, Any], signature: SignatureMeta
+        self,
+        lm: Any,
+        messages: list[Message],
+        kwargs: dict[str, Any],
+        signature: SignatureMeta,
+        plan: NativeToolPlan | None = None,
     ) -> AdapterResult:
         try:
-            return await super()._complete(lm, messages, kwargs, signature)
+            return await super()._complete(lm, messages, kwargs, signature, plan)
         except LMBadRequestError as exc:
             weaker = _weaker_format(kwargs.get("response_format"), str(exc))
             if weaker is _UNCHANGED:
@@ -101,7 +124,7 @@ class JSONAdapter(Adapter):
         kwargs = {k: v for k, v in kwargs.items() if k != "response_format"}
         if weaker is not None:
             kwargs["response_format"] = weaker
-        return await self._complete(lm, messages, kwargs, signature)
+        return await self._complete(lm, messages, kwargs, signature, plan)
 
 
 _UNCHANGED = object()

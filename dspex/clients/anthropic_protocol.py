@@ -7,19 +7,26 @@ Differences from Chat Completions that this module absorbs:
 - there is no ``n``: the LM client fans ``n > 1`` out into parallel requests;
 - ``response_format`` and ``seed`` do not exist: they are left out of the body
   (adapters parse the text reply either way), with a one-time warning;
-- OpenAI-style ``image_url`` content parts become Anthropic ``image`` blocks.
+- OpenAI-style ``image_url`` content parts become Anthropic ``image`` blocks;
+- native tool calling: OpenAI-shaped ``tools`` become ``{name, description,
+  input_schema}``, ``tool_choice``/``parallel_tool_calls`` become Anthropic's
+  ``tool_choice``; an assistant message's ``tool_calls`` become ``tool_use`` blocks
+  and ``role: "tool"`` results become a user turn of ``tool_result`` blocks; a
+  reply's ``tool_use`` blocks come back as OpenAI-shaped tool calls, so adapters
+  read one shape whichever provider answered.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.clients.openai_protocol import decode_json, encode_json, error_from_response
 from dspex.clients.transport import HTTPResponse
-from dspex.clients.types import LMResponse, Message, Usage
-from dspex.errors import LMResponseError
+from dspex.clients.types import LMResponse, Message, Usage, completion_output
+from dspex.errors import ConfigurationError, LMResponseError
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -51,8 +58,14 @@ class AnthropicProtocol:
         if system:
             body["system"] = system
         body["max_tokens"] = DEFAULT_MAX_TOKENS
+        tool_params = {k: params.get(k) for k in _TOOL_PARAMS}
+        if tool_params["tools"]:
+            body["tools"] = [anthropic_tool(tool) for tool in tool_params["tools"]]
+            choice = anthropic_tool_choice(tool_params["tool_choice"], tool_params["parallel_tool_calls"])
+            if choice is not None:
+                body["tool_choice"] = choice
         for name, value in params.items():
-            if value is None:
+            if value is None or name in _TOOL_PARAMS:
                 continue
             if name in _UNSUPPORTED:
                 _warn_once(name)
@@ -72,9 +85,15 @@ class AnthropicProtocol:
             for b in blocks or ()
             if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
         ]
-        if not isinstance(blocks, list) or not texts:
+        tool_calls = [
+            openai_tool_call(b, model=model)
+            for b in blocks or ()
+            if isinstance(b, dict) and b.get("type") == "tool_use"
+        ]
+        if not isinstance(blocks, list) or not (texts or tool_calls):
             raise LMResponseError(
-                f"{model}: the response has no text content: {http.body[:500]!r}", model=model
+                f"{model}: the response has no text content and no tool use: {http.body[:500]!r}",
+                model=model,
             )
         usage = data.get("usage") or {}
         # Cached prompt tokens are still prompt tokens (billed at other rates: advisory cost).
@@ -83,7 +102,7 @@ class AnthropicProtocol:
             for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         )
         return LMResponse(
-            outputs=["".join(texts)],
+            outputs=[completion_output("".join(texts) if texts else None, tool_calls)],
             usage=Usage(
                 prompt_tokens=prompt, completion_tokens=_int(usage.get("output_tokens")), calls=1
             ),
@@ -93,16 +112,127 @@ class AnthropicProtocol:
 
 
 def split_system(messages: Sequence[Message]) -> tuple[str, list[Message]]:
-    """The joined system text, and the other messages converted to Anthropic content."""
+    """The joined system text, and the other messages converted to Anthropic content
+    (tool calls and tool results included; consecutive results share one user turn)."""
     system: list[str] = []
     turns: list[Message] = []
     for message in messages:
         content = message.get("content")
-        if message.get("role") == "system":
+        role = message.get("role")
+        if role == "system":
             system.append(_plain_text(content))
+        elif role == "tool":
+            block = _tool_result_block(message)
+            last = turns[-1] if turns else None
+            if last is not None and last.get("role") == "user" and _is_tool_results(last):
+                last["content"].append(block)
+            else:
+                turns.append({"role": "user", "content": [block]})
+        elif role == "assistant" and message.get("tool_calls"):
+            turns.append({"role": "assistant", "content": _tool_use_blocks(message)})
         else:
             turns.append({**message, "content": _convert_content(content)})
     return "\n\n".join(s for s in system if s), turns
+
+
+# --- native tool calling ---------------------------------------------------------------
+
+_TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+def anthropic_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped tool (``{"type": "function", "function": {...}}``) as an
+    Anthropic tool; one already in Anthropic's shape is sent as it is."""
+    function = tool.get("function")
+    if not isinstance(function, Mapping):
+        return dict(tool)
+    spec: dict[str, Any] = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        spec["description"] = function["description"]
+    return spec
+
+
+def anthropic_tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
+    """OpenAI's ``tool_choice`` ("auto", "required", "none" or one named function) and
+    ``parallel_tool_calls`` as Anthropic's ``tool_choice`` object."""
+    if isinstance(choice, Mapping) and choice.get("type") in ("auto", "any", "tool", "none"):
+        result = dict(choice)  # already Anthropic's shape
+    elif isinstance(choice, Mapping):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else choice.get("name")
+        result = {"type": "tool", "name": name}
+    elif choice == "required":
+        result = {"type": "any"}
+    elif choice == "none":
+        result = {"type": "none"}
+    elif choice in (None, "auto"):
+        result = {"type": "auto"} if choice == "auto" or parallel is False else None
+    else:
+        raise ConfigurationError(
+            f"tool_choice={choice!r} is not one of 'auto', 'required', 'none' or "
+            "{'type': 'function', 'function': {'name': ...}}"
+        )
+    if parallel is False and result is not None and result["type"] != "none":
+        result["disable_parallel_tool_use"] = True
+    return result
+
+
+def openai_tool_call(block: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    """A ``tool_use`` block as an OpenAI-shaped tool call (arguments as JSON text)."""
+    name = block.get("name")
+    if not isinstance(name, str) or not name:
+        raise LMResponseError(f"{model}: a tool_use block has no name: {dict(block)!r:.300}", model=model)
+    arguments = block.get("input")
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {
+            "name": name,
+            "arguments": json.dumps({} if arguments is None else arguments, ensure_ascii=False),
+        },
+    }
+
+
+def _tool_use_blocks(message: Message) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    text = _plain_text(message.get("content"))
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except ValueError:
+                arguments = {}  # Anthropic takes an object; the original text is not one
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": arguments if isinstance(arguments, dict) else {},
+            }
+        )
+    return blocks
+
+
+def _tool_result_block(message: Message) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": message.get("tool_call_id"),
+        "content": _plain_text(message.get("content")),
+    }
+
+
+def _is_tool_results(turn: Message) -> bool:
+    content = turn.get("content")
+    return isinstance(content, list) and all(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
 
 
 def _plain_text(content: Any) -> str:

@@ -2,7 +2,7 @@
 
 Write ``forward(prompt=None, messages=None, **kwargs)`` returning an OpenAI-style
 chat completion (an object or a dict with ``choices[i].message.content``, optional
-``finish_reason``, ``usage`` and ``model``), and optionally ``aforward`` for a
+``message.tool_calls``, ``finish_reason``, ``usage`` and ``model``), and optionally ``aforward`` for a
 natively async model; Predict and the adapters then call it like any other LM
 (they use `acomplete`, which this class builds on ``aforward``). A subclass that
 overrides ``__call__`` (returning a list of output texts) is called through it,
@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy as copy_module
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.clients.history import GLOBAL_HISTORY, MAX_HISTORY, make_entry, record
-from dspex.clients.types import LMResponse, Message, Usage
+from dspex.clients.types import LMResponse, Message, Output, Usage, completion_output
 from dspex.clients.usage import record_usage
 from dspex.errors import ConfigurationError
 from dspex.observability.hooks import observed_lm_call
@@ -62,6 +63,12 @@ class BaseLM:
         self.cache = cache
         self.kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, **kwargs}
         self.history: list[dict[str, Any]] = []
+
+    @property
+    def supports_function_calling(self) -> bool:
+        """Whether requests may carry native ``tools`` (override to return True when
+        ``forward`` passes them on and returns ``message.tool_calls``)."""
+        return False
 
     # --- what a subclass writes ------------------------------------------------------------
 
@@ -192,7 +199,7 @@ async def complete_through_call(
     outputs = await asyncio.to_thread(
         contextvars.copy_context().run, lambda: lm(messages=list(messages), **options)
     )
-    return LMResponse([_output_text(o) for o in outputs], Usage(calls=1), str(lm.model))
+    return LMResponse([_output(o) for o in outputs], Usage(calls=1), str(lm.model))
 
 
 def response_from_completion(completion: Any, model: str) -> LMResponse:
@@ -203,12 +210,17 @@ def response_from_completion(completion: Any, model: str) -> LMResponse:
             f"the LM {model!r} returned no choices: forward() must return a chat completion "
             "with choices[i].message.content"
         )
-    outputs: list[str] = []
+    outputs: list[Output] = []
     reasons: list[str | None] = []
     for choice in choices:
         message = _field(choice, "message")
         content = _field(message, "content") if message is not None else _field(choice, "text")
-        outputs.append("" if content is None else str(content))
+        calls = _field(message, "tool_calls") if message is not None else None
+        if calls:
+            text = None if content is None else str(content)
+            outputs.append(completion_output(text, [_tool_call_dict(c) for c in calls]))
+        else:
+            outputs.append("" if content is None else str(content))
         reasons.append(_field(choice, "finish_reason"))
     usage = _field(completion, "usage")
     prompt_tokens = int(_field(usage, "prompt_tokens") or 0) if usage is not None else 0
@@ -227,9 +239,31 @@ def _field(value: Any, name: str) -> Any:
     return getattr(value, name, None)
 
 
-def _output_text(output: Any) -> str:
+def _tool_call_dict(call: Any) -> dict[str, Any]:
+    """A tool call of a completion object (an SDK object or a dict) in the OpenAI dict shape."""
+    function = _field(call, "function")
+    arguments = _field(function, "arguments") if function is not None else _field(call, "arguments")
+    if arguments is not None and not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False, default=str)
+    return {
+        "id": _field(call, "id"),
+        "type": "function",
+        "function": {
+            "name": _field(function, "name") if function is not None else _field(call, "name"),
+            "arguments": arguments or "{}",
+        },
+    }
+
+
+def _output(output: Any) -> Output:
+    """One output of a user's ``__call__``: a string, or a dict (kept as a text-and-tool-calls
+    dict when it carries tool calls, else its text)."""
     if isinstance(output, Mapping):
-        return str(output.get("text") or output.get("content") or "")
+        calls = output.get("tool_calls")
+        text = output.get("text", output.get("content"))
+        if calls:
+            return completion_output(None if text is None else str(text), [_tool_call_dict(c) for c in calls])
+        return str(text or "")
     return str(output)
 
 

@@ -34,6 +34,7 @@ pickled program.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import secrets
 import threading
@@ -169,6 +170,12 @@ class LM:
     def usage(self) -> Usage:
         """Running totals of this LM's calls in this process (cache hits add nothing)."""
         return self._usage
+
+    @property
+    def supports_function_calling(self) -> bool:
+        """Both wire protocols carry native tools (``tools=[...]`` in a request, tool calls
+        in the reply), so adapters may send a signature's tools natively."""
+        return True
 
     @property
     def protocol(self) -> ChatProtocol:
@@ -595,7 +602,7 @@ _NO_USAGE = Usage(0, 0, 0, 0.0)
 def _from_cache(value: CachedValue, model: str) -> LMResponse:
     # A hit made no call and cost nothing; copies keep callers from editing the cache.
     return LMResponse(
-        outputs=list(value["outputs"]),
+        outputs=[o if isinstance(o, str) else copy.deepcopy(o) for o in value["outputs"]],
         usage=_NO_USAGE,
         model=model,
         cached=True,

@@ -1,5 +1,10 @@
 """The OpenAI Chat Completions protocol (OpenAI, vLLM, Ollama, llama.cpp, gateways).
 
+Native tool calling needs nothing special on the way out (``tools``,
+``tool_choice`` and ``parallel_tool_calls`` are request params in this shape
+already); a reply's ``message.tool_calls`` come back in the completion's output
+(`dspex.clients.types.Output`).
+
 A protocol turns (model, messages, params, key) into an HTTP request and an
 HTTP response into an `LMResponse` or a typed `LMError`. It does no I/O, so it
 is tested on plain bytes. The status-code mapping shared by every provider
@@ -17,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from dspex.clients.transport import HTTPResponse
-from dspex.clients.types import LMResponse, Message, Usage
+from dspex.clients.types import LMResponse, Message, Output, Usage, completion_output
 from dspex.errors import (
     ContextWindowExceededError,
     LMAuthError,
@@ -81,7 +86,7 @@ class OpenAIProtocol:
             raise LMResponseError(
                 f"{model}: the response has no 'choices': {_snippet(http.body)}", model=model
             )
-        outputs = [_choice_text(choice, model=model, body=http.body) for choice in choices]
+        outputs = [_choice_output(choice, model=model, body=http.body) for choice in choices]
         finish = [c.get("finish_reason") if isinstance(c, dict) else None for c in choices]
         usage = data.get("usage") or {}
         return LMResponse(
@@ -96,7 +101,8 @@ class OpenAIProtocol:
         )
 
 
-def _choice_text(choice: Any, *, model: str, body: bytes) -> str:
+def _choice_output(choice: Any, *, model: str, body: bytes) -> Output:
+    """A choice's text, or its text and tool calls when the model asked for any."""
     message = choice.get("message") if isinstance(choice, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):  # some gateways return content parts
@@ -105,13 +111,43 @@ def _choice_text(choice: Any, *, model: str, body: bytes) -> str:
             for p in content
             if isinstance(p, dict) and p.get("type") == "text"
         )
+    raw_calls = message.get("tool_calls") if isinstance(message, dict) else None
+    tool_calls = _tool_calls(raw_calls, model=model, body=body)
+    if tool_calls:
+        return completion_output(content if isinstance(content, str) else None, tool_calls)
     if not isinstance(content, str):
-        raise LMResponseError(
-            f"{model}: a choice has no message content (tool calls and refusals are not "
-            f"supported by this client yet): {_snippet(body)}",
-            model=model,
-        )
+        refusal = message.get("refusal") if isinstance(message, dict) else None
+        why = f"the model refused: {refusal}" if isinstance(refusal, str) else "no text and no tool calls"
+        raise LMResponseError(f"{model}: a choice has no message content ({why}): {_snippet(body)}", model=model)
     return content
+
+
+def _tool_calls(raw: Any, *, model: str, body: bytes) -> list[dict[str, Any]]:
+    """The reply's tool calls in the OpenAI shape (``arguments`` kept as the model wrote
+    them: reading them is the adapter's job, so a malformed one stays observable)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise LMResponseError(f"{model}: 'tool_calls' is not a list: {_snippet(body)}", model=model)
+    calls: list[dict[str, Any]] = []
+    for call in raw:
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise LMResponseError(
+                f"{model}: a tool call has no function name: {_snippet(body)}", model=model
+            )
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):  # some servers send the object itself
+            arguments = encode_json({} if arguments is None else arguments).decode()
+        calls.append(
+            {
+                "id": call.get("id"),
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+        )
+    return calls
 
 
 def _response_format(value: Any) -> Any:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from dspex.clients.pricing import Price, cost_usd
 from dspex.clients.transport import HTTPResponse, Transport
-from dspex.clients.types import LMResponse, Message, Usage
+from dspex.clients.types import LMResponse, Message, Output, Usage
 
 
 class ChatProtocol(Protocol):
@@ -134,7 +134,7 @@ async def send_n(
 def merge(parts: list[LMResponse], model: str) -> LMResponse:
     """Several single-output responses as one response with all their outputs."""
     usage = Usage()
-    outputs: list[str] = []
+    outputs: list[Output] = []
     finish: list[str | None] = []
     for part in parts:
         usage = usage + part.usage

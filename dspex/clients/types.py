@@ -6,7 +6,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Message = dict[str, Any]
-"""A chat message: ``{"role": "system"|"user"|"assistant", "content": str}``."""
+"""A chat message: ``{"role": "system"|"user"|"assistant", "content": str}`` (or, in
+a native tool-calling conversation, an assistant message with ``tool_calls`` and
+``{"role": "tool", "tool_call_id", "content"}`` results, in the OpenAI shape)."""
+
+Output = str | dict[str, Any]
+"""One completion: its text, or, when the model asked for tool calls, a dict
+``{"text": str | None, "tool_calls": [OpenAI-shaped calls]}`` (DSPy's shape), each call
+``{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}``
+whichever provider answered."""
+
+
+def completion_output(text: str | None, tool_calls: list[dict[str, Any]]) -> Output:
+    """The text alone when there are no tool calls (so plain replies stay strings),
+    else the text-and-calls dict."""
+    if not tool_calls:
+        return "" if text is None else text
+    return {"text": text, "tool_calls": tool_calls}
+
+
+def output_text(output: Output) -> str | None:
+    """The text of one completion (None for a tool-calls-only reply)."""
+    if isinstance(output, dict):
+        text = output.get("text")
+        return None if text is None else str(text)
+    return output
+
+
+def output_tool_calls(output: Output) -> list[dict[str, Any]]:
+    """The tool calls of one completion (none for a plain text reply)."""
+    if isinstance(output, dict):
+        return list(output.get("tool_calls") or [])
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +77,10 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class LMResponse:
-    """What one LM request returned: one text per completion (``n`` of them)."""
+    """What one LM request returned: one output per completion (``n`` of them), a
+    string, or a text-and-tool-calls dict when the model asked for tool calls."""
 
-    outputs: list[str]
+    outputs: list[Output]
     usage: Usage
     model: str
     cached: bool = False

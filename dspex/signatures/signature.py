@@ -24,7 +24,7 @@ import sys
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any, ClassVar
 
 from pydantic.fields import FieldInfo
@@ -449,7 +449,11 @@ class _CallerTypes(Mapping[str, Any]):
     def _lookup(self) -> dict[str, Any]:
         if self._caller is None:
             self._caller = {
-                k: v for k, v in _caller_names(skip_dspex=True).items() if isinstance(v, type) or k[:1].isupper()
+                # Modules too, so a dotted type resolves through the caller's own import
+                # (`dspex.Tool`, or `dspy.Tool` after `import dspex as dspy`).
+                k: v
+                for k, v in _caller_names(skip_dspex=True).items()
+                if isinstance(v, (type, ModuleType)) or k[:1].isupper()
             }
         return self._caller
 

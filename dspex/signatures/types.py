@@ -74,7 +74,7 @@ class _TypeResolver:
         raise self.fail(f"unsupported type expression {ast.unparse(node)!r}")
 
     def name(self, name: str) -> Any:
-        if name in self.custom_types:
+        if name in self.custom_types and not isinstance(self.custom_types[name], types.ModuleType):
             return self.custom_types[name]
         if name in BUILTIN_TYPES:
             return BUILTIN_TYPES[name]

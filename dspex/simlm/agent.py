@@ -223,5 +223,19 @@ def _plain(text: str) -> str:
 question_of = _question
 expression_in = _expression
 subject_of = _subject
-best_tool = _best_tool
-arguments_for = _arguments
+
+
+def pick_tool(
+    question: str, schemas: dict[str, dict[str, Any]], *, forced: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """The tool an agent calls for ``question`` and its arguments, among tools given as
+    name -> argument schemas: ``forced`` when given, else a tool the question names
+    (listed or not), else the best fitting listed one; None when no tool fits. Shared
+    with native tool calling (`dspex.simlm.tool_calls`)."""
+    named = forced or _named_tool(question)
+    if named is not None:
+        return named, _arguments(named, schemas.get(named), question)
+    tool = _best_tool([n for n in schemas if n != _FINISH], question)
+    if tool is None:
+        return None
+    return tool, _arguments(tool, schemas.get(tool), question)

@@ -102,10 +102,9 @@ def _codeact_step(prompt: ParsedPrompt, question: str, rng: random.Random) -> di
     lowered = question.lower()
     if "forever" in lowered or "unfixable" in lowered:
         return {CODE_FIELD: _fenced(_program(question, sloppy=False)), "finished": False}
-    schemas = agent.tool_schemas(prompt.system.instructions)
-    tool = agent.best_tool([name for name in schemas if name != "finish"], question)
-    if tool is not None:
-        arguments = agent.arguments_for(tool, schemas.get(tool), question)
+    picked = agent.pick_tool(question, agent.tool_schemas(prompt.system.instructions))
+    if picked is not None:
+        tool, arguments = picked
         call = f"{tool}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
     else:
         call = agent.expression_in(question) or repr(agent.subject_of(question))

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dspex.errors import SimLMRequestError
-from dspex.simlm import oracle
+from dspex.simlm import oracle, tool_calls
 from dspex.simlm.faults import Decision, FaultConfig, FaultInjector
 from dspex.simlm.oracle import OracleConfig
 from dspex.simlm.prompt import Message, parse
@@ -156,7 +156,9 @@ class SimCore:
             )
         choices = self._complete(request, key, decision.attempt)
         prompt_tokens = sum(tokens(text) + 3 for _, text in request.messages)
-        completion_tokens = sum(tokens(c.text) for c in choices)
+        completion_tokens = sum(
+            tokens(c.text) + sum(tokens(call.arguments_text) for call in c.tool_calls) for c in choices
+        )
         self.stats.completed(len(choices), prompt_tokens, completion_tokens)
         payload = protocol.render(
             request, choices, key.hex()[:24], prompt_tokens, completion_tokens
@@ -180,15 +182,48 @@ class SimCore:
             await asyncio.sleep(seconds)
 
     def _complete(self, request: CompletionRequest, key: bytes, attempt: int) -> list[Choice]:
+        digest = messages_digest(request.messages)
+        if request.tool_turns.tools:
+            self.stats.tool_requests += 1
+            native = tool_calls.native_reply(
+                request.messages,
+                request.tool_turns,
+                json_requested=request.json_requested,
+                schema=request.schema,
+                rng=self._rng(digest, request, 0),
+                config=self.oracle_config,
+                call_key=key,
+            )
+            if native is not None:
+                return [self._native_choice(*native, key, attempt, i, request) for i in range(request.n)]
         prompt = parse(
             request.messages, json_requested=request.json_requested, schema=request.schema
         )
-        digest = messages_digest(request.messages)
         choices = []
         for index in range(request.n):
             text = oracle.reply(prompt, self._rng(digest, request, index), self.oracle_config)
             choices.append(self._finish(text, request, key, attempt, index))
         return choices
+
+    def _native_choice(
+        self,
+        text: str | None,
+        calls: tuple[tool_calls.NativeCall, ...],
+        key: bytes,
+        attempt: int,
+        index: int,
+        request: CompletionRequest,
+    ) -> Choice:
+        """A reply to a tool request: its tool calls (a malformed-content fault spoils their
+        arguments), or the text answer after tool results."""
+        if not calls:
+            return self._finish(text or "", request, key, attempt, index)
+        self.stats.tool_calls += len(calls)
+        fault = self.faults.content_fault(key, attempt, index)
+        if fault == "malformed":
+            self.stats.faults[fault] += 1
+            calls = tuple(tool_calls.spoiled(call) for call in calls)
+        return Choice(text or "", "tool_calls", calls)
 
     def _finish(
         self, text: str, request: CompletionRequest, key: bytes, attempt: int, index: int

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.errors import SimLMRequestError
 from dspex.simlm.prompt import Message, message_text
+from dspex.simlm.tool_calls import NativeCall, ToolTurns, anthropic_turns, openai_turns
 
 _MAX_N = 128
 _OPENAI_ROLES = {
@@ -34,12 +35,15 @@ class CompletionRequest:
     seed: int | None = None
     json_requested: bool = False
     schema: dict[str, Any] | None = None
+    #: offered tools and trailing tool results (native tool calling)
+    tool_turns: ToolTurns = field(default_factory=ToolTurns)
 
 
 @dataclass(frozen=True, slots=True)
 class Choice:
     text: str
-    finish: str  # "stop" | "length"
+    finish: str  # "stop" | "length" | "tool_calls"
+    tool_calls: tuple[NativeCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ def _messages(raw: Any, roles: dict[str, str]) -> list[Message]:
     for i, message in enumerate(raw):
         if not isinstance(message, dict) or message.get("role") not in roles:
             raise SimLMRequestError(f"messages[{i}] needs a 'role' in {sorted(roles)}")
-        if "content" not in message:
+        if "content" not in message and not message.get("tool_calls"):
             raise SimLMRequestError(f"messages[{i}] has no 'content'")
         out.append((roles[message["role"]], message_text(message["content"])))
     return out
@@ -129,6 +133,7 @@ def parse_openai(body: bytes) -> CompletionRequest:
         seed=_int(data, "seed", None, -(2**63)),
         json_requested=kind in ("json_schema", "json_object"),
         schema=schema if isinstance(schema, dict) else None,
+        tool_turns=openai_turns(data),
     )
 
 
@@ -147,7 +152,7 @@ def render_openai(
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": _openai_message(c),
                 "finish_reason": c.finish,
                 "logprobs": None,
             }
@@ -159,6 +164,23 @@ def render_openai(
             "total_tokens": prompt_tokens + completion_tokens,
         },
         "system_fingerprint": "sim-lm",
+    }
+
+
+def _openai_message(choice: Choice) -> dict[str, Any]:
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text}
+    return {
+        "role": "assistant",
+        "content": choice.text or None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_text},
+            }
+            for call in choice.tool_calls
+        ],
     }
 
 
@@ -178,6 +200,7 @@ def parse_anthropic(body: bytes) -> CompletionRequest:
         model=str(data.get("model") or "sim-lm"),
         temperature=_temperature(data),
         max_tokens=_int(data, "max_tokens", None, 1),
+        tool_turns=anthropic_turns(data),
     )
 
 
@@ -194,11 +217,24 @@ def render_anthropic(
         "type": "message",
         "role": "assistant",
         "model": request.model,
-        "content": [{"type": "text", "text": choice.text}],
-        "stop_reason": "max_tokens" if choice.finish == "length" else "end_turn",
+        "content": _anthropic_blocks(choice),
+        "stop_reason": {"length": "max_tokens", "tool_calls": "tool_use"}.get(choice.finish, "end_turn"),
         "stop_sequence": None,
         "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
     }
+
+
+def _anthropic_blocks(choice: Choice) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if choice.text or not choice.tool_calls:
+        blocks.append({"type": "text", "text": choice.text})
+    for call in choice.tool_calls:
+        try:
+            arguments: Any = json.loads(call.arguments_text)
+        except json.JSONDecodeError:
+            arguments = call.arguments_text  # a malformed-content fault: not an object
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks
 
 
 PROTOCOLS: dict[tuple[str, str], Protocol] = {

@@ -27,6 +27,9 @@ class Stats:
         self.choices = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        #: requests that offered native tools, and tool calls answered to them
+        self.tool_requests = 0
+        self.tool_calls = 0
         self.max_in_flight = self.in_flight
 
     def begin(self, path: str) -> None:
@@ -59,4 +62,6 @@ class Stats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "tool_requests": self.tool_requests,
+            "tool_calls": self.tool_calls,
         }

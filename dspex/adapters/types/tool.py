@@ -270,6 +270,9 @@ class ToolCalls(Type):
         name: str
         args: dict[str, Any] = pydantic.Field(default_factory=dict)
         id: str | None = None
+        #: why the arguments the model sent could not be read (then ``args`` is empty
+        #: and running the call raises `ToolArgumentError` with this reason)
+        args_error: str | None = None
 
         def format(self) -> dict[str, Any]:
             return {"name": self.name, "args": self.args}
@@ -280,6 +283,7 @@ class ToolCalls(Type):
             # text is not asked for it. Arguments are an open object.
             schema = handler.resolve_ref_schema(handler(core_schema))
             schema.get("properties", {}).pop("id", None)
+            schema.get("properties", {}).pop("args_error", None)
             schema.get("properties", {}).get("args", {})["additionalProperties"] = True
             # The LM is asked for args always (parsing still accepts a call without them).
             schema["required"] = ["name", "args"]
@@ -294,12 +298,21 @@ class ToolCalls(Type):
                 )
             return found
 
+        def _check_readable(self) -> None:
+            if self.args_error is not None:
+                raise ToolArgumentError(
+                    f"bad arguments for tool {self.name!r}: {self.args_error}",
+                    tool=self.name,
+                    problems=[self.args_error],
+                )
+
         def execute(self, functions: ToolSet | None = None) -> Any:
             """Run this call with the named tool; its failure is `ToolExecutionError`.
 
             Without ``functions`` the tool is looked up by name among the caller's
             local, then global, names."""
             tool = self._tool(functions, inspect.currentframe())
+            self._check_readable()
             if isinstance(tool, Tool):
                 tool.validate_args(self.args)
             try:
@@ -311,6 +324,7 @@ class ToolCalls(Type):
 
         async def aexecute(self, functions: ToolSet | None = None) -> Any:
             tool = self._tool(functions, inspect.currentframe())
+            self._check_readable()
             if not isinstance(tool, Tool):
                 tool = Tool(tool, name=self.name)
             tool.validate_args(self.args)
@@ -420,19 +434,40 @@ def _normalize_call(data: Mapping[str, Any]) -> dict[str, Any]:
     else:
         name = data.get("name")
         arguments = data.get("args", data.get("arguments", data.get("input", {})))
-    if isinstance(arguments, str):
-        arguments = _decode_arguments(arguments)
-    if not isinstance(arguments, Mapping):
+    problem = None
+    if arguments is None:
         arguments = {}
-    return {"id": data.get("id") or data.get("call_id"), "name": name, "args": dict(arguments)}
+    elif isinstance(arguments, str):
+        arguments = _decode_arguments(arguments)
+        if arguments is None:
+            problem = f"the model's arguments are not a JSON object: {_raw_arguments(data)!r:.300}"
+            arguments = {}
+    elif not isinstance(arguments, Mapping):
+        problem = f"the model's arguments are not an object: {arguments!r:.300}"
+        arguments = {}
+    call = {"id": data.get("id") or data.get("call_id"), "name": name, "args": dict(arguments)}
+    if problem is not None:
+        call["args_error"] = problem
+    elif data.get("args_error") is not None:
+        call["args_error"] = data["args_error"]
+    return call
 
 
-def _decode_arguments(text: str) -> Any:
+def _raw_arguments(data: Mapping[str, Any]) -> Any:
+    function = data.get("function")
+    if isinstance(function, Mapping):
+        return function.get("arguments")
+    return data.get("args", data.get("arguments", data.get("input")))
+
+
+def _decode_arguments(text: str) -> dict[str, Any] | None:
+    """The object in the arguments text (leniently: a trailing comma or single quotes
+    are read), {} for no text, None when there is no object to read."""
     from dspex.adapters.values import extract_json_object
 
     if not text.strip():
         return {}
-    return extract_json_object(text) or {}
+    return extract_json_object(text)
 
 
 class ToolCallResults(pydantic.BaseModel):
