@@ -62,3 +62,11 @@ def test_the_agent_compiles_in_a_coordinator(script_env: dict[str, str]) -> None
 def test_a_served_replica_runs_the_agent(script_env: dict[str, str]) -> None:
     served = run(script_env, "serve")
     assert served["used_tool"] and isinstance(served["answer"], int)
+
+
+def test_a_served_tool_is_called_from_the_agent_on_eval_workers(script_env: dict[str, str]) -> None:
+    """The calculator runs in a supervised replica; the agents on the EvalWorkers call it
+    through the service's handle (a Tool over it), and every observation is its answer."""
+    seen = run(script_env, "served_tool")
+    assert (seen["n"], seen["errors"]) == (12, 0)
+    assert seen["observed_gold"] == 12 and seen["local_tool_calls"] == 0

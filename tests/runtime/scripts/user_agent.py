@@ -1,6 +1,6 @@
 """A DSPy-style agent written the way users write one: its tools and metric in __main__.
 
-    python user_agent.py PHASE RUN_ID     # PHASE: evaluate, batch, compile, serve
+    python user_agent.py PHASE RUN_ID     # PHASE: evaluate, batch, compile, serve, served_tool
 
 It attaches to RAY_ADDRESS and uses the simulated LM at SIM_LM_URL (which plays an
 agent: it calls a listed calculator tool for arithmetic questions, then finishes).
@@ -58,6 +58,17 @@ def used_calculator(prediction: dspex.Prediction) -> bool:
     return any(v == "calculate" for k, v in prediction.trajectory.items() if k.startswith("tool_name"))
 
 
+class ServedCalculator:
+    """A tool that is itself expensive (a model, a connection): served from supervised
+    replicas, and given to the agent as a Tool over the service's handle."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self, expression: str) -> float:
+        return calculate(expression)
+
+
 def report(**values: object) -> None:
     print("RESULT " + json.dumps(values), flush=True)
 
@@ -92,6 +103,16 @@ def run_phase(phase: str, run_id: str) -> None:
         report(status=program.run_info.status,
                demos={name: len(p.demos) for name, p in program.named_predictors()},
                answer=answer.answer)
+    elif phase == "served_tool":
+        handle = dspex.serve(ServedCalculator(), name=f"calc-{run_id}", replicas=1)
+        tool = dspex.Tool(handle, name="calculate", desc="Evaluate an arithmetic expression.",
+                          args={"expression": {"type": "string"}})
+        program = dspex.ReAct("question -> answer: int", tools=[tool], max_iters=4)
+        result = dspex.Evaluate(devset=devset, metric=exact, num_threads=6)(program)
+        observed = [p.trajectory.get("observation_0") for _, p, _ in result.results]
+        report(n=len(result.results), errors=result.n_errors,
+               observed_gold=sum(o == e.answer for o, (e, _, _) in zip(observed, result.results, strict=True)),
+               local_tool_calls=CALLS["calculate"])
     elif phase == "serve":
         handle = dspex.serve(agent(), name=f"agent-{run_id}", replicas=1)
         answer = handle(question=devset[0].question)
