@@ -81,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "majority": "dspex.optimizers.ensemble",
     "COPRO": "dspex.optimizers.copro",
     "MIPROv2": "dspex.optimizers.mipro",
+    "GEPA": "dspex.optimizers.gepa",
     # runtime
     "runs": "dspex.runtime.runs",
     "init": "dspex.runtime",

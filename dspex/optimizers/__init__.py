@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "KNNFewShot": "dspex.optimizers.knn",
     "LabeledFewShot": "dspex.optimizers.labeled",
     "MIPROv2": "dspex.optimizers.mipro",
+    "GEPA": "dspex.optimizers.gepa",
+    "GEPAResult": "dspex.optimizers.gepa",
     "BootstrapFewShotWithRandomSearch": "dspex.optimizers.random_search",
     "BootstrapRS": "dspex.optimizers.random_search",
     "SearchError": "dspex.errors",
@@ -51,6 +53,8 @@ __all__ = [
     "Embedder",
     "Ensemble",
     "EnsembledProgram",
+    "GEPA",
+    "GEPAResult",
     "HashingEmbedder",
     "KNN",
     "KNNFewShot",
@@ -96,6 +100,7 @@ if TYPE_CHECKING:
         default_embedder,
     )
     from dspex.optimizers.ensemble import Ensemble, EnsembledProgram, majority
+    from dspex.optimizers.gepa import GEPA, GEPAResult
     from dspex.optimizers.knn import KNN, KNNFewShot
     from dspex.optimizers.labeled import LabeledFewShot
     from dspex.optimizers.mipro import MIPROv2

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from dspex.simlm import agent, coder, datasets, tasks
+from dspex.simlm import agent, coder, datasets, reflector, tasks
 from dspex.simlm.prompt import COMPLETED, Field, ParsedPrompt
 from dspex.simlm.typespec import coerce, render_chat, sample
 
@@ -61,7 +61,11 @@ def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str
         if record is None and prompt.texts:
             record = datasets.lookup(prompt.texts[-1])
         return _plain_reply(prompt, record, rng, config)
-    if coder.is_code_step(outputs):
+    if reflector.is_reflection_step(outputs, prompt.inputs):
+        # GEPA's reflection: rewrite an instruction from feedback on its examples.
+        values = reflector.reflect(prompt, rng)
+        values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})
+    elif coder.is_code_step(outputs):
         # A ProgramOfThought or CodeAct step: write code for the question.
         values = coder.step_values(prompt, rng)
         values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})

@@ -4,6 +4,7 @@ changing the import."""
 
 from dspex.optimizers import (
     COPRO,
+    GEPA,
     KNN,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
@@ -22,6 +23,7 @@ __all__ = [
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
     "Ensemble",
+    "GEPA",
     "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",

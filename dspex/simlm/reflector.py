@@ -1,0 +1,52 @@
+"""The simulated LM as GEPA's reflection model: it rewrites a step's instruction from
+examples of the step's work and the feedback on each.
+
+A reflection prompt asks for ``new_instruction`` given ``current_instruction`` and
+``examples_with_feedback``. The rewrite keeps every key idea of the task the current
+instruction already states, adds each idea the feedback names (any of its keywords in
+the feedback text, as a metric that says "check your arithmetic" names the
+double-checking idea), and when the feedback names none it tries one more idea at
+random, as a model guessing what would help. So feedback that says what is missing
+lifts an instruction in one step, and bare scores lift it by trial and error.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from dspex.simlm import datasets, tasks
+from dspex.simlm.prompt import Field, ParsedPrompt
+
+NEW_INSTRUCTION = "new_instruction"
+_GUESS_RATE = 0.6
+
+
+def is_reflection_step(outputs: tuple[Field, ...], inputs: dict[str, str]) -> bool:
+    return any(f.name == NEW_INSTRUCTION for f in outputs) and "current_instruction" in inputs
+
+
+def reflect(prompt: ParsedPrompt, rng: random.Random) -> dict[str, Any]:
+    current = prompt.inputs.get("current_instruction", "").strip()
+    evidence = prompt.inputs.get("examples_with_feedback", "")
+    task = datasets.detect_task([evidence, current])
+    if task is None:
+        return {NEW_INSTRUCTION: current or "Answer the question."}
+    ideas = tasks.profile(task).ideas
+    lowered_current, lowered_feedback = current.lower(), _feedback_text(evidence).lower()
+    kept = [idea for idea in ideas if any(k in lowered_current for k in idea.keywords)]
+    named = [idea for idea in ideas if idea not in kept and any(k in lowered_feedback for k in idea.keywords)]
+    added = named
+    if not named:
+        missing = [idea for idea in ideas if idea not in kept]
+        if missing and rng.random() < _GUESS_RATE:
+            added = [rng.choice(missing)]
+    sentences = [current] if current else ["Answer the question."]
+    sentences += [rng.choice(idea.sentences) for idea in added]
+    return {NEW_INSTRUCTION: " ".join(sentences)}
+
+
+def _feedback_text(evidence: str) -> str:
+    """The feedback lines of the examples (what the metric said), not their inputs."""
+    lines = evidence.splitlines()
+    return "\n".join(line for line in lines if "feedback" in line.lower())
