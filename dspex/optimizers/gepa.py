@@ -25,11 +25,16 @@ metric calls (``auto``, ``max_full_evals`` or ``max_metric_calls``):
 The metric is ``metric(gold, pred, trace, pred_name, pred_trace)``; it returns a float,
 or ``dspex.Prediction(score=..., feedback=...)`` (feedback for ``pred_name`` when given).
 
-How it runs here: the examples of every evaluation run concurrently (on EvalWorkers with
-the runtime up); every iteration is one durable step of the run, and its random choices
-come from ``seed`` and the iteration number, so a resumed run (``run_id=``) replays the
-finished iterations and ends with the program an uninterrupted run gives. The metric
-budget holds exactly: an evaluation that would pass it is not started. LM budgets
+How it runs here: the reference loop runs one iteration after another; here up to
+``num_parallel_proposals`` (8) iterations run at once, each choosing its parent from the
+pool as it stood when the batch began, and their results join the pool in iteration
+order, so a seed fixes the result whatever order the work finishes in
+(``num_parallel_proposals=1`` is the sequential loop). The examples of every evaluation
+run concurrently too (on EvalWorkers with the runtime up). Every iteration is one durable
+step of the run, its random choices drawn from ``seed`` and the iteration number, so a
+resumed run (``run_id=``) replays the finished iterations and ends with the program an
+uninterrupted run gives. The metric budget holds exactly: each iteration of a batch gets
+its share and starts no evaluation that would pass it. LM budgets
 (``max_lm_calls``/``max_cost``) hold as for every optimizer.
 """
 
@@ -49,6 +54,7 @@ from dspex.errors import BudgetExceededError, ConfigurationError, SearchError
 from dspex.modules.predict import Predict
 from dspex.optimizers.base import Teleprompter
 from dspex.optimizers.run import Run
+from dspex.optimizers.scoring import gather_settled
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import settings
 from dspex.signatures.field import InputField, OutputField
@@ -199,6 +205,7 @@ class GEPA(Teleprompter):
         warn_on_score_mismatch: bool = True,
         seed: int | None = 0,
         gepa_kwargs: dict[str, Any] | None = None,
+        num_parallel_proposals: int = 8,
         **logging_options: Any,
     ) -> None:
         try:
@@ -247,6 +254,9 @@ class GEPA(Teleprompter):
         self.warn_on_score_mismatch = warn_on_score_mismatch
         self.seed = seed
         self.gepa_kwargs = dict(gepa_kwargs or {})
+        if not isinstance(num_parallel_proposals, int) or num_parallel_proposals < 1:
+            raise ConfigurationError(f"GEPA(num_parallel_proposals={num_parallel_proposals!r}): an int >= 1")
+        self.num_parallel_proposals = num_parallel_proposals
         del logging_options  # use_wandb, use_mlflow, ...: accepted, dspex logs through its run store
 
     # --- budget -------------------------------------------------------------------------
@@ -314,11 +324,25 @@ class _Search:
         scores = await self.run_.step("gepa/val/seed", lambda: self._val_scores(seed_instructions))
         self._accept(seed_instructions, [None], scores)
         iteration = 0
-        while self.budget - self.pool.metric_calls >= 2 * self._minibatch_size():
-            record = await self.run_.step(f"gepa/iteration/{iteration}", lambda i=iteration: self._iterate(i))
-            self._apply(record)
-            iteration += 1
-            if record["kind"] == "out-of-budget":
+        while (remaining := self.budget - self.pool.metric_calls) >= 2 * self._minibatch_size():
+            # Iterations run in batches, each against the pool as it was when the batch
+            # began and with its own share of the budget; their records are applied in
+            # iteration order, so the result does not depend on which finishes first.
+            share = 2 * self._minibatch_size() + len(self.valset)
+            width = max(1, min(self.owner.num_parallel_proposals, remaining // share))
+            allowances = [share] * (width - 1) + [remaining - share * (width - 1)]
+            merge_first = self._merge_due()
+            records = await gather_settled(
+                self.run_.step(
+                    f"gepa/iteration/{iteration + k}",
+                    lambda i=iteration + k, a=allowances[k], m=merge_first and k == 0: self._iterate(i, a, m),
+                )
+                for k in range(width)
+            )
+            for record in records:
+                self._apply(record)
+            iteration += width
+            if any(record["kind"] == "out-of-budget" for record in records):
                 break
         log.info("GEPA: %d candidates, %d metric calls of %d, %d reflection calls",
                  len(self.pool.instructions), self.pool.metric_calls, self.budget, self.reflection_calls)
@@ -326,15 +350,16 @@ class _Search:
 
     # --- one iteration (a durable step: returns a plain record) ----------------------------
 
-    async def _iterate(self, iteration: int) -> dict[str, Any]:
+    async def _iterate(self, iteration: int, allowance: int, merge: bool) -> dict[str, Any]:
+        """One iteration, spending at most ``allowance`` metric calls."""
         rng = random.Random(f"{self.seed}:gepa:{iteration}")
-        if self._merge_due():
-            merged = await self._try_merge(rng)
+        if merge:
+            merged = await self._try_merge(rng, allowance)
             if merged is not None:
                 return merged
-        return await self._reflect(rng)
+        return await self._reflect(rng, allowance)
 
-    async def _reflect(self, rng: random.Random) -> dict[str, Any]:
+    async def _reflect(self, rng: random.Random, allowance: int) -> dict[str, Any]:
         pool = self.pool
         parent = self._select_parent(rng)
         names = pool.names
@@ -355,20 +380,20 @@ class _Search:
         child = {**pool.instructions[parent], **proposed}
         if child == pool.instructions[parent]:
             return {"kind": "unchanged", **base}
-        if self.budget - pool.metric_calls - calls < len(examples):
+        if allowance - calls < len(examples):
             return {"kind": "out-of-budget", **base}
         child_scores = await self._scores(child, examples)
         calls += len(examples)
         base.update(calls=calls, child=child, minibatch=[sum(parent_scores), sum(child_scores)])
         if sum(child_scores) <= sum(parent_scores):
             return {"kind": "rejected", **base}
-        if self.budget - pool.metric_calls - calls < len(self.valset):
+        if allowance - calls < len(self.valset):
             return {"kind": "out-of-budget", **base}
         val = await self._val_scores(child)
         base["calls"] = calls + len(self.valset)
         return {"kind": "accepted", "val_scores": val, **base}
 
-    async def _try_merge(self, rng: random.Random) -> dict[str, Any] | None:
+    async def _try_merge(self, rng: random.Random, allowance: int) -> dict[str, Any] | None:
         pool = self.pool
         frontier = sorted(pool.frontier())
         pairs = [
@@ -398,7 +423,7 @@ class _Search:
         if not subsample:
             record["kind"] = "merge-same"
             return record
-        if self.budget - pool.metric_calls < len(subsample) + len(self.valset):
+        if allowance < len(subsample) + len(self.valset):
             record["kind"] = "out-of-budget"
             return record
         scores = await self._scores(merged, [self.valset[i] for i in subsample])

@@ -58,6 +58,8 @@ def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str
     outputs = prompt.system.outputs
     record = find_record(prompt.inputs)
     if not outputs:
+        if prompt.texts and reflector.is_plain_reflection(prompt.texts[-1]):
+            return reflector.plain_reflection(prompt.texts[-1], rng)
         if record is None and prompt.texts:
             record = datasets.lookup(prompt.texts[-1])
         return _plain_reply(prompt, record, rng, config)

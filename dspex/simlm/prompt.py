@@ -43,6 +43,7 @@ _HEADERS = {
 _STRUCTURE_STARTS = ("Message structure:", "All interactions will be structured")
 _DSPY_OBJECTIVE = "In adhering to this structure, your objective is:"
 JSON_PHRASE = "Reply with a JSON object"
+_DSPY_JSON_PHRASE = "Respond with a JSON object"  # DSPy's JSONAdapter, when no response_format is sent
 COMPLETED = "completed"
 
 
@@ -100,7 +101,7 @@ def parse(
         system = _fallback_outputs(system, last_user, schema)
     return ParsedPrompt(
         system=system,
-        json_mode=json_requested or JSON_PHRASE in last_user,
+        json_mode=json_requested or JSON_PHRASE in last_user or _DSPY_JSON_PHRASE in last_user,
         inputs=parse_inputs(last_user),
         demos=_demos(turns),
         texts=[text for _, text in messages],

@@ -13,6 +13,7 @@ lifts an instruction in one step, and bare scores lift it by trial and error.
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from dspex.simlm import datasets, tasks
@@ -20,6 +21,8 @@ from dspex.simlm.prompt import Field, ParsedPrompt
 
 NEW_INSTRUCTION = "new_instruction"
 _GUESS_RATE = 0.6
+_JSON_FEEDBACK = re.compile(r'"feedback"\s*:\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+_FENCED = re.compile(r"```[a-z]*\n?(.*?)```", re.DOTALL)
 
 
 def is_reflection_step(outputs: tuple[Field, ...], inputs: dict[str, str]) -> bool:
@@ -29,9 +32,29 @@ def is_reflection_step(outputs: tuple[Field, ...], inputs: dict[str, str]) -> bo
 def reflect(prompt: ParsedPrompt, rng: random.Random) -> dict[str, Any]:
     current = prompt.inputs.get("current_instruction", "").strip()
     evidence = prompt.inputs.get("examples_with_feedback", "")
+    return {NEW_INSTRUCTION: rewrite(current, evidence, rng)}
+
+
+def is_plain_reflection(text: str) -> bool:
+    """A reflection asked in prose (the `gepa` package's prompt, which DSPy's GEPA sends):
+    fenced blocks holding the current instruction and the examples, asking for a new
+    instruction."""
+    lowered = text.lower()
+    return "new instruction" in lowered and lowered.count("```") >= 4 and "feedback" in lowered
+
+
+def plain_reflection(text: str, rng: random.Random) -> str:
+    blocks = _FENCED.findall(text)
+    current = blocks[0].strip() if blocks else ""
+    evidence = blocks[1] if len(blocks) > 1 else text
+    return f"```\n{rewrite(current, evidence, rng)}\n```"
+
+
+def rewrite(current: str, evidence: str, rng: random.Random) -> str:
+    """The rewritten instruction (see the module docstring)."""
     task = datasets.detect_task([evidence, current])
     if task is None:
-        return {NEW_INSTRUCTION: current or "Answer the question."}
+        return current or "Answer the question."
     ideas = tasks.profile(task).ideas
     lowered_current, lowered_feedback = current.lower(), _feedback_text(evidence).lower()
     kept = [idea for idea in ideas if any(k in lowered_current for k in idea.keywords)]
@@ -43,10 +66,22 @@ def reflect(prompt: ParsedPrompt, rng: random.Random) -> dict[str, Any]:
             added = [rng.choice(missing)]
     sentences = [current] if current else ["Answer the question."]
     sentences += [rng.choice(idea.sentences) for idea in added]
-    return {NEW_INSTRUCTION: " ".join(sentences)}
+    return " ".join(sentences)
 
 
 def _feedback_text(evidence: str) -> str:
-    """The feedback lines of the examples (what the metric said), not their inputs."""
-    lines = evidence.splitlines()
-    return "\n".join(line for line in lines if "feedback" in line.lower())
+    """What the metric said about the examples, not their inputs or outputs: ``Feedback:``
+    lines, the text under a markdown heading that names feedback, and the ``"Feedback"``
+    values of examples written as JSON."""
+    kept: list[str] = [match.group(1) for match in _JSON_FEEDBACK.finditer(evidence)]  # examples as JSON
+    under_feedback = False
+    for line in evidence.splitlines():
+        stripped = line.strip().lower()
+        if stripped.startswith("#"):
+            under_feedback = "feedback" in stripped
+            continue
+        if stripped.startswith("feedback:"):
+            kept.append(line)
+        elif under_feedback:
+            kept.append(line)
+    return "\n".join(kept)
