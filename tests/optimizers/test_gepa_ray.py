@@ -1,0 +1,133 @@
+"""GEPA in a coordinator on real Ray: killed mid-run, its supervisor restarts it, the run
+resumes from its stored iterations and ends with the program an uninterrupted in-process
+run compiles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+import dspex
+from dspex.optimizers.run_store import RunStore
+from dspex.primitives.settings import settings
+from dspex.runtime import runs
+from dspex.runtime.coordinator import OPTIMIZERS_SUPERVISOR, coordinator_name, count_steps
+from dspex.simlm import datasets, start_sim_lm
+
+pytestmark = pytest.mark.ray
+del runs  # imported for its registration: compile(coordinator=True) runs in a coordinator
+
+T = TypeVar("T")
+DEADLINE = 90.0
+ROWS = datasets.load("arithmetic", "train")
+TRAIN = [dspex.Example(question=r["question"], answer=r["answer"]).with_inputs("question") for r in ROWS[:12]]
+VAL = [dspex.Example(question=r["question"], answer=r["answer"]).with_inputs("question") for r in ROWS[12:20]]
+
+
+def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
+    try:
+        ok = int(gold.answer) == int(pred.answer)
+    except (TypeError, ValueError):
+        ok = False
+    feedback = "Correct." if ok else f"Wrong: the answer is {gold.answer}. Double-check every operation."
+    return dspex.Prediction(score=float(ok), feedback=feedback)
+
+
+def gepa() -> dspex.GEPA:
+    # One iteration at a time and one thread: the run lasts long enough to be killed.
+    return dspex.GEPA(metric=metric, max_metric_calls=150, num_threads=1, num_parallel_proposals=1, seed=1)
+
+
+def student() -> dspex.ChainOfThought:
+    return dspex.ChainOfThought("question -> answer: int")
+
+
+async def poll(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = DEADLINE) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def coordinator(run_id: str) -> Any | None:
+    import ray
+
+    try:
+        return ray.get_actor(coordinator_name(run_id), namespace="dspex")
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def http_lm() -> Iterator[Any]:
+    with start_sim_lm(seed=0, latency_ms=5) as server:
+        model = dspex.LM("openai/sim-gepa", api_base=server.url, cache=False)
+        previous = settings.lm
+        dspex.configure(lm=model)
+        yield model
+        dspex.configure(lm=previous)
+
+
+@pytest.fixture(scope="module")
+def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
+    from dspex.runtime.supervision import get_supervisor, stop_supervisor
+
+    try:
+        get_supervisor(OPTIMIZERS_SUPERVISOR)
+        existed = True
+    except ValueError:
+        existed = False
+    yield
+    if not existed:
+        with contextlib.suppress(ValueError):
+            stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)
+
+
+async def test_a_killed_gepa_coordinator_resumes_and_ends_with_the_same_program(
+    optimizers: None, http_lm: Any, tmp_path: Any
+) -> None:
+    import ray
+
+    reference = gepa().compile(student(), trainset=TRAIN, valset=VAL, run_id="ref",
+                               store=RunStore(tmp_path / "ref.db"), coordinator=False)
+    store = RunStore(tmp_path / "runs.db")
+    driver = asyncio.ensure_future(
+        gepa().acompile(student(), trainset=TRAIN, valset=VAL, run_id="g", store=store, coordinator=True)
+    )
+
+    async def some_steps() -> bool:
+        return count_steps(store, "g") >= 3
+
+    async def steps_or_failed() -> bool:
+        if driver.done():
+            driver.result()  # a failed compile raises here instead of timing out below
+        return await some_steps()
+
+    await poll(steps_or_failed, "3 stored GEPA steps")
+    victim = coordinator("g")
+    assert victim is not None
+    ray.kill(victim)
+
+    async def restarted() -> Any:
+        handle = coordinator("g")
+        if handle is None or handle._actor_id == victim._actor_id:
+            return None
+        try:
+            return await handle.progress.remote()
+        except ray.exceptions.RayActorError:
+            return None
+
+    progress = await poll(restarted, "the supervisor to restart the GEPA coordinator")
+    assert progress.resumed_steps >= 3
+    program = await asyncio.wait_for(driver, DEADLINE)
+    assert program.run_info.status == "finished" and program.run_info.replayed_steps >= 3
+    assert program.predict.signature.instructions == reference.predict.signature.instructions
