@@ -80,8 +80,6 @@ def _feedback_text(evidence: str) -> str:
         if stripped.startswith("#"):
             under_feedback = "feedback" in stripped
             continue
-        if stripped.startswith("feedback:"):
-            kept.append(line)
-        elif under_feedback:
+        if stripped.startswith("feedback:") or under_feedback:
             kept.append(line)
     return "\n".join(kept)
