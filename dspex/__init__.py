@@ -82,6 +82,7 @@ _EXPORTS: dict[str, str] = {
     "COPRO": "dspex.optimizers.copro",
     "MIPROv2": "dspex.optimizers.mipro",
     "GEPA": "dspex.optimizers.gepa",
+    "SIMBA": "dspex.optimizers.simba",
     # runtime
     "runs": "dspex.runtime.runs",
     "init": "dspex.runtime",

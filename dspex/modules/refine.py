@@ -85,7 +85,7 @@ class Refine(RewardedAttempts):
         fail_count: int | None = None,
     ) -> None:
         super().__init__(module, N, reward_fn, threshold, fail_count)
-        self.module_code = _program_code(module)
+        self.module_code = program_code(module)
         self.reward_fn_code = _source(reward_fn)
 
     async def aforward(self, **kwargs: Any) -> Any:
@@ -184,7 +184,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=lambda v: f"<{type(v).__name__}: {v!r:.200}>")
 
 
-def _program_code(module: Module) -> str:
+def program_code(module: Module) -> str:
     cls = type(module)
     if cls.__module__.startswith("dspex."):
         # dspex's own class: its source is library internals, no help to the advice step.

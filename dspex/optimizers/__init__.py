@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "LabeledFewShot": "dspex.optimizers.labeled",
     "MIPROv2": "dspex.optimizers.mipro",
     "GEPA": "dspex.optimizers.gepa",
+    "SIMBA": "dspex.optimizers.simba",
     "GEPAResult": "dspex.optimizers.gepa",
     "BootstrapFewShotWithRandomSearch": "dspex.optimizers.random_search",
     "BootstrapRS": "dspex.optimizers.random_search",
@@ -64,6 +65,7 @@ __all__ = [
     "Run",
     "RunInfo",
     "RunStore",
+    "SIMBA",
     "SearchError",
     "SentenceTransformerEmbedder",
     "Teleprompter",
@@ -107,3 +109,4 @@ if TYPE_CHECKING:
     from dspex.optimizers.random_search import BootstrapFewShotWithRandomSearch, BootstrapRS
     from dspex.optimizers.run import Run, RunInfo
     from dspex.optimizers.run_store import RunStore
+    from dspex.optimizers.simba import SIMBA

@@ -63,7 +63,11 @@ def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str
         if record is None and prompt.texts:
             record = datasets.lookup(prompt.texts[-1])
         return _plain_reply(prompt, record, rng, config)
-    if reflector.is_reflection_step(outputs, prompt.inputs):
+    if reflector.is_advice_step(outputs, prompt.inputs):
+        # SIMBA's contrast step: a rule per module.
+        values = reflector.advise(prompt, rng)
+        values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})
+    elif reflector.is_reflection_step(outputs, prompt.inputs):
         # GEPA's reflection: rewrite an instruction from feedback on its examples.
         values = reflector.reflect(prompt, rng)
         values.update({f.name: _filler(f, prompt, rng) for f in outputs if f.name not in values})

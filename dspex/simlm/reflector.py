@@ -12,6 +12,7 @@ lifts an instruction in one step, and bare scores lift it by trial and error.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
@@ -83,3 +84,36 @@ def _feedback_text(evidence: str) -> str:
         if stripped.startswith("feedback:") or under_feedback:
             kept.append(line)
     return "\n".join(kept)
+
+
+def is_advice_step(outputs: tuple[Field, ...], inputs: dict[str, str]) -> bool:
+    """SIMBA's contrast step: rules per module from a better and a worse run."""
+    return any(f.name == "module_advice" for f in outputs) and "module_names" in inputs
+
+
+def advise(prompt: ParsedPrompt, rng: random.Random) -> dict[str, Any]:
+    """A rule per module: most often a key idea of the task the modules' instructions do
+    not state yet (what the better run did right), else a rule that helps nothing."""
+    inputs = prompt.inputs
+    names = _names(inputs.get("module_names", ""))
+    evidence = " ".join(inputs.get(k, "") for k in ("program_inputs", "better_program_trajectory"))
+    defined = inputs.get("modules_defn", "").lower()
+    task = datasets.detect_task([evidence])
+    advice: dict[str, str] = {}
+    for name in names:
+        missing = [] if task is None else [
+            idea for idea in tasks.profile(task).ideas if not any(k in defined for k in idea.keywords)
+        ]
+        if missing and rng.random() < _GUESS_RATE:
+            advice[name] = f"When the input looks like this one: {rng.choice(rng.choice(missing).sentences)}"
+        else:
+            advice[name] = "When the input looks like this one, read it once more before answering."
+    return {"discussion": "The better run followed a sounder method than the worse one.", "module_advice": advice}
+
+
+def _names(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = [part.strip(" '\"") for part in text.strip("[]").split(",")]
+    return [str(v) for v in value if str(v)] if isinstance(value, list) else []

@@ -6,6 +6,7 @@ from dspex.optimizers import (
     COPRO,
     GEPA,
     KNN,
+    SIMBA,
     BootstrapFewShot,
     BootstrapFewShotWithRandomSearch,
     BootstrapRS,
@@ -27,5 +28,6 @@ __all__ = [
     "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
+    "SIMBA",
     "Teleprompter",
 ]

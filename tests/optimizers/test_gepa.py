@@ -84,6 +84,7 @@ def test_reflective_feedback_lifts_a_chain_of_thought_program(lm: dspex.LM, tmp_
     instruction = optimized.predict.signature.instructions.lower()
     assert "step by step" in instruction or "verify" in instruction or "double-check" in instruction
     assert program.predict.signature.instructions not in ("", instruction)  # the student is untouched
+    assert list(optimized.dump_state()) == ["predict"]  # the candidates are not saved with it
 
 
 def test_the_metric_budget_holds_exactly(lm: dspex.LM, tmp_path: Path) -> None:
