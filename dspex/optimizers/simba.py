@@ -180,26 +180,31 @@ class _Search:
             best, worst, mean = runs[0].score, runs[-1].score, sum(r.score for r in runs) / len(runs)
             buckets.append(((best - worst, best, best - mean), runs))
         buckets.sort(key=lambda b: b[0], reverse=True)
-        candidates: list[dict[str, dict[str, Any]]] = []
-        strategies: list[str] = []
-        for _, runs in buckets:
-            if len(candidates) >= self.owner.num_candidates + 1:
-                break
+        # Draw every new program's source, dropped demos and strategy first (in bucket
+        # order, so the draws do not depend on timing), then apply the strategies at once.
+        plans = []
+        for _, runs in buckets[: self.owner.num_candidates + 1]:
             source = self._softmax(rng, self._top(), self.owner.temperature_for_candidates)
             state = _copy_state(self.programs[source])
             self._drop_demos(state, rng, step)
-            strategy = rng.choice(self.owner.strategies)
-            try:
-                changed = await (self._append_demo(state, runs, low) if strategy == "append_a_demo"
-                                 else self._append_rule(state, runs, low, high))
-            except BudgetExceededError:
-                raise
-            except Exception as exc:  # one failed strategy costs one candidate, as in DSPy
-                log.warning("SIMBA step %d: %s failed: %s", step, strategy, exc)
+            plans.append((state, rng.choice(self.owner.strategies), runs))
+        outcomes = await asyncio.gather(
+            *(self._append_demo(state, runs, low) if strategy == "append_a_demo"
+              else self._append_rule(state, runs, low, high) for state, strategy, runs in plans),
+            return_exceptions=True,
+        )
+        candidates: list[dict[str, dict[str, Any]]] = []
+        strategies: list[str] = []
+        for (state, strategy, _), outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, BudgetExceededError):
+                raise outcome
+            if isinstance(outcome, BaseException):  # one failed strategy costs one candidate, as in DSPy
+                log.warning("SIMBA step %d: %s failed: %s", step, strategy, outcome)
                 continue
-            if changed:
-                candidates.append(state)
-                strategies.append(strategy)
+            # A strategy that found nothing to add still leaves a candidate (with the
+            # demos it dropped), as DSPy's does.
+            candidates.append(state)
+            strategies.append(strategy)
         runs_of = await asyncio.gather(*(self._sample_state(c, i) for c in candidates for i in batch))
         per_candidate = [
             [s.score for s in runs_of[k * len(batch):(k + 1) * len(batch)]] for k in range(len(candidates))

@@ -84,7 +84,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(sim: SimLMServer, tmp
 
     whole = compile_(RunStore(tmp_path / "a.db"), "whole")
     store = RunStore(tmp_path / "b.db")
-    assert compile_(store, "cut", max_lm_calls=40).run_info.status == "budget_limited"
+    assert compile_(store, "cut", max_lm_calls=100).run_info.status == "budget_limited"
     resumed = compile_(store, "cut")
     assert resumed.run_info.status == "finished" and resumed.run_info.replayed_steps >= 1
     assert resumed.dump_state() == whole.dump_state()
