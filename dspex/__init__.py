@@ -83,6 +83,7 @@ _EXPORTS: dict[str, str] = {
     "MIPROv2": "dspex.optimizers.mipro",
     "GEPA": "dspex.optimizers.gepa",
     "SIMBA": "dspex.optimizers.simba",
+    "BootstrapFinetune": "dspex.optimizers.finetune",
     # runtime
     "runs": "dspex.runtime.runs",
     "init": "dspex.runtime",
@@ -107,6 +108,8 @@ _EXPORTS: dict[str, str] = {
     "ParallelExecutionError": "dspex.errors",
     "ToolError": "dspex.errors",
     "AssertionFailedError": "dspex.errors",
+    "FinetuneError": "dspex.errors",
+    "FinetuneNotSupportedError": "dspex.errors",
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",

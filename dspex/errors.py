@@ -51,6 +51,8 @@ The hierarchy (``+`` marks an extra base class)::
     ├── EvaluationError
     ├── ParallelExecutionError           + RuntimeError
     ├── AssertionFailedError             + AssertionError
+    ├── FinetuneError
+    │   └── FinetuneNotSupportedError    + ConfigurationError
     ├── ToolError
     │   ├── ToolArgumentError            + ValueError
     │   ├── ToolNotFoundError            + ValueError
@@ -371,6 +373,16 @@ class ParallelExecutionError(DspexError, RuntimeError):
 def _rebuild_parallel_error(message: str, failed: list[int]) -> ParallelExecutionError:
     return ParallelExecutionError(message, failed=failed)
 
+
+
+class FinetuneError(DspexError):
+    """A fine-tuning job (``LM.finetune``, `BootstrapFinetune`) failed: the upload, the
+    job's creation, or the job itself (its status and the provider's reason say which)."""
+
+
+class FinetuneNotSupportedError(FinetuneError, ConfigurationError):
+    """The LM or its server cannot fine-tune (a provider without a fine-tuning API, a
+    server without ``/files``); raised before any long work starts."""
 
 
 class AssertionFailedError(DspexError, AssertionError):

@@ -103,6 +103,19 @@ class Adapter:
         messages.append({"role": "user", "content": self.user_message(signature, inputs)})
         return [with_content_parts(message) for message in messages]
 
+    def format_finetune_data(
+        self,
+        signature: SignatureMeta,
+        demos: Sequence[Demo],
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+    ) -> dict[str, list[Message]]:
+        """One chat-format training example: the messages a call with ``inputs`` sends,
+        then the assistant's message holding ``outputs`` (DSPy's name)."""
+        messages = self.format(signature, demos, inputs)
+        messages.append({"role": "assistant", "content": self.assistant_message(signature, outputs)})
+        return {"messages": messages}
+
     def format_conversation_history(
         self, signature: SignatureMeta, history_field_name: str, inputs: dict[str, Any]
     ) -> list[Message]:

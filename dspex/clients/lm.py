@@ -42,11 +42,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
+from dspex.clients import finetune
 from dspex.clients.anthropic_protocol import AnthropicProtocol
 from dspex.clients.base_lm import LM_CLASS_STATE_KEY, as_messages, complete_through_call
 from dspex.clients.budget import Budget, Claim, active_budget
 from dspex.clients.cache import CachedValue, LMCache, cache_key, get_cache
 from dspex.clients.dispatch import Dispatcher, current_dispatcher
+from dspex.clients.finetune import TrainingJob
 from dspex.clients.history import make_entry, record
 from dspex.clients.openai_protocol import OpenAIProtocol
 from dspex.clients.pipeline import ChatProtocol, Endpoint, post_once, priced, send_n
@@ -246,6 +248,21 @@ class LM:
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[str]:
         return self.complete(as_messages(prompt, messages), **kwargs).outputs
+
+    def finetune(
+        self,
+        train_data: list[dict[str, Any]],
+        train_data_format: Any = None,
+        train_kwargs: dict[str, Any] | None = None,
+    ) -> TrainingJob:
+        """Fine-tune this model on chat examples (``[{"messages": [...]}, ...]``) through the
+        provider's fine-tuning API; returns a `TrainingJob` whose ``result()`` is an LM for
+        the new model. ``train_kwargs`` go into the job request (``hyperparameters``,
+        ``suffix``), except ``poll_interval`` and ``timeout`` (seconds), which pace the
+        polling here. ``train_data_format`` is accepted for DSPy (chat is the only one).
+        Raises `FinetuneNotSupportedError` at once when this LM cannot be fine-tuned."""
+        del train_data_format
+        return finetune.start(self, train_data, train_kwargs)
 
     def copy(self, **overrides: Any) -> LM:
         """A new LM with the same settings (and key) except ``overrides``; fresh history/usage."""

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "MIPROv2": "dspex.optimizers.mipro",
     "GEPA": "dspex.optimizers.gepa",
     "SIMBA": "dspex.optimizers.simba",
+    "BootstrapFinetune": "dspex.optimizers.finetune",
     "GEPAResult": "dspex.optimizers.gepa",
     "BootstrapFewShotWithRandomSearch": "dspex.optimizers.random_search",
     "BootstrapRS": "dspex.optimizers.random_search",
@@ -47,6 +48,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "BootstrapError",
     "BootstrapFewShot",
+    "BootstrapFinetune",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
     "COPRO",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:
         default_embedder,
     )
     from dspex.optimizers.ensemble import Ensemble, EnsembledProgram, majority
+    from dspex.optimizers.finetune import BootstrapFinetune
     from dspex.optimizers.gepa import GEPA, GEPAResult
     from dspex.optimizers.knn import KNN, KNNFewShot
     from dspex.optimizers.labeled import LabeledFewShot

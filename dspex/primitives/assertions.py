@@ -70,7 +70,7 @@ class BacktrackScope:
         return self.backtracks < self.max_backtracks
 
 
-class Backtrack(Exception):
+class _Backtrack(Exception):
     """A failed check asking the enclosing call to run its forward again (internal: it
     never leaves the outermost module call)."""
 
@@ -106,7 +106,7 @@ def _check(kind: str, constraint: Any, message: str, target: Any) -> bool:
     message = str(message) if message else f"a dspex.{kind} check failed"
     scope = _scope.get()
     if scope is not None and scope.can_backtrack():
-        raise Backtrack(scope, kind, message, target)
+        raise _Backtrack(scope, kind, message, target)
     messages = [*(scope.messages if scope is not None else []), message]
     tries = f" after {scope.backtracks} re-run(s)" if scope is not None else ""
     if kind == "Assert":
@@ -161,7 +161,7 @@ class _Runs:
         self.start = len(settings.trace)
         return contextlib.nullcontext()
 
-    def failed(self, signal: Backtrack) -> None:
+    def failed(self, signal: _Backtrack) -> None:
         """Record what the failing step is told on the next run, and drop this run's trace."""
         trace = settings.trace or []
         calls = trace[self.start :]
@@ -212,7 +212,7 @@ def call_with_backtracking(call_once: Callable[[], T], max_backtracks: int | Non
             with runs.begin():
                 try:
                     return call_once()
-                except Backtrack as signal:
+                except _Backtrack as signal:
                     if signal.scope is not runs.scope:
                         raise
                     runs.failed(signal)
@@ -231,7 +231,7 @@ async def acall_with_backtracking(
             with runs.begin():
                 try:
                     return await call_once()
-                except Backtrack as signal:
+                except _Backtrack as signal:
                     if signal.scope is not runs.scope:
                         raise
                     runs.failed(signal)

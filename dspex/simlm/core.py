@@ -9,7 +9,9 @@ Anthropic Messages API, plus `/stats` and `/admin/*` for tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from dspex.errors import SimLMRequestError
 from dspex.simlm import oracle, tool_calls
 from dspex.simlm.faults import Decision, FaultConfig, FaultInjector
+from dspex.simlm.finetuning import FineTunes
 from dspex.simlm.oracle import OracleConfig
 from dspex.simlm.prompt import Message, parse
 from dspex.simlm.protocols import (
@@ -62,6 +65,7 @@ class SimCore:
         self.api_key = api_key
         self.stats = Stats()
         self.faults = FaultInjector(to_fault_config(faults), seed=seed)
+        self.finetunes = FineTunes()
 
     # --- control --------------------------------------------------------------
 
@@ -106,6 +110,10 @@ class SimCore:
         if route == ("POST", "/admin/reset"):
             self.stats.reset()
             return _ok({"ok": True})
+        if route == ("POST", "/admin/finetune"):
+            # {"fail_next": N}: the next N fine-tuning jobs fail while running.
+            self.finetunes.fail_next = int(json.loads(body or b"{}").get("fail_next", 0))
+            return _ok({"fail_next": self.finetunes.fail_next})
         if route == ("GET", "/admin/faults"):
             return _ok(self.faults.config.model_dump())
         if route == ("POST", "/admin/faults"):
@@ -123,6 +131,11 @@ class SimCore:
         self, route: tuple[str, str], headers: Mapping[str, str], body: bytes
     ) -> SimResponse:
         protocol = PROTOCOLS.get(route)
+        if self.finetunes.handles(route[1]):
+            if not self._authorized(headers):
+                return _error("openai", 401, "invalid or missing API key")
+            status, payload = self.finetunes.handle(route[0], route[1], dict(headers), body)
+            return SimResponse(status, {"Content-Type": "application/json"}, json_response(payload))
         if route == ("GET", "/v1/models"):
             if self.faults.outage_active():
                 return _error("openai", 503, "the simulated LM is in an outage")
@@ -199,9 +212,13 @@ class SimCore:
         prompt = parse(
             request.messages, json_requested=request.json_requested, schema=request.schema
         )
+        config = self.oracle_config
+        learned = self.finetunes.knowledge(request.model)
+        if learned:  # a model this server fine-tuned knows what it was trained on
+            config = dataclasses.replace(config, **learned)
         choices = []
         for index in range(request.n):
-            text = oracle.reply(prompt, self._rng(digest, request, index), self.oracle_config)
+            text = oracle.reply(prompt, self._rng(digest, request, index), config)
             choices.append(self._finish(text, request, key, attempt, index))
         return choices
 

@@ -51,6 +51,12 @@ class OracleConfig:
     #: an agent's trajectory holds a tool result that states the answer: a model that
     #: reads it gets the answer right more often (not always: it may misread it)
     observation_gain: float = 0.2
+    #: a fine-tuned model's training questions (normalised), answered right more often
+    trained: frozenset[str] = frozenset()
+    trained_gain: float = 0.45
+    #: tasks a fine-tuned model saw enough examples of: it does better on all their questions
+    trained_tasks: frozenset[str] = frozenset()
+    trained_task_gain: float = 0.25
 
 
 def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str:
@@ -139,6 +145,10 @@ def correct_probability(
         p += config.feedback_gain
     if _observed(prompt.inputs, record):
         p += config.observation_gain
+    if config.trained and datasets.normalise(record.question) in config.trained:
+        p += config.trained_gain
+    if record.task in config.trained_tasks:
+        p += config.trained_task_gain
     return min(max(p, config.p_min), config.p_max)
 
 
