@@ -43,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "XMLAdapter": "dspex.adapters.xml_adapter",
     # field types with their own prompt rendering
     "Type": "dspex.adapters.types",
+    "Image": "dspex.adapters.types",
+    "Audio": "dspex.adapters.types",
+    "File": "dspex.adapters.types",
     "History": "dspex.adapters.types",
     "Code": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
@@ -108,6 +111,7 @@ _EXPORTS: dict[str, str] = {
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
+    "MediaError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "cache"])
@@ -154,8 +158,11 @@ if TYPE_CHECKING:
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
     from dspex.adapters.types import (
+        Audio,
         Code,
+        File,
         History,
+        Image,
         Reasoning,
         Tool,
         ToolCallResults,
@@ -178,6 +185,7 @@ if TYPE_CHECKING:
         EvaluationError,
         InputError,
         LMError,
+        MediaError,
         ParallelExecutionError,
         PickleNotAllowedError,
         SavedFileError,

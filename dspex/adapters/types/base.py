@@ -3,16 +3,54 @@
 A subclass is a pydantic model that says how one of its values appears in a
 message (`format`, a string or a list of chat content parts) and what the LM
 should know about the type (`description`, added to the field's line in the
-system message in place of a JSON schema when `text_value` is set).
+system message in place of a JSON schema when `text_value` or `parts_value`
+is set).
+
+Writing your own type (see also the README's "Rich types" section)::
+
+    class Chart(dspex.Type):  # a chart: sent to the LM as an image, with its title as text
+        title: str
+        png: dspex.Image
+        parts_value: ClassVar[bool] = True  # an input the LM looks at, not JSON to write
+
+        def format(self) -> list[dict[str, Any]]:
+            # Content parts (OpenAI's shape); text parts stay text, the others become
+            # parts of the message, in place, wherever the value appears in it.
+            return [{"type": "text", "text": f"Chart: {self.title}"}, *self.png.format()]
+
+        @classmethod
+        def description(cls) -> str:
+            return "a chart, shown as an image"
+
+Three things a type decides:
+
+* how it formats: `format` returns a string (written into the prompt as it is),
+  a dict (written as JSON), or a list of content parts. A value whose parts are
+  not all text is split out of the message text into parts of its own (see
+  `render_parts` and `with_content_parts`), also inside a list, a dict or a
+  pydantic model (``list[dspex.Image]`` sends one image part per image).
+* how it parses from the LM's reply: a value the LM writes is validated by
+  pydantic from the reply's JSON; a `text_value` type is read from plain text by
+  `from_text` (override it, or add a ``mode="before"`` validator that accepts a
+  string, as `dspex.Code` does).
+* how it is saved: `model_dump` gives pydantic's dump of the fields unless
+  `json_value` says otherwise (`dspex.Image` saves as its URL or data URI); the
+  type's validator must accept that form back, so saved demos load equal.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import re
+import typing
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import pydantic
+
+from dspex.errors import MediaTypeError
 
 ContentPart = dict[str, Any]
 
@@ -23,10 +61,31 @@ class Type(pydantic.BaseModel):
     #: True when the LM writes a value of this type as plain text (code, prose)
     #: rather than as a JSON object, so replies are read as text.
     text_value: ClassVar[bool] = False
+    #: True when a value is content the LM looks at (an image, audio, a file) rather
+    #: than JSON it could write: the field's line then carries `description`, not a
+    #: JSON schema.
+    parts_value: ClassVar[bool] = False
 
     def format(self) -> list[ContentPart] | dict[str, Any] | str:
         """The value as message content: a string, chat content parts, or a JSON object."""
         return self.model_dump_json()
+
+    def json_value(self, dumped: Any) -> Any:
+        """The value as `model_dump` gives it (saved programs, the run store, cache keys),
+        from pydantic's dump of the fields (``dumped``). Override to save a simpler form;
+        the type's validator must accept that form back."""
+        return dumped
+
+    @pydantic.model_serializer(mode="wrap")
+    def _serialize(self, handler: pydantic.SerializerFunctionWrapHandler, info: pydantic.SerializationInfo) -> Any:
+        collector = info.context.get(PARTS_CONTEXT) if isinstance(info.context, dict) else None
+        if isinstance(collector, PartsCollector):
+            # Dumped into a prompt as part of a larger value (a list, a model): non-text
+            # parts are held back and put in place of a token once the JSON is written.
+            parts = self.format()
+            if isinstance(parts, list) and not all(_is_text_part(p) for p in parts):
+                return collector.token(parts)
+        return self.json_value(handler(self))
 
     @classmethod
     def description(cls) -> str:
@@ -60,6 +119,37 @@ def render_parts(parts: list[ContentPart] | dict[str, Any] | str) -> str:
     return _PARTS_OPEN + json.dumps(parts, ensure_ascii=False, default=str) + _PARTS_CLOSE
 
 
+#: key of the pydantic serialization context under which a `PartsCollector` travels
+PARTS_CONTEXT = "dspex_prompt_parts"
+_collector_ids = itertools.count()
+
+
+class PartsCollector:
+    """Non-text content parts met while a larger value (a list of images, a model
+    holding one) is dumped to JSON for a prompt: each is replaced by a token string,
+    and `restore` puts the parts (marked as `render_parts` marks them) back where the
+    tokens ended up in the JSON text."""
+
+    def __init__(self) -> None:
+        self._prefix = f"@@dspex-part-{next(_collector_ids)}-"
+        self._parts: list[list[ContentPart]] = []
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The serialization context to pass to ``model_dump``/``model_dump_json``."""
+        return {PARTS_CONTEXT: self}
+
+    def token(self, parts: list[ContentPart]) -> str:
+        self._parts.append(parts)
+        return f"{self._prefix}{len(self._parts) - 1}@@"
+
+    def restore(self, text: str) -> str:
+        if not self._parts:
+            return text
+        tokens = re.compile('"' + re.escape(self._prefix) + r'(\d+)@@"')
+        return tokens.sub(lambda m: render_parts(self._parts[int(m.group(1))]), text)
+
+
 def _is_text_part(part: Any) -> bool:
     return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
 
@@ -84,3 +174,60 @@ def with_content_parts(message: dict[str, Any]) -> dict[str, Any]:
 
 def is_custom_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Type)
+
+
+def holds_parts_type(annotation: Any) -> bool:
+    """Whether values of ``annotation`` can hold a `Type` sent as content parts (an
+    image): the type itself, inside ``list[...]``/``dict[...]``/``Optional[...]``, or a
+    field of a pydantic model."""
+    try:
+        return _holds_parts_type(annotation, frozenset())
+    except TypeError:  # an unhashable annotation object
+        return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _holds_parts_type(annotation: Any, seen: frozenset[Any]) -> bool:
+    if isinstance(annotation, type):
+        if issubclass(annotation, Type) and annotation.parts_value:
+            return True
+        if issubclass(annotation, pydantic.BaseModel) and annotation not in seen:
+            inner = seen | {annotation}
+            return any(_holds_parts_type(f.annotation, inner) for f in annotation.model_fields.values())
+        return False
+    return any(_holds_parts_type(arg, seen) for arg in typing.get_args(annotation) if not isinstance(arg, str))
+
+
+def with_typed_media(fields: Mapping[str, Any], values: Mapping[str, Any], *, strict: bool = True) -> Mapping[str, Any]:
+    """``values`` with each value of a field whose type holds an image (or other parts
+    type) validated into that type: a data URI or URL string becomes an `Image`, a
+    saved ``list`` of them a list of Images, a dict a model holding them. ``fields``
+    maps names to field specs (with ``.annotation``). Returns ``values`` itself when
+    nothing changes.
+
+    A value that does not validate raises `MediaTypeError` naming the field (with
+    ``strict=False`` it is left as it was, for states saved by older versions)."""
+    changed: dict[str, Any] | None = None
+    for name, spec in fields.items():
+        if name not in values:
+            continue
+        value = values[name]
+        annotation = spec.annotation
+        if value is None or isinstance(value, Type) or not holds_parts_type(annotation):
+            continue
+        try:
+            typed = _validator(annotation).validate_python(value)
+        except pydantic.ValidationError as exc:
+            if not strict:
+                continue
+            problem = "; ".join(str(e.get("msg")) for e in exc.errors(include_url=False)[:2])
+            raise MediaTypeError(f"field {name!r}: {problem}") from None
+        if typed is not value:
+            changed = dict(values) if changed is None else changed
+            changed[name] = typed
+    return values if changed is None else changed
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(annotation)
