@@ -9,9 +9,21 @@ import wave
 import zlib
 
 
-def png_bytes(width: int = 2, height: int = 2, color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
-    """A valid RGB PNG of one colour."""
-    rows = b"".join(b"\x00" + bytes(color) * width for _ in range(height))
+def png_bytes(
+    width: int = 2, height: int = 2, color: tuple[int, int, int] = (255, 0, 0), *, noise: bool = False
+) -> bytes:
+    """A valid RGB PNG of one colour, or (``noise``) of pseudo-random pixels, which do
+    not compress: a 300x200 noisy PNG is about 180 kB."""
+    if noise:
+        state = sum(color) + 1
+        pixels = bytearray()
+        for _ in range(width * height * 3):
+            state = (state * 1103515245 + 12345) & 0x7FFFFFFF
+            pixels.append(state >> 16 & 0xFF)
+        row = width * 3
+        rows = b"".join(b"\x00" + bytes(pixels[y * row : (y + 1) * row]) for y in range(height))
+    else:
+        rows = b"".join(b"\x00" + bytes(color) * width for _ in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
