@@ -396,3 +396,14 @@ def test_a_custom_type_splits_into_its_content_parts() -> None:
     assert "- `chart` (Chart): a chart, shown as an image" in messages[0]["content"]
     # Saved, it is its fields (the image as its data URI); it validates back equal.
     assert Chart.model_validate(json.loads(json.dumps(chart.model_dump(mode="json")))) == chart
+
+
+def test_custom_types_are_found_at_any_depth_of_an_annotation() -> None:
+    class Key(dspex.Type):
+        model_config = pydantic.ConfigDict(frozen=True)
+        name: str
+
+    assert dspex.Type.extract_custom_type_from_annotation(dspex.Image) == [dspex.Image]
+    assert dspex.Type.extract_custom_type_from_annotation(list[dict[Key, dspex.Image]] | None) == [Key, dspex.Image]
+    assert dspex.Type.extract_custom_type_from_annotation(list[str]) == []
+    assert dspex.Image.extract_custom_type_from_annotation(list[Key]) == []  # only subclasses of the caller

@@ -93,6 +93,18 @@ class Type(pydantic.BaseModel):
         return ""
 
     @classmethod
+    def extract_custom_type_from_annotation(cls, annotation: Any) -> list[type[Type]]:
+        """The subclasses of ``cls`` an annotation names, at any depth, in the order
+        written: ``list[dict[Key, Event]]`` gives ``[Key, Event]``."""
+        if isinstance(annotation, type) and issubclass(annotation, cls):
+            return [annotation]
+        found: list[type[Type]] = []
+        for arg in typing.get_args(annotation):
+            if not isinstance(arg, str):
+                found.extend(cls.extract_custom_type_from_annotation(arg))
+        return found
+
+    @classmethod
     def from_text(cls, text: str) -> Type:
         """A value read from the LM's text (for `text_value` types)."""
         return cls.model_validate(text)

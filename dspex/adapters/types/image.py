@@ -68,8 +68,8 @@ class Image(Type):
             raise TypeError("Image received both `source` and `url`; give the image once")
         if legacy:
             warnings.warn(
-                "Image(url, download=..., verify=...) is deprecated: use Image.from_url(url, verify=...) "
-                "to download an image, or Image(url) to send the URL itself",
+                "the `download` and `verify` arguments of Image() are deprecated: use "
+                "Image.from_url(url, verify=...) to download an image, or Image(url) to send the URL itself",
                 DeprecationWarning,
                 stacklevel=2,
             )
