@@ -32,6 +32,7 @@ from dspex.adapters.native_tools import (
 from dspex.adapters.types.base import (
     holds_parts_type,
     is_custom_type,
+    parts_session,
     with_content_parts,
     with_typed_media,
 )
@@ -89,6 +90,12 @@ class Adapter:
     # --- formatting ------------------------------------------------------------
 
     def format(
+        self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
+    ) -> list[Message]:
+        with parts_session():  # images are kept aside, not written out as JSON and read back
+            return self._format(signature, demos, inputs)
+
+    def _format(
         self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[Message]:
         if _has_media_fields(signature):

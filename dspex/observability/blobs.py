@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,13 +40,36 @@ def human_size(size: int) -> str:
 
 def base64_size(encoded: str) -> int:
     """How many bytes ``encoded`` (base64) decodes to, without decoding it."""
-    length = len(encoded.rstrip("="))
-    return length * 3 // 4
+    padding = 2 if encoded.endswith("==") else 1 if encoded.endswith("=") else 0
+    return (len(encoded) - padding) * 3 // 4
 
 
 def short_digest(text: str) -> str:
     """The first 12 hex digits of the sha256 of ``text``."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return sha256_hex(text)[:12]
+
+
+#: strings at least this long have their digest remembered (the last few of them)
+_REMEMBER_FROM = 32 * 1024
+_REMEMBERED = 64
+_digests: dict[str, str] = {}
+_digests_lock = threading.Lock()
+
+
+def sha256_hex(text: str) -> str:
+    """The sha256 of ``text`` (UTF-8), in hex. For long strings (an image's data URI)
+    the digests of the last few are remembered: the same image comes back as the same
+    str object, whose hash Python keeps, so asking again is a dict lookup."""
+    if len(text) < _REMEMBER_FROM:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = _digests.get(text)
+    if digest is None:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with _digests_lock:
+            if len(_digests) >= _REMEMBERED:
+                _digests.pop(next(iter(_digests)), None)
+            _digests[text] = digest
+    return digest
 
 
 def placeholder(media_type: str, size: int, digest: str) -> str:
@@ -55,10 +79,11 @@ def placeholder(media_type: str, size: int, digest: str) -> str:
 
 def describe_data_uri(uri: str) -> str:
     """The placeholder of a base64 data URI (anything else is returned unchanged)."""
-    match = _DATA_URI.fullmatch(uri)
-    if match is None:
+    header, comma, payload = uri.partition(",")
+    if not (comma and header.startswith("data:") and header.endswith(";base64")):
         return uri
-    return placeholder(match.group(1), base64_size(match.group(3)), short_digest(uri))
+    media_type = header[5:].split(";", 1)[0] or "application/octet-stream"
+    return placeholder(media_type, base64_size(payload), short_digest(uri))
 
 
 def elide_blobs(text: str) -> str:
@@ -141,6 +166,7 @@ __all__ = [
     "elide_in",
     "human_size",
     "placeholder",
+    "sha256_hex",
     "short_digest",
     "shown_url",
 ]

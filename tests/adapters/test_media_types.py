@@ -407,3 +407,31 @@ def test_custom_types_are_found_at_any_depth_of_an_annotation() -> None:
     assert dspex.Type.extract_custom_type_from_annotation(list[dict[Key, dspex.Image]] | None) == [Key, dspex.Image]
     assert dspex.Type.extract_custom_type_from_annotation(list[str]) == []
     assert dspex.Image.extract_custom_type_from_annotation(list[Key]) == []  # only subclasses of the caller
+
+
+def test_formatting_keeps_the_image_string_itself_and_splits_json_markers_outside_format() -> None:
+    from dspex.adapters.types.base import with_content_parts
+
+    image = dspex.Image(png_bytes(50, 50, noise=True))
+    messages = ChatAdapter().format(Caption, [], {"image": image})
+    # Inside Adapter.format the parts are kept aside: the data URI is never copied
+    # through JSON, and the cache key can remember its digest by the string itself.
+    assert image_parts(messages)[0]["image_url"]["url"] is image.url
+    # Outside it (a custom adapter building its own messages) the parts travel as JSON.
+    text = "look: " + format_value([image, dspex.Image("https://example.com/a.png")]) + " done"
+    split = with_content_parts({"role": "user", "content": text})["content"]
+    assert [p["type"] for p in split] == ["text", "image_url", "text", "image_url", "text"]
+    assert split[1]["image_url"]["url"] == image.url and split[-1]["text"] == "] done"
+
+
+def test_the_cache_key_follows_the_image_content() -> None:
+    from dspex.clients.cache import cache_key
+
+    def key(image: dspex.Image) -> str:
+        messages = ChatAdapter().format(Caption, [], {"image": image})
+        return cache_key(provider="openai", model="m", messages=messages, params={})
+
+    big = png_bytes(120, 120, noise=True)
+    assert key(dspex.Image(big)) == key(dspex.Image(bytes(big)))  # equal bytes, other objects
+    assert key(dspex.Image(big)) != key(dspex.Image(png_bytes(120, 120, (1, 1, 1), noise=True)))
+    assert key(dspex.Image(PNG)) != key(dspex.Image(png_bytes(4, 3, (0, 0, 1))))  # small ones too

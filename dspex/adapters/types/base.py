@@ -40,12 +40,14 @@ Three things a type decides:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import pydantic
@@ -111,11 +113,26 @@ class Type(pydantic.BaseModel):
 
 
 # A value whose content parts are not all text (an image, a provider-specific part)
-# travels through the string-building code as JSON between these markers; the
-# finished message is then split into a list of content parts around them.
+# travels through the string-building code between these markers; the finished
+# message is then split into a list of content parts around them. Inside
+# `Adapter.format` (a `parts_session`) the marker holds only the index of parts kept
+# aside, so an image's megabytes are never copied into JSON and parsed back; elsewhere
+# it holds the parts as JSON. JSON never contains a raw NUL, so the markers are unique.
 _PARTS_OPEN = "\x00dspex-parts:"
 _PARTS_CLOSE = "\x00"
-_PARTS = re.compile(re.escape(_PARTS_OPEN) + "(.*?)" + re.escape(_PARTS_CLOSE), re.DOTALL)
+_SESSION_REF = "#"
+_session: ContextVar[list[list[ContentPart]] | None] = ContextVar("dspex_parts_session", default=None)
+
+
+@contextlib.contextmanager
+def parts_session() -> Iterator[None]:
+    """Within the block, `render_parts` keeps parts aside for `with_content_parts` (in
+    the same block) instead of writing them out as JSON."""
+    token = _session.set([])
+    try:
+        yield
+    finally:
+        _session.reset(token)
 
 
 def render_parts(parts: list[ContentPart] | dict[str, Any] | str) -> str:
@@ -128,6 +145,10 @@ def render_parts(parts: list[ContentPart] | dict[str, Any] | str) -> str:
         return json.dumps(parts, ensure_ascii=False, default=str)
     if all(_is_text_part(p) for p in parts):
         return "\n".join(p["text"] for p in parts)
+    kept = _session.get()
+    if kept is not None:
+        kept.append(parts)
+        return f"{_PARTS_OPEN}{_SESSION_REF}{len(kept) - 1}{_PARTS_CLOSE}"
     return _PARTS_OPEN + json.dumps(parts, ensure_ascii=False, default=str) + _PARTS_CLOSE
 
 
@@ -174,14 +195,30 @@ def with_content_parts(message: dict[str, Any]) -> dict[str, Any]:
         return message
     parts: list[ContentPart] = []
     position = 0
-    for match in _PARTS.finditer(content):
-        if match.start() > position:
-            parts.append({"type": "text", "text": content[position : match.start()]})
-        parts.extend(json.loads(match.group(1)))
-        position = match.end()
+    while (start := content.find(_PARTS_OPEN, position)) != -1:
+        end = content.find(_PARTS_CLOSE, start + len(_PARTS_OPEN))
+        if end == -1:
+            break  # an unterminated marker: the rest is text
+        if start > position:
+            parts.append({"type": "text", "text": content[position:start]})
+        parts.extend(_marked_parts(content[start + len(_PARTS_OPEN) : end]))
+        position = end + len(_PARTS_CLOSE)
     if position < len(content):
         parts.append({"type": "text", "text": content[position:]})
     return {**message, "content": parts}
+
+
+def _marked_parts(payload: str) -> list[ContentPart]:
+    if payload.startswith(_SESSION_REF):
+        kept = _session.get()
+        index = int(payload[len(_SESSION_REF) :])
+        if kept is None or index >= len(kept):
+            raise RuntimeError(
+                "content parts were rendered inside Adapter.format but split outside it; "
+                "call with_content_parts on the messages before format returns"
+            )
+        return list(kept[index])
+    return json.loads(payload)
 
 
 def is_custom_type(annotation: Any) -> bool:
