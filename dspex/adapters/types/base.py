@@ -6,7 +6,7 @@ should know about the type (`description`, added to the field's line in the
 system message in place of a JSON schema when `text_value` or `parts_value`
 is set).
 
-Writing your own type (see also the README's "Rich types" section)::
+Writing your own type (see also the README's "Images, audio and files")::
 
     class Chart(dspex.Type):  # a chart: sent to the LM as an image, with its title as text
         title: str
