@@ -140,6 +140,9 @@ def test_pil_images_are_encoded_when_pillow_is_installed() -> None:
     assert pil.open(__import__("io").BytesIO(image.to_bytes())).size == (8, 5)
     with pytest.warns(DeprecationWarning):
         assert dspex.Image.from_PIL(picture) == image
+    # A PIL image given straight to an image field is sent as an image.
+    messages = ChatAdapter().format(Caption, [], {"image": picture})
+    assert image_parts(messages) == image.format()
 
 
 def test_source_and_url_together_or_unknown_keywords_are_refused() -> None:
@@ -435,3 +438,19 @@ def test_the_cache_key_follows_the_image_content() -> None:
     assert key(dspex.Image(big)) == key(dspex.Image(bytes(big)))  # equal bytes, other objects
     assert key(dspex.Image(big)) != key(dspex.Image(png_bytes(120, 120, (1, 1, 1), noise=True)))
     assert key(dspex.Image(PNG)) != key(dspex.Image(png_bytes(4, 3, (0, 0, 1))))  # small ones too
+
+
+def test_an_image_output_in_a_demo_is_text_in_the_assistant_turn() -> None:
+    class Pick(dspex.Signature):
+        question: str = dspex.InputField()
+        best: dspex.Image = dspex.OutputField()
+
+    demos = [
+        {"question": "a dog?", "best": dspex.Image("https://example.com/dog.jpg")},
+        {"question": "red?", "best": dspex.Image(PNG)},
+    ]
+    messages = ChatAdapter().format(Pick, demos, {"question": "a cat?"})
+    assistants = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert all(isinstance(c, str) for c in assistants)  # providers take parts only from the user
+    assert "https://example.com/dog.jpg" in assistants[0]
+    assert str(dspex.Image(PNG)) in assistants[1] and PNG_URI not in assistants[1]

@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import pydantic
 
 from dspex.errors import MediaTypeError
+from dspex.observability.blobs import describe_part
 
 ContentPart = dict[str, Any]
 
@@ -189,10 +190,30 @@ def _is_text_part(part: Any) -> bool:
 
 def with_content_parts(message: dict[str, Any]) -> dict[str, Any]:
     """The message with its content as a list of parts when a value in it has
-    non-text parts; unchanged otherwise."""
+    non-text parts; unchanged otherwise. Only user messages carry such parts (the
+    providers take images, audio and files from the user): in another role's message
+    (an assistant turn of a demo with an image output) a value is written as text, a
+    URL as itself and content held here as its placeholder."""
     content = message.get("content")
     if not isinstance(content, str) or _PARTS_OPEN not in content:
         return message
+    parts = _split_parts(content)
+    if message.get("role", "user") != "user":
+        return {**message, "content": "".join(_as_text(part) for part in parts)}
+    return {**message, "content": parts}
+
+
+def _as_text(part: ContentPart) -> str:
+    if _is_text_part(part):
+        return part["text"]
+    image = part.get("image_url") if isinstance(part, dict) else None
+    url = image.get("url") if isinstance(image, dict) else None
+    if isinstance(url, str) and not url.startswith("data:"):
+        return url
+    return describe_part(part) if isinstance(part, dict) else str(part)
+
+
+def _split_parts(content: str) -> list[ContentPart]:
     parts: list[ContentPart] = []
     position = 0
     while (start := content.find(_PARTS_OPEN, position)) != -1:
@@ -205,7 +226,7 @@ def with_content_parts(message: dict[str, Any]) -> dict[str, Any]:
         position = end + len(_PARTS_CLOSE)
     if position < len(content):
         parts.append({"type": "text", "text": content[position:]})
-    return {**message, "content": parts}
+    return parts
 
 
 def _marked_parts(payload: str) -> list[ContentPart]:
