@@ -22,6 +22,7 @@ from aiohttp import web
 
 import dspex
 from dspex.clients import cache as cache_module
+from dspex.clients.budget import CallBudget, budget_scope
 from dspex.clients.cache import LMCache
 from dspex.clients.history import GLOBAL_HISTORY, format_entries
 from dspex.errors import LMBadRequestError, MediaFetchError, MediaTypeError, UnsupportedMediaError
@@ -136,9 +137,11 @@ def test_audio_goes_to_openai_and_is_refused_for_anthropic_before_sending(sim: S
     predictor(Transcribe, openai_lm(sim))(clip=dspex.Audio(clip))
     assert sim.stats()["recent_media"] == [{"type": "input_audio", "media_type": "audio/wav", "bytes": len(clip), "sha256": sha(clip)}]
     sim.reset_stats()
-    with pytest.raises(UnsupportedMediaError, match="takes no audio"):
+    budget = CallBudget(max_calls=3)
+    with budget_scope(budget), pytest.raises(UnsupportedMediaError, match="takes no audio"):
         predictor(Transcribe, anthropic_lm(sim))(clip=dspex.Audio(clip))
     assert sim.stats()["total"] == 0  # refused here, not by the server
+    assert budget.calls == 0  # and nothing was charged for it
 
 
 @pytest.mark.parametrize("make_lm,kind", [(openai_lm, "file"), (anthropic_lm, "document")], ids=["openai", "anthropic"])
