@@ -36,6 +36,8 @@ Three things a type decides:
 * how it is saved: `model_dump` gives pydantic's dump of the fields unless
   `json_value` says otherwise (`dspex.Image` saves as its URL or data URI); the
   type's validator must accept that form back, so saved demos load equal.
+  Override `json_value` rather than adding a ``model_serializer``: the base
+  class's serializer is what lets a value's parts be found inside a list or model.
 """
 
 from __future__ import annotations
