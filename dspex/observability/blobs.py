@@ -22,6 +22,8 @@ from typing import Any
 _DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,\"'\s]*)*);base64,([A-Za-z0-9+/]*={0,2})")
 #: a bare run of base64 long enough to be content rather than a word, hash or key
 _BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{256,}+={0,2}")
+#: encoded binary uses most of the 64 symbols; runs with fewer distinct ones are text
+_BASE64_VARIETY = 24
 #: data URIs shorter than this are shown as they are (a 1x1 pixel is readable enough)
 _SHOW_BELOW = 160
 
@@ -104,6 +106,8 @@ def _data_uri_placeholder(match: re.Match[str]) -> str:
 
 def _run_placeholder(match: re.Match[str]) -> str:
     run = match.group(0)
+    if len(set(run[:1024])) < _BASE64_VARIETY:
+        return run  # "xxxx...", a DNA string, hex: text in the base64 alphabet, not content
     return f"<base64, {human_size(base64_size(run))}, sha256:{short_digest(run)}>"
 
 

@@ -31,6 +31,8 @@ def test_data_uris_become_a_placeholder_with_type_size_and_digest() -> None:
 def test_long_bare_base64_is_elided_short_text_is_not() -> None:
     assert B64 not in elide_blobs(f"audio: {B64}")
     assert elide_blobs("a short key abcdef0123456789 stays") == "a short key abcdef0123456789 stays"
+    for text in ("x" * 1000, "ACGT" * 300, "0123456789abcdef" * 40):  # long, but text
+        assert elide_blobs(f"value {text}") == f"value {text}"
     tiny = "data:image/png;base64,iVBORw0KGgo="
     assert elide_blobs(tiny) == tiny
 
