@@ -103,6 +103,7 @@ _EXPORTS: dict[str, str] = {
     "StateMismatchError": "dspex.errors",
     "SettingsOwnerError": "dspex.errors",
     "InputError": "dspex.errors",
+    "MediaError": "dspex.errors",
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
     "ParallelExecutionError": "dspex.errors",
@@ -111,7 +112,6 @@ _EXPORTS: dict[str, str] = {
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
-    "MediaError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "cache"])
