@@ -43,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "XMLAdapter": "dspex.adapters.xml_adapter",
     # field types with their own prompt rendering
     "Type": "dspex.adapters.types",
+    "Image": "dspex.adapters.types",
+    "Audio": "dspex.adapters.types",
+    "File": "dspex.adapters.types",
     "History": "dspex.adapters.types",
     "Code": "dspex.adapters.types",
     "Reasoning": "dspex.adapters.types",
@@ -103,6 +106,7 @@ _EXPORTS: dict[str, str] = {
     "StateMismatchError": "dspex.errors",
     "SettingsOwnerError": "dspex.errors",
     "InputError": "dspex.errors",
+    "MediaError": "dspex.errors",
     "LMError": "dspex.errors",
     "EvaluationError": "dspex.errors",
     "ParallelExecutionError": "dspex.errors",
@@ -159,8 +163,11 @@ if TYPE_CHECKING:
     from dspex.adapters.chat import ChatAdapter
     from dspex.adapters.json_adapter import JSONAdapter
     from dspex.adapters.types import (
+        Audio,
         Code,
+        File,
         History,
+        Image,
         Reasoning,
         Tool,
         ToolCallResults,
@@ -183,6 +190,7 @@ if TYPE_CHECKING:
         EvaluationError,
         InputError,
         LMError,
+        MediaError,
         ParallelExecutionError,
         PickleNotAllowedError,
         SavedFileError,

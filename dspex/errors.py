@@ -35,6 +35,11 @@ The hierarchy (``+`` marks an extra base class)::
     ├── InputKeysNotSetError             + ValueError
     ├── MissingScoreError                + ValueError
     ├── ValueParseError                  + ValueError
+    ├── MediaError                       + ValueError
+    │   ├── MediaFileNotFoundError       + FileNotFoundError
+    │   ├── MediaFetchError
+    │   ├── MediaTypeError
+    │   └── UnsupportedMediaError
     ├── AdapterParseError
     ├── LMError
     │   ├── LMTransportError
@@ -196,6 +201,37 @@ class ValueParseError(DspexError, ValueError):
     keeps the whole reply; it reaches a caller directly only from
     ``dspex.adapters.values.parse_value``.
     """
+
+
+class MediaError(DspexError, ValueError):
+    """An image, audio clip or file (`dspex.Image`, `dspex.Audio`, `dspex.File`) could
+    not be made from what was given, or cannot be sent where it was going."""
+
+
+class MediaFileNotFoundError(MediaError, FileNotFoundError):
+    """``from_path`` was given a path that is not a readable file."""
+
+
+class MediaFetchError(MediaError):
+    """``from_url`` could not download the resource: the host did not answer, the
+    request timed out, the server answered with an error status, or the body was
+    larger than allowed. ``url`` is the address (without its query string) and
+    ``status`` the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class MediaTypeError(MediaError):
+    """The content is not of the kind asked for: bytes that are not an image given to
+    `dspex.Image`, a non-audio file given to `dspex.Audio`, a malformed data URI."""
+
+
+class UnsupportedMediaError(MediaError):
+    """A protocol cannot carry this content (audio to Anthropic's Messages API, a
+    ``gs://`` image URL to a provider that cannot fetch it)."""
 
 
 class AdapterParseError(DspexError):

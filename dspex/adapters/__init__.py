@@ -3,15 +3,29 @@
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
 from dspex.adapters.json_adapter import JSONAdapter
-from dspex.adapters.types import Code, History, Reasoning, Tool, ToolCallResults, ToolCalls, Type
+from dspex.adapters.types import (
+    Audio,
+    Code,
+    File,
+    History,
+    Image,
+    Reasoning,
+    Tool,
+    ToolCallResults,
+    ToolCalls,
+    Type,
+)
 from dspex.adapters.xml_adapter import XMLAdapter
 
 __all__ = [
     "Adapter",
     "AdapterResult",
+    "Audio",
     "ChatAdapter",
     "Code",
+    "File",
     "History",
+    "Image",
     "JSONAdapter",
     "Reasoning",
     "Tool",

@@ -9,6 +9,7 @@ Formatting work that depends only on the signature is cached per signature.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,13 @@ from dspex.adapters.native_tools import (
     tools_input_field,
     without_results,
 )
-from dspex.adapters.types.base import is_custom_type, with_content_parts
+from dspex.adapters.types.base import (
+    holds_parts_type,
+    is_custom_type,
+    parts_session,
+    with_content_parts,
+    with_typed_media,
+)
 from dspex.adapters.types.history import History, history_field
 from dspex.adapters.values import ValueParseError, format_value, type_hint
 from dspex.clients.types import Message, Output, Usage, output_text
@@ -85,6 +92,17 @@ class Adapter:
     def format(
         self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
     ) -> list[Message]:
+        with parts_session():  # images are kept aside, not written out as JSON and read back
+            return self._format(signature, demos, inputs)
+
+    def _format(
+        self, signature: SignatureMeta, demos: Sequence[Demo], inputs: Mapping[str, Any]
+    ) -> list[Message]:
+        if _has_media_fields(signature):
+            # A data URI or URL given (or saved) for an image field becomes an Image,
+            # so it is sent as an image, never as text.
+            inputs = with_typed_media(signature.fields, inputs)
+            demos = [with_typed_media(signature.fields, demo) for demo in demos]
         history_name = history_field(signature)
         history_turns: list[Message] = []
         if history_name is not None:
@@ -130,7 +148,10 @@ class Adapter:
         signature = signature.delete(history_field_name)
         turns: list[Message] = []
         entries = history.messages if isinstance(history, History) else history
+        media = _has_media_fields(signature)
         for entry in entries or ():
+            if media:
+                entry = with_typed_media(signature.fields, entry)
             user = self.input_sections(signature, entry)
             if user:
                 turns.append({"role": "user", "content": user})
@@ -372,6 +393,11 @@ def _remember(cache: dict[SignatureMeta, str], signature: SignatureMeta, text: s
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
     cache[signature] = text
+
+
+@functools.lru_cache(maxsize=1024)
+def _has_media_fields(signature: SignatureMeta) -> bool:
+    return any(holds_parts_type(spec.annotation) for spec in signature.fields.values())
 
 
 def _describe(spec: FieldSpec) -> str:

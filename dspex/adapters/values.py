@@ -18,7 +18,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from dspex.adapters.types.base import Type, is_custom_type, render_parts
+from dspex.adapters.types.base import PartsCollector, Type, is_custom_type, render_parts
 from dspex.errors import ValueParseError
 from dspex.signatures.field import FieldSpec
 from dspex.signatures.types import is_pydantic_model, literal_options, type_name
@@ -38,10 +38,13 @@ def format_value(value: Any) -> str:
     if isinstance(value, enum.Enum):
         return str(_enum_text(value))
     if isinstance(value, BaseModel):
-        return value.model_dump_json()
+        # Images (any value with non-text parts) inside the model are sent as parts.
+        collector = PartsCollector()
+        return collector.restore(value.model_dump_json(context=collector.context))
     if isinstance(value, list | tuple | dict):
+        collector = PartsCollector()
         try:
-            return json.dumps(_jsonable(value), ensure_ascii=False)
+            return collector.restore(json.dumps(_jsonable(value, collector), ensure_ascii=False))
         except (TypeError, ValueError):
             return str(value)
     return str(value)
@@ -53,17 +56,19 @@ def _enum_text(member: enum.Enum) -> Any:
     return member.value if isinstance(member.value, str) else member.name
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, collector: PartsCollector | None = None) -> Any:
+    """``value`` as JSON-ready data for a prompt. With a ``collector``, values with
+    non-text parts (images) become tokens that ``collector.restore`` turns into parts."""
     if isinstance(value, enum.Enum):
         return _enum_text(value)
     if isinstance(value, Type) and value.text_value:
         return render_parts(value.format())
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", context=collector.context if collector else None)
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, collector) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, collector) for k, v in value.items()}
     return value
 
 
@@ -75,7 +80,7 @@ def type_hint(spec: FieldSpec) -> str:
         return "one of: " + ", ".join(repr(o) if isinstance(o, str) else str(o) for o in options)
     if annotation is str:
         return ""
-    if is_custom_type(annotation) and annotation.text_value:
+    if is_custom_type(annotation) and (annotation.text_value or annotation.parts_value):
         return annotation.description()
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return "one of: " + ", ".join(repr(_enum_text(m)) for m in annotation)

@@ -7,7 +7,9 @@ Differences from Chat Completions that this module absorbs:
 - there is no ``n``: the LM client fans ``n > 1`` out into parallel requests;
 - ``response_format`` and ``seed`` do not exist: they are left out of the body
   (adapters parse the text reply either way), with a one-time warning;
-- OpenAI-style ``image_url`` content parts become Anthropic ``image`` blocks;
+- OpenAI-style ``image_url`` content parts become Anthropic ``image`` blocks and
+  ``file`` parts ``document`` blocks (PDF, plain text, or an uploaded file's id);
+  audio parts are refused (`UnsupportedMediaError`): the API takes no audio;
 - native tool calling: OpenAI-shaped ``tools`` become ``{name, description,
   input_schema}``, ``tool_choice``/``parallel_tool_calls`` become Anthropic's
   ``tool_choice``; an assistant message's ``tool_calls`` become ``tool_use`` blocks
@@ -18,6 +20,7 @@ Differences from Chat Completions that this module absorbs:
 
 from __future__ import annotations
 
+import base64
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,9 +29,10 @@ from typing import Any
 from dspex.clients.openai_protocol import decode_json, encode_json, error_from_response
 from dspex.clients.transport import HTTPResponse
 from dspex.clients.types import LMResponse, Message, Usage, completion_output
-from dspex.errors import ConfigurationError, LMResponseError
+from dspex.errors import ConfigurationError, LMResponseError, UnsupportedMediaError
 
 ANTHROPIC_VERSION = "2023-06-01"
+FILES_BETA = "files-api-2025-04-14"
 DEFAULT_MAX_TOKENS = 4096
 _UNSUPPORTED = ("response_format", "seed", "n")
 _warned: set[str] = set()
@@ -54,6 +58,8 @@ class AnthropicProtocol:
         if api_key:
             headers["x-api-key"] = api_key
         system, turns = split_system(messages)
+        if _refers_to_uploaded_files(turns):
+            headers["anthropic-beta"] = FILES_BETA  # documents by file_id are in beta
         body: dict[str, Any] = {"model": model_name, "messages": turns}
         if system:
             body["system"] = system
@@ -252,8 +258,25 @@ def _convert_content(content: Any) -> Any:
 
 
 def _convert_part(part: Any) -> Any:
-    if not (isinstance(part, dict) and part.get("type") == "image_url"):
+    """One OpenAI-shaped content part as Anthropic takes it: ``image_url`` -> ``image``,
+    ``file`` -> ``document``; audio, which Anthropic does not take, is refused."""
+    if not isinstance(part, dict):
         return part
+    kind = part.get("type")
+    if kind == "image_url":
+        return _image_block(part)
+    if kind == "file":
+        return _document_block(part.get("file") or {})
+    if kind == "input_audio":
+        raise UnsupportedMediaError(
+            "Anthropic's Messages API takes no audio input, so a request with dspex.Audio cannot "
+            "be sent to an anthropic/ model; use a model that takes audio (openai/gpt-4o-audio-preview) "
+            "or send a transcript as text"
+        )
+    return part
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url", "") if isinstance(image, dict) else str(image)
     if url.startswith("data:") and ";base64," in url:
@@ -262,7 +285,48 @@ def _convert_part(part: Any) -> Any:
             "type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }
+    if not url.startswith(("http://", "https://")):
+        raise UnsupportedMediaError(
+            f"Anthropic fetches images only from http(s) URLs, not {url.split(':', 1)[0]}:// ones; "
+            "load the image here (dspex.Image.from_url or from_path) so its bytes are sent"
+        )
     return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _document_block(file: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``file`` part as a ``document`` block: a PDF as base64, plain text as
+    text, an uploaded file by its id (Anthropic's Files API)."""
+    data = file.get("file_data")
+    block: dict[str, Any]
+    if isinstance(data, str) and data.startswith("data:") and ";base64," in data:
+        media_type, payload = data[5:].split(";base64,", 1)
+        media_type = media_type.split(";", 1)[0].lower()
+        if media_type == "application/pdf":
+            block = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": payload}}
+        elif media_type.startswith("text/"):
+            text = base64.b64decode(payload).decode("utf-8", errors="replace")
+            block = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
+        else:
+            raise UnsupportedMediaError(
+                f"Anthropic takes PDF and plain-text documents; this file is {media_type}. "
+                "Convert it, or send it to a provider that takes it"
+            )
+    elif file.get("file_id"):
+        block = {"type": "document", "source": {"type": "file", "file_id": file["file_id"]}}
+    else:
+        raise UnsupportedMediaError("a dspex.File with neither file_data nor file_id cannot be sent to Anthropic")
+    if file.get("filename"):
+        block["title"] = file["filename"]
+    return block
+
+
+def _refers_to_uploaded_files(turns: list[Message]) -> bool:
+    return any(
+        isinstance(block, dict) and (block.get("source") or {}).get("type") == "file"
+        for turn in turns
+        if isinstance(turn.get("content"), list)
+        for block in turn["content"]
+    )
 
 
 def _warn_once(param: str) -> None:

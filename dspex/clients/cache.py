@@ -37,6 +37,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from dspex.clients.types import Message
+from dspex.observability.blobs import sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +61,44 @@ def cache_key(
     params: dict[str, Any],
     rollout_id: Any = None,
 ) -> str:
-    """The cache key of one request. ``params`` must not contain secrets."""
+    """The cache key of one request. ``params`` must not contain secrets.
+
+    Content is keyed by what it is: two requests carrying the same image bytes share
+    a key whichever objects hold them, a different image gives another key. Long
+    strings inside content parts (an image's data URI) enter the key as their sha256,
+    remembered for the last few strings, so an image sent again (a demo, a retry) is
+    not hashed again."""
     canonical = json.dumps(
-        [provider, model, messages, params, rollout_id],
+        [provider, model, _digested_parts(messages), params, rollout_id],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
         default=_json_fallback,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+#: strings at least this long inside content parts are keyed by their digest
+_DIGEST_FROM = 32 * 1024
+
+
+def _digested_parts(messages: Sequence[Message]) -> Any:
+    if not any(isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages):
+        return messages
+    return [
+        {**m, "content": _digested(m["content"])} if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+        for m in messages
+    ]
+
+
+def _digested(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"__sha256__": sha256_hex(value)} if len(value) >= _DIGEST_FROM else value
+    if isinstance(value, dict):
+        return {k: _digested(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_digested(v) for v in value]
+    return value
 
 
 def _json_fallback(value: Any) -> Any:

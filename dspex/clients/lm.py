@@ -58,7 +58,7 @@ from dspex.clients.single_flight import loop_single_flight
 from dspex.clients.transport import Transport
 from dspex.clients.types import LMResponse, Message, Usage
 from dspex.clients.usage import record_usage
-from dspex.errors import CircuitOpenError, ConfigurationError, LMError
+from dspex.errors import CircuitOpenError, ConfigurationError, LMError, UnsupportedMediaError
 from dspex.observability.hooks import lm_request_hooks, observed_lm_call
 
 logger = logging.getLogger(__name__)
@@ -564,8 +564,9 @@ async def _spend(
     reservation = await budget.areserve(claim)
     try:
         response = await send()
-    except CircuitOpenError:
-        reservation.release()  # failed fast: nothing was sent
+    except (CircuitOpenError, UnsupportedMediaError):
+        # Failed fast (an open circuit, content the protocol cannot carry): nothing was sent.
+        reservation.release()
         raise
     except LMError as error:
         # It was sent. Answered with an error status, it produced no billable tokens;

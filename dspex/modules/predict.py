@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from dspex.adapters.base import Adapter, AdapterResult
 from dspex.adapters.chat import ChatAdapter
+from dspex.adapters.types.base import with_typed_media
 from dspex.adapters.values import validator_for
 from dspex.clients.base_lm import LM_CLASS_STATE_KEY
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
@@ -121,7 +122,9 @@ class Predict(Module, Parameter):
         returns self.
 
         Demos come back as stored: plain dicts from a JSON state (as DSPy gives them),
-        whatever was pickled from a .pkl one. A state without ``signature`` raises
+        whatever was pickled from a .pkl one; values of fields typed as images (or
+        lists of them, or models holding them: `dspex.Image`, `dspex.Audio`,
+        `dspex.File`) become those values again. A state without ``signature`` raises
         `StateMismatchError` (also a KeyError) and changes nothing.
 
         The LM's endpoint and key never come from the saved state: the restored LM keeps
@@ -138,6 +141,9 @@ class Predict(Module, Parameter):
         signature = self.signature.load_state(state["signature"])
         demos = [dict(d) if isinstance(d, Mapping) and not isinstance(d, Example) else d
                  for d in state.get("demos", [])]
+        # Images (and other content-part values) were saved as their URL or data URI:
+        # they load back as the values they were, by the signature's field types.
+        demos = [_with_media(signature, d) for d in demos]
         lm = self.lm
         if "lm" in state:  # every state dump_state writes has it; hand-made ones may not
             lm = _restore_lm(state["lm"], state.get("lm_endpoint"), self.lm, allow_unsafe_lm_state)
@@ -363,6 +369,12 @@ def _custom_lm(class_path: str, state: dict[str, Any], allowed: bool) -> Any:
         raise ConfigurationError(f"the saved LM class {class_path!r} cannot be imported here")
     loader = getattr(target, "load_state", None)
     return loader(state) if callable(loader) else target(**state)
+
+
+def _with_media(signature: Any, demo: Any) -> Any:
+    if not isinstance(demo, dict):
+        return demo
+    return dict(with_typed_media(signature.fields, demo, strict=False))
 
 
 def _demo_dict(demo: Any) -> dict[str, Any]:

@@ -7,7 +7,9 @@ dashboard, span attributes: the entry stays, its value becomes ``[REDACTED]``)
 and ``without_secrets`` for records that are read back (saved programs, the run
 store: the entry is left out, so a placeholder is never loaded as a key).
 Logs, tracing, events, saving and the run store all call these, so "secrets
-never reach logs, events, saved programs or stored runs" means one thing. The
+never reach logs, events, saved programs or stored runs" means one thing.
+``redact`` also shortens base64 content to a placeholder, so what is shown
+never carries an image's bytes either. The
 patterns err towards masking: a long random-looking value after a word like
 ``key`` or ``token`` is masked even when it is, say, a cache key, because a
 missed secret costs far more than a masked hash.
@@ -18,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from dspex.observability.blobs import elide_blobs
 
 REDACTED = "[REDACTED]"
 
@@ -49,7 +53,10 @@ _SECRET_NAME = re.compile(
 
 
 def redact(text: str) -> str:
-    """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
+    """``text`` with everything that looks like a credential replaced by ``[REDACTED]``,
+    and base64 content (images, audio, files) shortened to a placeholder
+    (`dspex.observability.blobs`): what is shown never carries megabytes of it."""
+    text = elide_blobs(text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _KNOWN_SHAPES.sub(REDACTED, text)
     return _LABELLED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
@@ -64,9 +71,12 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact_value(value: Any) -> Any:
-    """Strings redacted, sequences redacted item by item, anything else unchanged."""
+    """Strings redacted, sequences redacted item by item, mappings as `redact_data`
+    (a list of dicts, such as chat messages, is walked too), anything else unchanged."""
     if isinstance(value, str):
         return redact(value)
+    if isinstance(value, Mapping):
+        return redact_data(value)
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         return [redact_value(item) for item in value]
     return value

@@ -167,6 +167,7 @@ class SimCore:
             return _error(
                 protocol.name, decision.status, _fault_message(decision), decision.retry_after
             )
+        self.stats.received_media(request.media)
         choices = self._complete(request, key, decision.attempt)
         prompt_tokens = sum(tokens(text) + 3 for _, text in request.messages)
         completion_tokens = sum(

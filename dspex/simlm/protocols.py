@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex.errors import SimLMRequestError
+from dspex.simlm.media import MediaPart, anthropic_media, openai_media
 from dspex.simlm.prompt import Message, message_text
 from dspex.simlm.tool_calls import NativeCall, ToolTurns, anthropic_turns, openai_turns
 
@@ -37,6 +38,8 @@ class CompletionRequest:
     schema: dict[str, Any] | None = None
     #: offered tools and trailing tool results (native tool calling)
     tool_turns: ToolTurns = field(default_factory=ToolTurns)
+    #: images, audio and files the messages carry (the reply is read from the text)
+    media: tuple[MediaPart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,16 @@ def _messages(raw: Any, roles: dict[str, str]) -> list[Message]:
     return out
 
 
+def _media(raw: list[Any], read: Callable[[Any, str], list[MediaPart]]) -> tuple[MediaPart, ...]:
+    """Every image, audio clip and file the messages carry (400 on an invalid one)."""
+    return tuple(
+        part
+        for i, message in enumerate(raw)
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in read(message["content"], f"messages[{i}]")
+    )
+
+
 # --- OpenAI ------------------------------------------------------------------------
 
 
@@ -134,6 +147,7 @@ def parse_openai(body: bytes) -> CompletionRequest:
         json_requested=kind in ("json_schema", "json_object"),
         schema=schema if isinstance(schema, dict) else None,
         tool_turns=openai_turns(data),
+        media=_media(data["messages"], openai_media),
     )
 
 
@@ -201,6 +215,7 @@ def parse_anthropic(body: bytes) -> CompletionRequest:
         temperature=_temperature(data),
         max_tokens=_int(data, "max_tokens", None, 1),
         tool_turns=anthropic_turns(data),
+        media=_media(data["messages"], anthropic_media),
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
+
+#: how many of the latest media parts `recent_media` remembers
+RECENT_MEDIA = 32
 
 
 class Stats:
@@ -30,6 +33,11 @@ class Stats:
         #: requests that offered native tools, and tool calls answered to them
         self.tool_requests = 0
         self.tool_calls = 0
+        #: images, audio and files received, by part type (image_url, image, input_audio,
+        #: file, document), and the latest few with the sha256 of their bytes
+        self.media_requests = 0
+        self.media: Counter[str] = Counter()
+        self.recent_media: deque[dict[str, Any]] = deque(maxlen=RECENT_MEDIA)
         self.max_in_flight = self.in_flight
 
     def begin(self, path: str) -> None:
@@ -49,6 +57,15 @@ class Stats:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
 
+    def received_media(self, parts: Any) -> None:
+        """Count the media parts of one served request."""
+        if not parts:
+            return
+        self.media_requests += 1
+        for part in parts:
+            self.media[part.kind] += 1
+            self.recent_media.append(part.as_dict())
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "total": self.total,
@@ -64,4 +81,7 @@ class Stats:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "tool_requests": self.tool_requests,
             "tool_calls": self.tool_calls,
+            "media_requests": self.media_requests,
+            "media": dict(self.media),
+            "recent_media": list(self.recent_media),
         }

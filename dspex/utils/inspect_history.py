@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from dspex.observability.blobs import describe_part, elide_blobs
+
 _RESET = "\x1b[0m"
 _ROLE_COLOUR = "\x1b[31m"  # message headers
 _REPLY_COLOUR = "\x1b[32m"  # what the LM said
@@ -90,7 +92,7 @@ def _content_lines(content: Any, paint: _Painter) -> list[str]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [content.strip()]
+        return [elide_blobs(content).strip()]
     if not isinstance(content, list):
         return [str(content)]
     lines: list[str] = []
@@ -100,7 +102,7 @@ def _content_lines(content: Any, paint: _Painter) -> list[str]:
             continue
         kind = part.get("type")
         if kind == "text":
-            lines.append(str(part.get("text", "")).strip())
+            lines.append(elide_blobs(str(part.get("text", ""))).strip())
         else:
             lines.append(paint(_META_COLOUR, _placeholder(kind, part)))
     return lines
@@ -108,20 +110,7 @@ def _content_lines(content: Any, paint: _Painter) -> list[str]:
 
 def _placeholder(kind: Any, part: Mapping[str, Any]) -> str:
     # Images, audio and files would flood the terminal: show what they are, not their bytes.
-    if kind == "image_url":
-        url = str((part.get("image_url") or {}).get("url", ""))
-        if "base64," in url:
-            prefix, data = url.split("base64,", 1)
-            return f"<image {prefix}base64, {len(data)} characters>"
-        return f"<image {url}>"
-    if kind == "input_audio":
-        audio = part.get("input_audio") or {}
-        return f"<audio {audio.get('format', '?')}, {len(str(audio.get('data', '')))} base64 characters>"
-    if kind in ("file", "input_file"):
-        info = part.get("file") or part.get("input_file") or {}
-        size = len(str(info.get("file_data", "")))
-        return f"<file {info.get('filename', '')} id={info.get('file_id', '')} {size} characters>"
-    return f"<{kind or 'part'}>"
+    return describe_part(part)
 
 
 def _reply_parts(output: Any) -> tuple[str, Any]:

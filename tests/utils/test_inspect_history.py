@@ -46,7 +46,7 @@ def test_media_parts_are_named_not_dumped() -> None:
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
     ]}]
     text = format_history([entry])
-    assert "look" in text and "5000 characters" in text and data not in text
+    assert "look" in text and "<image/png, 3.8 kB, sha256:" in text and data not in text
 
 
 def test_heading_shows_model_tokens_and_other_completions(capsys: pytest.CaptureFixture[str]) -> None:
