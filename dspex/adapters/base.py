@@ -255,7 +255,7 @@ class Adapter:
     ) -> AdapterResult:
         sink = current_sink()
         if sink is not None:
-            sink.begin()
+            sink.begin(self)
         response = await lm.acomplete(messages, **kwargs)
         if sink is not None:
             await deliver_unstreamed(response)  # a cache hit or an unstreamed LM: one chunk

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dspex.clients.stream_decode import decoder_for, stream_params
 from dspex.clients.types import LMResponse, Message, output_text
@@ -47,8 +47,8 @@ class DeltaSink:
     def __init__(self) -> None:
         self.delivered = 0
 
-    def begin(self) -> None:
-        """A new answer starts (one adapter call)."""
+    def begin(self, adapter: Any = None) -> None:
+        """A new answer starts (one adapter call), written in ``adapter``'s format."""
         self.delivered = 0
 
     async def send(self, text: str) -> None:
@@ -59,6 +59,9 @@ class DeltaSink:
 
     async def receive(self, text: str) -> None:
         raise NotImplementedError
+
+    async def end(self) -> None:
+        """The predictor's call returned: flush what is held back (a listener's tail)."""
 
 
 _sink: contextvars.ContextVar[DeltaSink | None] = contextvars.ContextVar("dspex_delta_sink", default=None)
@@ -77,6 +80,31 @@ def streaming_to(sink: DeltaSink | None) -> Iterator[DeltaSink | None]:
         yield sink
     finally:
         _sink.reset(token)
+
+
+class StreamRouter(Protocol):
+    """A streamed run (`dspex.streaming`): gives each predictor the sink its answers
+    stream into, or None when nobody listens to it."""
+
+    def sink_for(self, predictor: Any) -> DeltaSink | None: ...
+
+
+_router: contextvars.ContextVar[StreamRouter | None] = contextvars.ContextVar("dspex_stream_router", default=None)
+
+
+def active_router() -> StreamRouter | None:
+    """The streamed run this code runs in (None: not streaming)."""
+    return _router.get()
+
+
+@contextmanager
+def routing_streams(router: StreamRouter | None) -> Iterator[StreamRouter | None]:
+    """Run the code inside as part of the streamed run ``router``."""
+    token = _router.set(router)
+    try:
+        yield router
+    finally:
+        _router.reset(token)
 
 
 def wants_stream(params: dict[str, Any], transport: Transport) -> DeltaSink | None:
@@ -155,6 +183,9 @@ async def deliver_unstreamed(response: LMResponse) -> None:
 
 __all__ = [
     "DeltaSink",
+    "StreamRouter",
+    "active_router",
+    "routing_streams",
     "current_sink",
     "deliver_unstreamed",
     "stream_once",
