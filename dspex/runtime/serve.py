@@ -34,7 +34,7 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from dspex.errors import (
@@ -87,6 +87,7 @@ class ModuleActor:
         from dspex.evaluate.runner import ProgramCaller
 
         program, settings = cloudpickle.loads(payload)
+        self._program = program
         self.service = service
         self._settings: dict[str, Any] = settings
         self._caller = ProgramCaller(program, max_concurrency)
@@ -120,6 +121,44 @@ class ModuleActor:
                 self._finished()
         self._served += 1
         return result
+
+    async def stream(
+        self,
+        inputs: dict[str, Any],
+        listeners: list[tuple[str, str | None, bool]],
+        status_message_provider: Any = None,
+        include_final_prediction: bool = True,
+    ) -> AsyncIterator[Any]:
+        """Run the program on ``inputs`` streamed (`dspex.streamify`), yielding its items;
+        called as a Ray streaming generator (``num_returns="streaming"``). The listeners
+        come as (field, predictor name, allow_reuse) and are resolved against this
+        replica's copy of the program. A cancelled call (the consumer stopped) cancels
+        the run, which closes its LM stream."""
+        from dspex.primitives.settings import context
+        from dspex.primitives.workload import interactive_work
+        from dspex.streaming import StreamListener, streamify
+
+        async with self._slots:
+            self._started()
+            try:
+                with context(**self._settings), interactive_work():
+                    streamed = streamify(
+                        self._program,
+                        status_message_provider=status_message_provider,
+                        stream_listeners=[
+                            StreamListener(field, predict_name=name, allow_reuse=reuse)
+                            for field, name, reuse in listeners
+                        ],
+                        include_final_prediction_in_output_stream=include_final_prediction,
+                    )
+                    async for item in streamed.astream(**inputs):
+                        yield item
+            except Exception as exc:
+                self._errors += 1
+                raise _portable(exc) from None
+            finally:
+                self._finished()
+        self._served += 1
 
     async def stats(self) -> dict[str, Any]:
         return {
@@ -392,6 +431,72 @@ class ServiceHandle:
                 logger.warning("dspex: %s died under a request; sending it to another replica", replica)
             finally:
                 self._count(replica, -1)
+
+    async def stream(
+        self,
+        *,
+        stream_listeners: Sequence[Any] | None = None,
+        status_message_provider: Any = None,
+        include_final_prediction_in_output_stream: bool = True,
+        **inputs: Any,
+    ) -> AsyncIterator[Any]:
+        """Run the program on one replica, streamed: yields what `dspex.streamify` yields
+        there (`StreamResponse` chunks of the listened fields, `StatusMessage`s, the
+        `Prediction` last), as the replica produces them (a Ray streaming generator).
+
+        Listeners name a field (and optionally ``predict_name``); they are resolved
+        against the replica's program. A replica that dies before the first item is
+        replaced as for `acall`; one that dies mid-stream raises `ReplicaDiedError`
+        (the consumer has seen part of an answer) and the request goes to the dead
+        letters. Stopping early (``aclose()``) cancels the replica's run.
+        """
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        listeners = [
+            (listener.signature_field_name, listener.predict_name, listener.allow_reuse)
+            for listener in stream_listeners or ()
+        ]
+        tried: list[str] = []
+        first_failed_at: float | None = None
+        delivered = 0
+        while True:
+            replica, actor = await self._pick(tried)
+            self._count(replica, +1)
+            items = actor.stream.options(num_returns="streaming").remote(
+                inputs, listeners, status_message_provider, include_final_prediction_in_output_stream
+            )
+            finished = False
+            try:
+                async for ref in items:
+                    item = await ref
+                    delivered += 1
+                    yield item
+                finished = True
+                return
+            except RayTaskError:
+                finished = True
+                raise  # the program's own error
+            except RayActorError as exc:
+                finished = True
+                self._forget(replica, actor)
+                tried.append(replica)
+                first_failed_at = first_failed_at or time.time()
+                if delivered or len(tried) > self.retries:
+                    error = ReplicaDiedError(self.name, replica, len(tried), first_line(str(exc)))
+                    await self._dead_letter(inputs, error, len(tried), first_failed_at)
+                    raise error from exc
+                logger.warning("dspex: %s died before streaming; sending the request to another replica", replica)
+            finally:
+                self._count(replica, -1)
+                if not finished:  # the consumer stopped early: stop the replica's run too
+                    ray.cancel(items)
+
+    def stream_sync(self, **kwargs: Any) -> Iterator[Any]:
+        """`stream` as a sync generator (for scripts without an event loop)."""
+        from dspex.streaming import apply_sync_streaming
+
+        return apply_sync_streaming(self.stream(**kwargs))
 
     def in_flight(self) -> dict[str, int]:
         """Requests this handle has in flight, per replica."""

@@ -349,6 +349,14 @@ def find_predictor_for_stream_listeners(program: Any, stream_listeners: list[Str
             by_field[field].append((name, predictor))
     routes: dict[int, list[StreamListener]] = defaultdict(list)
     for listener in stream_listeners:
+        if listener.predict is None and listener.predict_name is not None:
+            found = [p for n, p in named if n == listener.predict_name]
+            if not found:
+                raise ConfigurationError(
+                    f"the program has no predictor named {listener.predict_name!r} (it has "
+                    f"{', '.join(n for n, _ in named) or 'none'})"
+                )
+            listener.predict = found[0]
         if listener.predict is None:
             owners = by_field.get(listener.signature_field_name, [])
             if not owners:
