@@ -44,6 +44,7 @@ def _nested(pieces: list[str]) -> str:
 
 _HEADER_PREFIX = re.compile(_nested(_HEADER_PIECES))
 _LOOKBACK = 80  # a header or end tag is shorter than this
+_OPENINGS = re.compile(r"[\[<]")
 
 
 class _MarkedField:
@@ -63,14 +64,17 @@ class _MarkedField:
 
     def feed(self, delta: str) -> tuple[str, bool] | None:
         first = not self.text
+        before = len(self.text)
         self.text += delta
         if self.value_at is None:
-            found = self.text.find(self.start)
+            # Only where the new text could complete the marker: no rescan of the whole reply.
+            found = self.text.find(self.start, max(0, before - len(self.start)))
             if found < 0:
                 return None
             self.value_at = found + len(self.start)
+            before = self.value_at
         region = self.text[self.value_at :]
-        match = self.end.search(region)
+        match = self.end.search(region, max(0, before - self.value_at - _LOOKBACK))
         if match is not None:
             self.done = True
             self.whole_at_once = first
@@ -87,10 +91,9 @@ class _MarkedField:
         return self._emit(region[: self._held_from(region)].strip(), last=True)
 
     def _held_from(self, region: str) -> int:
-        base = max(0, len(region) - _LOOKBACK)
-        for index in range(base, len(region)):
-            if region[index] in "[<" and self.could_be_end(region[index:]):
-                return index
+        for opening in _OPENINGS.finditer(region, max(0, len(region) - _LOOKBACK)):
+            if self.could_be_end(region[opening.start() :]):
+                return opening.start()
         return len(region)
 
     def _emit(self, value: str, *, last: bool) -> tuple[str, bool] | None:
@@ -272,6 +275,10 @@ class StreamListener:
         self.stream_end = False
         self.cache_hit = False
         self._field: _MarkedField | _JSONField | None = None
+
+    def fresh(self) -> StreamListener:
+        """A copy for one run, with no state yet (a streamed program's calls may overlap)."""
+        return StreamListener(self.signature_field_name, self.predict, self.predict_name, self.allow_reuse)
 
     # --- one answer ------------------------------------------------------------------
 

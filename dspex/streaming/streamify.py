@@ -173,7 +173,8 @@ class StreamingProgram:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
         self.program = program
         self.stream_listeners = stream_listeners
-        self.routes = find_predictor_for_stream_listeners(program, stream_listeners) if stream_listeners else {}
+        if stream_listeners:  # fills in each listener's predictor (or refuses)
+            find_predictor_for_stream_listeners(program, stream_listeners)
         self.status_callback = StatusStreamingCallback(status_message_provider)
         self.include_final_prediction = include_final_prediction_in_output_stream
         self.async_streaming = async_streaming
@@ -186,7 +187,12 @@ class StreamingProgram:
         return stream if self.async_streaming else apply_sync_streaming(stream)
 
     async def astream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
-        session = StreamSession(self.routes, self.buffer_size)
+        # Listeners hold the state of one run: each call follows its fields with copies.
+        listeners = [listener.fresh() for listener in self.stream_listeners]
+        routes: dict[int, list[StreamListener]] = {}
+        for listener in listeners:
+            routes.setdefault(id(listener.predict), []).append(listener)
+        session = StreamSession(routes, self.buffer_size)
         self.last_stats = session.stats
         producer = asyncio.create_task(self._produce(session, args, kwargs))
         try:
@@ -196,11 +202,11 @@ class StreamingProgram:
                     break
                 yield item
             prediction = producer.result()  # the program's own error, raised here
-            for listener in self.stream_listeners:  # tails no predictor end flushed
+            for listener in listeners:  # tails no predictor end flushed
                 tail = listener.finalize()
                 if tail is not None:
                     yield tail
-            if self._yield_prediction():
+            if self._yield_prediction(listeners):
                 yield prediction
         finally:
             session.close()
@@ -219,12 +225,12 @@ class StreamingProgram:
             if not session.closed:
                 await session.queue.put(_END)
 
-    def _yield_prediction(self) -> bool:
-        if self.include_final_prediction or not self.stream_listeners:
+    def _yield_prediction(self, listeners: list[StreamListener]) -> bool:
+        if self.include_final_prediction or not listeners:
             return True
         # Without the prediction a consumer would get nothing of a field that never streamed.
-        return any(listener.cache_hit for listener in self.stream_listeners) or not any(
-            listener.stream_start for listener in self.stream_listeners
+        return any(listener.cache_hit for listener in listeners) or not any(
+            listener.stream_start for listener in listeners
         )
 
 

@@ -227,3 +227,13 @@ async def test_streaming_response_writes_server_sent_events(sim: SimLMServer) ->
     assert all(line.startswith("data: ") and line.endswith("\n\n") for line in lines)
     assert '"prediction"' in lines[-2] and lines[-1] == "data: [DONE]\n\n"
     assert any('"chunk"' in line for line in lines)
+
+
+async def test_calls_of_one_streamed_program_each_stream_even_at_once(sim: SimLMServer) -> None:
+    stream = dspex.streamify(dspex.Predict("question -> answer"), stream_listeners=[StreamListener("answer")])
+    with dspex.context(lm=_lm(sim)):
+        runs = await asyncio.gather(*(_collect(stream(question=f"What is {n} + {n}?")) for n in range(3)))
+        again = await _collect(stream(question="What is 0 + 0?"))
+    for items in [*runs, again]:
+        chunks = _chunks(items, "answer")
+        assert len(chunks) > 1 and "".join(c.chunk for c in chunks) == items[-1].answer
