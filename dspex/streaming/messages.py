@@ -44,7 +44,7 @@ class StatusMessageProvider:
     """
 
     def tool_start_status_message(self, instance: Any, inputs: dict[str, Any]) -> str | None:
-        return f"Calling tool {getattr(instance, 'name', type(instance).__name__)}..."
+        return f"Running tool {getattr(instance, 'name', type(instance).__name__)}..."
 
     def tool_end_status_message(self, outputs: Any) -> str | None:
         return "Tool finished; the LM continues with its result..."

@@ -166,3 +166,17 @@ def test_anthropic_decoder_reads_blocks_and_needs_message_stop() -> None:
     response = decoder.finish()
     assert response.outputs == ["Hi there"] and response.usage.prompt_tokens == 9
     assert response.usage.completion_tokens == 4 and response.finish_reasons == ["end_turn"]
+
+
+async def test_streamed_requests_spend_the_run_budget_like_any_request(sim: SimLMServer) -> None:
+    from dspex.clients.budget import CallBudget, budget_scope
+    from dspex.errors import BudgetExceededError
+
+    lm = dspex.LM("openai/sim", api_base=sim.url, cache=False)
+    budget = CallBudget(max_calls=1)
+    with budget_scope(budget):
+        sink, _ = await _streamed(lm)
+        assert sink.deltas
+        with pytest.raises(BudgetExceededError):
+            await _streamed(lm, [{"role": "user", "content": "another question"}])
+    assert sim.stats()["total"] == 1

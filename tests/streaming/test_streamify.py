@@ -121,7 +121,7 @@ async def test_status_messages_for_tools_and_modules(sim: SimLMServer) -> None:
         default = await _collect(dspex.streamify(WithTool())(topic="sky"))
         custom = await _collect(dspex.streamify(WithTool(), status_message_provider=Provider())(topic="sea"))
     messages = [i.message for i in default if isinstance(i, StatusMessage)]
-    assert messages == ["Calling tool make_question...", "Tool finished; the LM continues with its result..."]
+    assert messages == ["Running tool make_question...", "Tool finished; the LM continues with its result..."]
     assert [i.message for i in custom if isinstance(i, StatusMessage)][-1] == "Predicting..."
     assert isinstance(default[-1], dspex.Prediction)
     assert dspex.settings.callbacks == []  # the status callback was the run's only
