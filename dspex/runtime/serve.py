@@ -28,6 +28,7 @@ the replicas the key through their environment (``runtime_env``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -53,6 +54,10 @@ from dspex.runtime.supervision.reasons import first_line
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 64
+# Items a streamed request may have produced on its replica and not yet consumed by the
+# caller: past this the replica's generator waits (Ray's generator backpressure), then
+# its program does (streamify's bounded queue), then its LM stream is read no further.
+STREAM_BACKPRESSURE = 8
 RESOLVE_TIMEOUT = 30.0  # a replica restart takes ~1 s; a start on a busy node longer
 START_TIMEOUT = 120.0
 POLL_INTERVAL = 0.05
@@ -97,6 +102,7 @@ class ModuleActor:
         self._idle.set()
         self._served = 0
         self._errors = 0
+        self._last_streamed: Any = None  # the StreamingProgram of the latest streamed request
         if use_pools:
             from dspex.runtime.pools.pool_client import enable_pools
 
@@ -142,7 +148,7 @@ class ModuleActor:
             self._started()
             try:
                 with context(**self._settings), interactive_work():
-                    streamed = streamify(
+                    streamed = self._last_streamed = streamify(
                         self._program,
                         status_message_provider=status_message_provider,
                         stream_listeners=[
@@ -167,6 +173,8 @@ class ModuleActor:
             "in_flight": self._in_flight,
             "served": self._served,
             "errors": self._errors,
+            # the queue counters of the latest streamed request, live while it runs
+            "last_stream": dataclasses.asdict(stats) if (stats := getattr(self._last_streamed, "last_stats", None)) else {},
         }
 
     async def terminate(self, reason: str) -> None:
@@ -463,7 +471,9 @@ class ServiceHandle:
         while True:
             replica, actor = await self._pick(tried)
             self._count(replica, +1)
-            items = actor.stream.options(num_returns="streaming").remote(
+            items = actor.stream.options(
+                num_returns="streaming", _generator_backpressure_num_objects=STREAM_BACKPRESSURE
+            ).remote(
                 inputs, listeners, status_message_provider, include_final_prediction_in_output_stream
             )
             finished = False

@@ -118,3 +118,23 @@ async def test_a_replica_killed_mid_stream_is_an_error_and_a_dead_letter(handle:
             return False
 
     await poll(answers, 60, "the restarted replica to answer")
+
+
+async def test_a_slow_consumer_holds_the_replica_back_within_bounds(handle: ServiceHandle, sim: SimLMServer) -> None:
+    from dspex.runtime.serve import STREAM_BACKPRESSURE
+    from dspex.streaming.streamify import DEFAULT_BUFFER_SIZE
+
+    sim.set_stream(chunk_chars=1)  # the LM writes fast, in many chunks
+    actor = ray.get_actor(handle.replicas[0], namespace=NAMESPACE)
+    received, ahead = 0, []
+    question = "How do the tides work on the coasts of the northern seas in winter?"
+    async for _item in handle.stream(stream_listeners=[StreamListener("reasoning")], question=question):
+        received += 1
+        await asyncio.sleep(0.02)  # the consumer is slow: that is its behaviour under test
+        if received % 10 == 0:
+            ahead.append((await actor.stats.remote())["last_stream"]["items"] - received)
+    last = (await actor.stats.remote())["last_stream"]
+    assert received > 60 and last["items"] == received - 1
+    assert last["max_queued"] <= last["bound"] and last["producer_waits"] > 0
+    # the replica never runs further ahead than Ray's window plus the program's queue
+    assert max(ahead) <= STREAM_BACKPRESSURE + DEFAULT_BUFFER_SIZE + 2, ahead
