@@ -237,3 +237,12 @@ async def test_calls_of_one_streamed_program_each_stream_even_at_once(sim: SimLM
     for items in [*runs, again]:
         chunks = _chunks(items, "answer")
         assert len(chunks) > 1 and "".join(c.chunk for c in chunks) == items[-1].answer
+
+
+async def test_an_lm_that_cannot_stream_gives_each_field_as_one_chunk() -> None:
+    lm = dspex.utils.DummyLM([{"reasoning": "Because.", "answer": "Blue"}])
+    stream = dspex.streamify(dspex.ChainOfThought("question -> answer"), stream_listeners=[StreamListener("answer")])
+    with dspex.context(lm=lm):
+        items = await _collect(stream(question="What color is the sky?"))
+    assert _chunks(items, "answer") == [StreamResponse("predict", "answer", "Blue", is_last_chunk=True)]
+    assert items[-1].answer == "Blue"
