@@ -139,9 +139,11 @@ async def run(args: argparse.Namespace) -> None:
               f"{ms(full.total):6.2f} ms (x{statistics.median(full.total) / statistics.median(raw.total):.2f})")
         print(f"  client CPU per reply         raw {raw.cpu_us():6.0f} us   LM stream {lm_runs.cpu_us():6.0f} us"
               f"   streamify {full.cpu_us():6.0f} us   program unstreamed {plain.cpu_us():6.0f} us")
-        print(f"  CPU per chunk                raw {raw.cpu_us() / n:6.1f} us   LM stream +{(lm_runs.cpu_us() - raw.cpu_us()) / n:.1f} us"
-              f" over raw   streamify +{(full.cpu_us() - plain.cpu_us()) / n:.1f} us over the unstreamed program"
-              f" (x{(full.cpu_us() - plain.cpu_us() + raw.cpu_us()) / raw.cpu_us():.2f} the raw stream's CPU)")
+        raw_chunk = raw.cpu_us() / n
+        lm_chunk = lm_runs.cpu_us() / n
+        full_chunk = (full.cpu_us() - plain.cpu_us()) / n  # the program's own work taken out
+        print(f"  streaming CPU per chunk      raw {raw_chunk:6.1f} us   LM stream {lm_chunk:6.1f} us (x{lm_chunk / raw_chunk:.2f})"
+              f"   streamify {full_chunk:6.1f} us (x{full_chunk / raw_chunk:.2f}; its CPU minus the unstreamed program's)")
 
 
 def main() -> None:
