@@ -108,6 +108,12 @@ async def test_status_messages_for_tools_and_modules(sim: SimLMServer) -> None:
         def module_start_status_message(self, instance: Any, inputs: dict[str, Any]) -> str | None:
             return "Predicting..." if isinstance(instance, dspex.Predict) else None
 
+        def lm_start_status_message(self, instance: Any, inputs: dict[str, Any]) -> str | None:
+            return f"Asking {instance.model}..."
+
+        def lm_end_status_message(self, outputs: Any) -> str | None:
+            return "The LM answered."
+
     class WithTool(dspex.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -122,7 +128,9 @@ async def test_status_messages_for_tools_and_modules(sim: SimLMServer) -> None:
         custom = await _collect(dspex.streamify(WithTool(), status_message_provider=Provider())(topic="sea"))
     messages = [i.message for i in default if isinstance(i, StatusMessage)]
     assert messages == ["Running tool make_question...", "Tool finished; the LM continues with its result..."]
-    assert [i.message for i in custom if isinstance(i, StatusMessage)][-1] == "Predicting..."
+    assert [i.message for i in custom if isinstance(i, StatusMessage)][-3:] == [
+        "Predicting...", "Asking openai/sim...", "The LM answered."
+    ]
     assert isinstance(default[-1], dspex.Prediction)
     assert dspex.settings.callbacks == []  # the status callback was the run's only
 
