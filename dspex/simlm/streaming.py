@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,4 +188,27 @@ async def write(request: Any, stream: StreamPlan) -> Any:
     return response
 
 
-__all__ = ["StreamCounters", "StreamPlan", "StreamSettings", "plan", "requested", "split_text", "write"]
+async def lines_of(stream: StreamPlan) -> AsyncIterator[bytes]:
+    """The lines of ``stream`` as a client reads them, for the in-process `SimTransport`:
+    paced, and broken off (`LMStreamInterruptedError`) where the cut fault says."""
+    import asyncio
+
+    from dspex.errors import LMStreamInterruptedError
+
+    counters = stream.counters
+    counters.streams += 1
+    written = 0
+    for position, event in enumerate(stream.events):
+        if position in stream.content:
+            if stream.cut_after is not None and written >= stream.cut_after:
+                counters.cut += 1
+                raise LMStreamInterruptedError("the simulated LM broke the stream off mid-answer (a cut fault)")
+            if stream.delay:
+                await asyncio.sleep(stream.delay)
+            written += 1
+            counters.chunks += 1
+        for line in event.split(b"\n"):
+            yield line
+
+
+__all__ = ["StreamCounters", "lines_of", "StreamPlan", "StreamSettings", "plan", "requested", "split_text", "write"]

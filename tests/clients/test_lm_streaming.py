@@ -180,3 +180,16 @@ async def test_streamed_requests_spend_the_run_budget_like_any_request(sim: SimL
         with pytest.raises(BudgetExceededError):
             await _streamed(lm, [{"role": "user", "content": "another question"}])
     assert sim.stats()["total"] == 1
+
+
+async def test_the_in_process_sim_transport_streams_too() -> None:
+    from dspex.simlm import SimTransport
+
+    transport = SimTransport(seed=3)
+    lm = dspex.LM("anthropic/sim", api_base=transport.url, transport=transport, cache=False, num_retries=0)
+    sink, response = await _streamed(lm)
+    assert len(sink.deltas) > 3 and "".join(sink.deltas) == response.outputs[0]
+    transport.set_faults(stream_cut_after=1)
+    with pytest.raises(LMStreamInterruptedError):
+        await _streamed(lm, [{"role": "user", "content": "once more"}])
+    assert transport.core.stream_counters.cut == 1
