@@ -91,6 +91,8 @@ class StreamSession:
         self.routes = routes
         self.stats = StreamStats(buffer_size)
         self.closed = False
+        self._waiting = 0  # puts waiting for room (items that must keep their place)
+        self._soon: set[asyncio.Task[None]] = set()
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
 
@@ -116,18 +118,24 @@ class StreamSession:
         if self.closed:
             return
         if _running_loop() is self.loop:
-            if not self.queue.full() and not getattr(self.queue, "_putters", None):
-                self._count(item)
+            if not self.queue.full() and not self._waiting:  # nothing queued up before it
                 self.queue.put_nowait(item)
+                self._count(item)
             else:
-                self.loop.create_task(self._put(item))
+                task = self.loop.create_task(self._put(item))
+                self._soon.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self._soon.discard)
             return
         self._track(asyncio.run_coroutine_threadsafe(self._put(item), self.loop))
 
     async def _put(self, item: Any) -> None:
         if self.queue.full():
             self.stats.producer_waits += 1
-        await self.queue.put(item)
+        self._waiting += 1
+        try:
+            await self.queue.put(item)
+        finally:
+            self._waiting -= 1
         self._count(item)
 
     def _count(self, item: Any) -> None:
