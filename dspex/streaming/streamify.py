@@ -161,6 +161,8 @@ class StreamSession:
             pending = list(self._pending)
         for future in pending:
             future.cancel()
+        for task in list(self._soon):
+            task.cancel()
 
 
 class StreamingProgram:
