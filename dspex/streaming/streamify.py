@@ -289,10 +289,11 @@ def _entry(program: Any, is_async_program: bool) -> Callable[..., Any]:
 
 
 def _uses_module_call(program: Any) -> bool:
-    """A dspex module whose call is the Module's own (so ``acall`` runs the same code)."""
+    """A module whose ``__call__`` is dspex's own (so ``acall`` runs the same code); a user's
+    class that writes its own ``__call__`` (as DSPy programs may) is called through it."""
     for cls in type(program).__mro__:
         if "__call__" in cls.__dict__:
-            return cls.__module__ in ("dspex.primitives.module", "dspex.modules.predict")
+            return cls.__module__ == "dspex" or cls.__module__.startswith("dspex.")
     return False
 
 
