@@ -52,6 +52,10 @@ _EXPORTS: dict[str, str] = {
     "Tool": "dspex.adapters.types",
     "ToolCalls": "dspex.adapters.types",
     "ToolCallResults": "dspex.adapters.types",
+    # streaming and calling programs the other way round
+    "streamify": "dspex.streaming.streamify",
+    "asyncify": "dspex.utils.asyncify",
+    "syncify": "dspex.utils.asyncify",
     # modules
     "Predict": "dspex.modules.predict",
     "ChainOfThought": "dspex.modules.chain_of_thought",
@@ -133,6 +137,7 @@ _SUBPACKAGES = frozenset(
         "predict",
         "primitives",
         "signatures",
+        "streaming",
         "teleprompt",
         "utils",
     }
@@ -231,3 +236,5 @@ if TYPE_CHECKING:
     from dspex.runtime.supervision.application import dead_letters
     from dspex.signatures.field import InputField, OutputField, infer_prefix
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
+    from dspex.streaming.streamify import streamify
+    from dspex.utils.asyncify import asyncify, syncify

@@ -43,6 +43,7 @@ The hierarchy (``+`` marks an extra base class)::
     ├── AdapterParseError
     ├── LMError
     │   ├── LMTransportError
+    │   │   └── LMStreamInterruptedError
     │   ├── LMTimeoutError
     │   ├── LMProviderError
     │   │   ├── LMRateLimitError
@@ -291,6 +292,30 @@ class LMTransportError(LMError):
     """The request never got an HTTP answer (connection refused, reset, DNS)."""
 
     retryable = True
+
+
+class LMStreamInterruptedError(LMTransportError):
+    """A streamed answer stopped before its end (the connection closed before the final
+    event, or ``[DONE]``): what arrived is not the whole answer, so it is never used as one.
+
+    Retryable: the same request may stream to the end next time. dspex's own retries
+    make a new attempt only while no chunk of the answer has reached the consumer
+    (``chunks_delivered == 0``); after that the consumer has seen part of an answer
+    and must decide, so the error is raised to it.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        chunks_delivered: int = 0,
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.chunks_delivered = chunks_delivered
 
 
 class LMTimeoutError(LMError):

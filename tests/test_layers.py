@@ -33,7 +33,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
-    frozenset({"modules", "testing"}),
+    frozenset({"modules", "testing", "streaming"}),
     frozenset({"evaluate"}),
     frozenset({"optimizers"}),
     frozenset({"runtime"}),
@@ -57,6 +57,7 @@ CORE: frozenset[str] = frozenset(
         "errors",
         "utils",
         "testing",
+        "streaming",
     }
 )
 

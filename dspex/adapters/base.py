@@ -38,6 +38,7 @@ from dspex.adapters.types.base import (
 )
 from dspex.adapters.types.history import History, history_field
 from dspex.adapters.values import ValueParseError, format_value, type_hint
+from dspex.clients.streaming import current_sink, deliver_unstreamed
 from dspex.clients.types import Message, Output, Usage, output_text
 from dspex.errors import AdapterParseError
 from dspex.observability.hooks import observe_call
@@ -286,7 +287,12 @@ class Adapter:
         signature: SignatureMeta,
         plan: NativeToolPlan | None = None,
     ) -> AdapterResult:
+        sink = current_sink()
+        if sink is not None:
+            sink.begin(self)
         response = await lm.acomplete(messages, **kwargs)
+        if sink is not None:
+            await deliver_unstreamed(response)  # a cache hit or an unstreamed LM: one chunk
         completions: list[dict[str, Any]] = []
         rejected: list[AdapterParseError] = []
         for output in response.outputs:

@@ -20,14 +20,15 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from dspex.clients.transport import HTTPResponse
-from dspex.errors import LMTimeoutError, LMTransportError
+from dspex.clients.transport import HTTPResponse, HTTPStream
+from dspex.errors import LMStreamInterruptedError, LMTimeoutError, LMTransportError
 
 # Imported for its side effect on exit order: atexit runs handlers last-in first-out,
 # so ours (registered below) closes sessions before the background loop is stopped.
@@ -96,6 +97,53 @@ class AiohttpTransport:
                 f"could not reach {_safe_url(url)}: {type(exc).__name__}: {exc}; "
                 "check api_base and that the server is up"
             ) from exc
+
+    @asynccontextmanager
+    async def post_stream(
+        self, url: str, *, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> AsyncIterator[HTTPStream]:
+        """A streamed request (`StreamingTransport`): ``timeout`` bounds the connect and
+        each read, not the whole answer, which may stream for longer."""
+        session = self._sessions.get(asyncio.get_running_loop())
+        if session is None or session.closed:
+            session = await self._new_session()
+        where = _safe_url(url)
+        limits = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        try:
+            response = await session.post(url, data=body, headers=headers, timeout=limits)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise LMTimeoutError(f"no answer from {where} within {timeout:g}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise LMTransportError(
+                f"could not reach {where}: {type(exc).__name__}: {exc}; "
+                "check api_base and that the server is up"
+            ) from exc
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in response.content:
+                    yield line.rstrip(b"\r\n")
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                raise LMTimeoutError(
+                    f"{where} stopped streaming for more than {timeout:g}s mid-answer"
+                ) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise LMStreamInterruptedError(
+                    f"the stream from {where} broke off mid-answer: {type(exc).__name__}: {exc}"
+                ) from exc
+
+        async def read() -> bytes:
+            try:
+                return await response.read()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                raise LMTransportError(f"the answer from {where} broke off: {exc}") from exc
+
+        try:
+            yield HTTPStream(response.status, response.headers, lines, read)
+        finally:
+            # Closing (not releasing) a half-read answer drops its connection: a consumer
+            # that stopped early stops the provider's generation too.
+            response.close()
 
     async def aclose(self) -> None:
         """Close this transport's session for the running loop."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dspex.clients.pricing import Price, cost_usd
+from dspex.clients.streaming import stream_once, wants_stream
 from dspex.clients.transport import HTTPResponse, Transport
 from dspex.clients.types import LMResponse, Message, Output, Usage
 
@@ -83,7 +84,17 @@ async def post_once(
     transport: Transport | None,
     timeout: float,
 ) -> LMResponse:
-    """One HTTP attempt: encode, post, decode (or raise the typed error of the answer)."""
+    """One HTTP attempt: encode, post, decode (or raise the typed error of the answer).
+
+    Inside `dspex.clients.streaming.streaming_to(sink)` the attempt is streamed: each
+    text delta goes to the sink as it arrives, and the assembled answer is returned."""
+    transport = transport or default_transport()
+    sink = wants_stream(params, transport)
+    if sink is not None:
+        return await stream_once(
+            protocol, endpoint, messages, params,
+            api_key=api_key, transport=transport, timeout=timeout, sink=sink,
+        )
     url, headers, body = protocol.build_request(
         api_base=endpoint.api_base,
         model_name=endpoint.model_name,
@@ -91,7 +102,7 @@ async def post_once(
         params=params,
         api_key=api_key,
     )
-    http = await (transport or default_transport()).post(
+    http = await transport.post(
         url, headers=headers, body=body, timeout=timeout
     )
     return protocol.parse_response(http, model=endpoint.model)

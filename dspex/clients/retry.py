@@ -1,7 +1,9 @@
 """Retrying LM requests that failed for reasons a retry can fix.
 
 Retryable errors are those whose ``.retryable`` is true (rate limits, 5xx,
-timeouts, dropped connections, malformed 200 bodies). Anything else (auth, bad
+timeouts, dropped connections, malformed 200 bodies, streams cut off) except a
+stream cut after some of it reached the consumer (``chunks_delivered``: see
+`dspex.clients.streaming`). Anything else (auth, bad
 request, context window) is raised at once: repeating it only wastes time.
 
 The delay before retry ``k`` (0-based) is "full jitter" exponential backoff,
@@ -75,6 +77,8 @@ async def call_with_retries(
         except LMError as error:
             if not error.retryable or attempt >= policy.num_retries:
                 raise
+            if getattr(error, "chunks_delivered", 0):
+                raise  # a stream cut after the consumer saw part of it (clients.streaming)
             wait = policy.delay(attempt, error)
             if on_retry is not None:
                 on_retry(attempt, error, wait)

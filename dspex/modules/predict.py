@@ -25,6 +25,7 @@ from dspex.adapters.values import validator_for
 from dspex.clients.base_lm import LM_CLASS_STATE_KEY
 from dspex.clients.budget import ONE_CALL, Claim, active_budget
 from dspex.clients.lm import LM, parse_model
+from dspex.clients.streaming import active_router, streaming_to
 from dspex.clients.types import Usage
 from dspex.clients.usage import record_usage as record_tracked_usage
 from dspex.errors import AdapterParseError, ConfigurationError, InputError, StateMismatchError
@@ -86,7 +87,15 @@ class Predict(Module, Parameter):
         feedback = feedback_for(self)
         if feedback is not None:  # a re-run asked for by a failed dspex.Assert/Suggest
             lm_signature, lm_inputs = with_feedback(signature, inputs, feedback)
-        result = await _call_within_budget(lm, adapter.arun(lm, config, lm_signature, demos, lm_inputs))
+        router = active_router()
+        if router is None:
+            result = await _call_within_budget(lm, adapter.arun(lm, config, lm_signature, demos, lm_inputs))
+        else:  # a streamed run (dspex.streamify): answers stream to this predictor's listeners
+            sink = router.sink_for(self)
+            with streaming_to(sink):
+                result = await _call_within_budget(lm, adapter.arun(lm, config, lm_signature, demos, lm_inputs))
+            if sink is not None:
+                await sink.end()
         prediction = Prediction.from_completions(result.completions, signature=signature)
         model = _model_name(lm)
         prediction.set_usage(result.usage, {model: result.usage} if _spent(result.usage).calls else {})

@@ -28,13 +28,14 @@ the replicas the key through their environment (``runtime_env``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from dspex.errors import (
@@ -53,6 +54,10 @@ from dspex.runtime.supervision.reasons import first_line
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 64
+# Items a streamed request may have produced on its replica and not yet consumed by the
+# caller: past this the replica's generator waits (Ray's generator backpressure), then
+# its program does (streamify's bounded queue), then its LM stream is read no further.
+STREAM_BACKPRESSURE = 8
 RESOLVE_TIMEOUT = 30.0  # a replica restart takes ~1 s; a start on a busy node longer
 START_TIMEOUT = 120.0
 POLL_INTERVAL = 0.05
@@ -87,6 +92,7 @@ class ModuleActor:
         from dspex.evaluate.runner import ProgramCaller
 
         program, settings = cloudpickle.loads(payload)
+        self._program = program
         self.service = service
         self._settings: dict[str, Any] = settings
         self._caller = ProgramCaller(program, max_concurrency)
@@ -96,6 +102,7 @@ class ModuleActor:
         self._idle.set()
         self._served = 0
         self._errors = 0
+        self._last_streamed: Any = None  # the StreamingProgram of the latest streamed request
         if use_pools:
             from dspex.runtime.pools.pool_client import enable_pools
 
@@ -121,6 +128,44 @@ class ModuleActor:
         self._served += 1
         return result
 
+    async def stream(
+        self,
+        inputs: dict[str, Any],
+        listeners: list[tuple[str, str | None, bool]],
+        status_message_provider: Any = None,
+        include_final_prediction: bool = True,
+    ) -> AsyncIterator[Any]:
+        """Run the program on ``inputs`` streamed (`dspex.streamify`), yielding its items;
+        called as a Ray streaming generator (``num_returns="streaming"``). The listeners
+        come as (field, predictor name, allow_reuse) and are resolved against this
+        replica's copy of the program. A cancelled call (the consumer stopped) cancels
+        the run, which closes its LM stream."""
+        from dspex.primitives.settings import context
+        from dspex.primitives.workload import interactive_work
+        from dspex.streaming import StreamListener, streamify
+
+        async with self._slots:
+            self._started()
+            try:
+                with context(**self._settings), interactive_work():
+                    streamed = self._last_streamed = streamify(
+                        self._program,
+                        status_message_provider=status_message_provider,
+                        stream_listeners=[
+                            StreamListener(field, predict_name=name, allow_reuse=reuse)
+                            for field, name, reuse in listeners
+                        ],
+                        include_final_prediction_in_output_stream=include_final_prediction,
+                    )
+                    async for item in streamed.astream(**inputs):
+                        yield item
+            except Exception as exc:
+                self._errors += 1
+                raise _portable(exc) from None
+            finally:
+                self._finished()
+        self._served += 1
+
     async def stats(self) -> dict[str, Any]:
         return {
             "service": self.service,
@@ -128,6 +173,8 @@ class ModuleActor:
             "in_flight": self._in_flight,
             "served": self._served,
             "errors": self._errors,
+            # the queue counters of the latest streamed request, live while it runs
+            "last_stream": dataclasses.asdict(stats) if (stats := getattr(self._last_streamed, "last_stats", None)) else {},
         }
 
     async def terminate(self, reason: str) -> None:
@@ -392,6 +439,74 @@ class ServiceHandle:
                 logger.warning("dspex: %s died under a request; sending it to another replica", replica)
             finally:
                 self._count(replica, -1)
+
+    async def stream(
+        self,
+        *,
+        stream_listeners: Sequence[Any] | None = None,
+        status_message_provider: Any = None,
+        include_final_prediction_in_output_stream: bool = True,
+        **inputs: Any,
+    ) -> AsyncIterator[Any]:
+        """Run the program on one replica, streamed: yields what `dspex.streamify` yields
+        there (`StreamResponse` chunks of the listened fields, `StatusMessage`s, the
+        `Prediction` last), as the replica produces them (a Ray streaming generator).
+
+        Listeners name a field (and optionally ``predict_name``); they are resolved
+        against the replica's program. A replica that dies before the first item is
+        replaced as for `acall`; one that dies mid-stream raises `ReplicaDiedError`
+        (the consumer has seen part of an answer) and the request goes to the dead
+        letters. Stopping early (``aclose()``) cancels the replica's run.
+        """
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        listeners = [
+            (listener.signature_field_name, listener.predict_name, listener.allow_reuse)
+            for listener in stream_listeners or ()
+        ]
+        tried: list[str] = []
+        first_failed_at: float | None = None
+        delivered = 0
+        while True:
+            replica, actor = await self._pick(tried)
+            self._count(replica, +1)
+            items = actor.stream.options(
+                num_returns="streaming", _generator_backpressure_num_objects=STREAM_BACKPRESSURE
+            ).remote(
+                inputs, listeners, status_message_provider, include_final_prediction_in_output_stream
+            )
+            finished = False
+            try:
+                async for ref in items:
+                    item = await ref
+                    delivered += 1
+                    yield item
+                finished = True
+                return
+            except RayTaskError:
+                finished = True
+                raise  # the program's own error
+            except RayActorError as exc:
+                finished = True
+                self._forget(replica, actor)
+                tried.append(replica)
+                first_failed_at = first_failed_at or time.time()
+                if delivered or len(tried) > self.retries:
+                    error = ReplicaDiedError(self.name, replica, len(tried), first_line(str(exc)))
+                    await self._dead_letter(inputs, error, len(tried), first_failed_at)
+                    raise error from exc
+                logger.warning("dspex: %s died before streaming; sending the request to another replica", replica)
+            finally:
+                self._count(replica, -1)
+                if not finished:  # the consumer stopped early: stop the replica's run too
+                    ray.cancel(items)
+
+    def stream_sync(self, **kwargs: Any) -> Iterator[Any]:
+        """`stream` as a sync generator (for scripts without an event loop)."""
+        from dspex.streaming import apply_sync_streaming
+
+        return apply_sync_streaming(self.stream(**kwargs))
 
     def in_flight(self) -> dict[str, int]:
         """Requests this handle has in flight, per replica."""

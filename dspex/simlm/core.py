@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dspex.errors import SimLMRequestError
-from dspex.simlm import oracle, tool_calls
+from dspex.simlm import oracle, streaming, tool_calls
 from dspex.simlm.faults import Decision, FaultConfig, FaultInjector
 from dspex.simlm.finetuning import FineTunes
 from dspex.simlm.oracle import OracleConfig
@@ -43,6 +43,8 @@ class SimResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+    #: a streamed answer: the HTTP layer writes its events instead of ``body``
+    stream: streaming.StreamPlan | None = None
 
 
 class SimCore:
@@ -66,6 +68,8 @@ class SimCore:
         self.stats = Stats()
         self.faults = FaultInjector(to_fault_config(faults), seed=seed)
         self.finetunes = FineTunes()
+        self.stream_settings = streaming.StreamSettings()
+        self.stream_counters = streaming.StreamCounters()
 
     # --- control --------------------------------------------------------------
 
@@ -114,6 +118,8 @@ class SimCore:
             # {"fail_next": N}: the next N fine-tuning jobs fail while running.
             self.finetunes.fail_next = int(json.loads(body or b"{}").get("fail_next", 0))
             return _ok({"fail_next": self.finetunes.fail_next})
+        if route[1] == "/admin/stream":
+            return self._stream_control(route[0], body)
         if route == ("GET", "/admin/faults"):
             return _ok(self.faults.config.model_dump())
         if route == ("POST", "/admin/faults"):
@@ -126,6 +132,15 @@ class SimCore:
             self.faults.set(config)
             return _ok(config.model_dump())
         return None
+
+    def _stream_control(self, method: str, body: bytes) -> SimResponse:
+        """``GET /admin/stream``: chunking and counters; ``POST``: new chunking settings."""
+        if method == "POST":
+            try:
+                self.stream_settings = streaming.StreamSettings.model_validate_json(body or b"{}")
+            except ValidationError as exc:
+                return _error("openai", 400, f"invalid stream settings: {exc.errors(include_url=False)}")
+        return _ok({**self.stream_settings.model_dump(), **self.stream_counters.snapshot()})
 
     async def _serve(
         self, route: tuple[str, str], headers: Mapping[str, str], body: bytes
@@ -177,6 +192,13 @@ class SimCore:
         payload = protocol.render(
             request, choices, key.hex()[:24], prompt_tokens, completion_tokens
         )
+        stream, include_usage = streaming.requested(body)
+        if stream:
+            plan = streaming.plan(
+                protocol.name, payload, self.stream_settings, include_usage=include_usage,
+                cut_after=self.faults.stream_cut(decision.attempt), counters=self.stream_counters,
+            )
+            return SimResponse(200, {"Content-Type": "text/event-stream"}, b"", plan)
         return _ok(payload)
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:

@@ -30,6 +30,7 @@ class FaultConfig(BaseModel):
     the config is set) answers every request with 503.
     `context_window_tokens` plays a model's context limit: a prompt estimated
     longer is refused with a 400 ``context_length_exceeded``, as providers do.
+    `stream_cut_after` breaks streamed answers off mid-way (`dspex.simlm.streaming`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +47,10 @@ class FaultConfig(BaseModel):
     fail_first: int = Field(0, ge=0)
     fail_status: int = Field(500, ge=400, le=599)
     context_window_tokens: int | None = Field(None, ge=1)
+    #: a streamed answer's connection is closed after this many content chunks
+    stream_cut_after: int | None = Field(None, ge=0)
+    #: ... on the first k attempts of each body only (0: on every attempt)
+    stream_cut_first: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:
@@ -133,6 +138,13 @@ class FaultInjector:
         if u < cfg.malformed_rate + cfg.truncated_rate:
             return "truncated"
         return None
+
+    def stream_cut(self, attempt: int) -> int | None:
+        """After how many content chunks a streamed answer of this attempt is cut (None: not)."""
+        cfg = self.config
+        if cfg.stream_cut_after is None or (cfg.stream_cut_first and attempt > cfg.stream_cut_first):
+            return None
+        return cfg.stream_cut_after
 
     def draw(self, key: bytes, attempt: int, tag: str) -> float:
         """A uniform number in [0, 1) fixed by (seed, body, attempt, tag)."""

@@ -64,6 +64,10 @@ class SimLMProcess:
         payload = config.model_dump() if isinstance(config, FaultConfig) else dict(config)
         return self._request("POST", "/admin/faults", payload)
 
+    def set_stream(self, *, chunk_chars: int = 0, chunk_delay_ms: float = 0.0) -> dict[str, Any]:
+        """How streamed answers are chunked (0: before each word) and paced."""
+        return self._request("POST", "/admin/stream", {"chunk_chars": chunk_chars, "chunk_delay_ms": chunk_delay_ms})
+
     def reset_stats(self) -> None:
         self._request("POST", "/admin/reset", {})
 

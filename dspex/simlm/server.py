@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dspex.simlm import streaming
 from dspex.simlm.core import SimCore
 from dspex.simlm.faults import FaultConfig
 
@@ -51,9 +52,11 @@ def check_loopback(host: str) -> str:
 
 
 def build_app(core: SimCore) -> web.Application:
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         answer = await core.handle(request.method, request.path, request.headers, body)
+        if answer.stream is not None:
+            return await streaming.write(request, answer.stream)
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -137,6 +140,19 @@ class SimLMServer:
 
     def stats(self) -> dict[str, Any]:
         return self._call(self.core.stats_snapshot)
+
+    def set_stream(self, *, chunk_chars: int = 0, chunk_delay_ms: float = 0.0) -> None:
+        """How streamed answers are chunked (0: before each word) and paced."""
+        settings = streaming.StreamSettings(chunk_chars=chunk_chars, chunk_delay_ms=chunk_delay_ms)
+
+        def apply() -> None:
+            self.core.stream_settings = settings
+
+        self._call(apply)
+
+    def stream_stats(self) -> dict[str, int]:
+        """Streamed answers started, content chunks written, cut by a fault, left by the client."""
+        return self._call(self.core.stream_counters.snapshot)
 
     def reset_stats(self) -> None:
         self._call(self.core.reset_stats)

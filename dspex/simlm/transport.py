@@ -3,21 +3,24 @@
 It implements dspex's `Transport` protocol by calling the same request handler
 the HTTP server uses, so replies, faults and stats are identical; only the
 network is missing. A client's timeout is honoured for real: a request hung by
-a timeout fault longer than `timeout` raises `LMTimeoutError`.
+a timeout fault longer than `timeout` raises `LMTimeoutError`. Streamed requests
+(``post_stream``) get the same events as over HTTP, paced and cut the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from dspex.clients.transport import HTTPResponse
+from dspex.clients.transport import HTTPResponse, HTTPStream
 from dspex.errors import LMTimeoutError
 from dspex.simlm.core import SimCore
 from dspex.simlm.faults import FaultConfig
 from dspex.simlm.oracle import OracleConfig
+from dspex.simlm.streaming import lines_of
 
 #: A base URL to give LM clients that use a SimTransport (any URL works; only its path is read).
 SIM_URL = "http://sim-lm.invalid/v1"
@@ -69,6 +72,26 @@ class SimTransport:
             ) from None
         return HTTPResponse(answer.status, answer.headers, answer.body)
 
+    @asynccontextmanager
+    async def post_stream(
+        self, url: str, *, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> AsyncIterator[HTTPStream]:
+        """A streamed request (`StreamingTransport`): the answer's events as lines."""
+        path = urlsplit(url).path or "/"
+        try:
+            answer = await asyncio.wait_for(self.core.handle("POST", path, headers, body), timeout)
+        except asyncio.TimeoutError:
+            raise LMTimeoutError(f"simulated LM did not answer POST {path} within {timeout} s") from None
+        plan = answer.stream
+
+        def lines() -> AsyncIterator[bytes]:
+            return lines_of(plan) if plan is not None else _body_lines(answer.body)
+
+        async def read() -> bytes:
+            return answer.body
+
+        yield HTTPStream(answer.status, answer.headers, lines, read)
+
     async def aclose(self) -> None:
         """Nothing to release; present to satisfy the Transport protocol."""
 
@@ -82,3 +105,8 @@ class SimTransport:
 
     def reset_stats(self) -> None:
         self.core.reset_stats()
+
+
+async def _body_lines(body: bytes) -> AsyncIterator[bytes]:
+    for line in body.split(b"\n"):
+        yield line
