@@ -8,7 +8,8 @@ is correct with probability
               + demo_gain * min(correct demos, demo_cap)
               - wrong_demo_penalty * wrong demos
               + instruction_gain * quality(instructions)
-              + reasoning_gain(task) if a reasoning field precedes the answer,
+              + reasoning_gain(task) if a reasoning field precedes the answer
+              + context_gain if a context input (retrieved passages) holds the answer,
               p_min, p_max)
 
 so few-shot demos, better instructions and chain of thought all really help,
@@ -51,6 +52,9 @@ class OracleConfig:
     #: an agent's trajectory holds a tool result that states the answer: a model that
     #: reads it gets the answer right more often (not always: it may misread it)
     observation_gain: float = 0.2
+    #: a context input (retrieved passages) holds the answer: a model that reads it
+    #: answers right much more often (the facts are invented: it cannot know them)
+    context_gain: float = 0.45
 
 
 def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str:
@@ -129,6 +133,8 @@ def correct_probability(
         p += config.feedback_gain
     if _observed(prompt.inputs, record):
         p += config.observation_gain
+    if _in_context(prompt.inputs, record):
+        p += config.context_gain
     return min(max(p, config.p_min), config.p_max)
 
 
@@ -142,6 +148,19 @@ def _has_feedback(inputs: dict[str, str]) -> bool:
 def _observed(inputs: dict[str, str], record: datasets.Record) -> bool:
     gold = str(record.answer).lower()
     return any(gold in text.lower() for text in agent.observations(inputs))
+
+
+# Input names that carry retrieved passages (DSPy's RAG programs call it `context`).
+_CONTEXT_NAMES = ("context", "passage", "document", "retriev", "evidence", "knowledge")
+
+
+def _in_context(inputs: dict[str, str], record: datasets.Record) -> bool:
+    gold = str(record.answer).lower()
+    return any(
+        gold in text.lower()
+        for name, text in inputs.items()
+        if any(key in name.lower() for key in _CONTEXT_NAMES)
+    )
 
 
 def _values(

@@ -53,7 +53,7 @@ def check_loopback(host: str) -> str:
 def build_app(core: SimCore) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
-        answer = await core.handle(request.method, request.path, request.headers, body)
+        answer = await core.handle(request.method, request.path_qs, request.headers, body)
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
