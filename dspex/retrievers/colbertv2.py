@@ -126,6 +126,17 @@ class ColBERTv2:
         return f"ColBERTv2(url={_safe_url(self.url)!r})"
 
 
+def colbertv2_get_request_v2(url: str, query: str, k: int) -> list[dict[str, Any]]:
+    """DSPy's request function: the top ``k`` records for ``query`` from
+    ``GET url?query=...&k=...``, as plain dicts (cached, retried)."""
+    return [dict(record) for record in ColBERTv2(url=url)(query, k=k)]
+
+
+def colbertv2_post_request_v2(url: str, query: str, k: int) -> list[dict[str, Any]]:
+    """DSPy's request function: the same by a POST of ``{"query", "k"}`` to ``url``."""
+    return [dict(record) for record in ColBERTv2(url=url, post_requests=True)(query, k=k)]
+
+
 def _topk_of(http: HTTPResponse, url: str, k: int) -> list[dict[str, Any]]:
     """The records of a search answer, each with ``long_text``, or the typed error."""
     from dspex.clients.openai_protocol import error_from_response
@@ -172,4 +183,4 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-__all__ = ["ColBERTv2", "PassageRecord"]
+__all__ = ["ColBERTv2", "PassageRecord", "colbertv2_get_request_v2", "colbertv2_post_request_v2"]

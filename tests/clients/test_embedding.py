@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,17 @@ def test_to_embedder_and_openai_embedder_pickle_without_key() -> None:
     raw = OpenAIEmbedder("openai/m", api_base="http://127.0.0.1:1/v1", api_key="sk-hidden")
     assert raw.model == "m"
     assert b"sk-hidden" not in pickle.dumps(raw)
+
+
+def test_dspy_cache_options_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dspex.clients import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_default", None)
+    cache = dspex.configure_cache(disk_cache_dir=tmp_path / "c", restrict_pickle=True, safe_types=[int])
+    try:
+        cache.put("k", {"outputs": ["x"]})
+        cache.reset_memory_cache()
+        assert cache.memory_size() == 0
+        assert cache.get("k") == {"outputs": ["x"]}  # still on disk
+    finally:
+        cache.close()

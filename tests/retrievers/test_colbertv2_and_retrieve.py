@@ -157,3 +157,12 @@ def test_dspy_import_paths() -> None:
 
     assert from_dsp is dspex.ColBERTv2 is ColBERTv2
     assert dotdict(a=1).a == 1
+
+
+def test_dspy_request_functions(sim: SimLMServer, isolated_cache: LMCache) -> None:
+    from dspex.dsp.colbertv2 import colbertv2_get_request_v2, colbertv2_post_request_v2
+
+    got = colbertv2_get_request_v2(f"{sim.base_url}/search", QUESTION, k=2)
+    posted = colbertv2_post_request_v2(f"{sim.base_url}/search", QUESTION, k=2)
+    assert [r["pid"] for r in got] == [r["pid"] for r in posted]
+    assert all(type(r) is dict and r["long_text"] == r["text"] for r in got)
