@@ -14,7 +14,10 @@ or another Ray worker on the node does not pay for them again.
 
 A hosted model's requests go the way an LM's do: the shared aiohttp transport,
 typed errors decoded from the provider's answer (`openai_protocol`), and retries
-with backoff for the retryable ones (`dspex.clients.retry`).
+with backoff for the retryable ones (`dspex.clients.retry`). While the runtime is up
+(a dispatcher with a ``gate`` is installed, `dspex.clients.dispatch`), each attempt
+also waits for a permit of the endpoint's provider pool, so ``rpm=``/``tpm=`` and the
+circuit breaker hold across every process and node, as for an LM.
 
 Also a base class: implement `embed` (and `aembed` when the work is I/O).
 `HashingEmbedder` (pure numpy, no downloads), `OpenAIEmbedder` and
@@ -35,6 +38,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dspex.clients.dispatch import current_dispatcher
 from dspex.clients.retry import RetryPolicy, call_with_retries
 from dspex.errors import ConfigurationError, EmbeddingDimensionError, LMResponseError
 
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Constructor arguments of a hosted model that configure the client, not the request.
 _CLIENT_ARGS = frozenset(
-    {"api_base", "base_url", "api_key", "timeout", "num_retries", "transport", "max_concurrency"}
+    {"api_base", "base_url", "api_key", "timeout", "num_retries", "transport", "max_concurrency", "rpm", "tpm"}
 )
 
 
@@ -53,7 +57,7 @@ class Embedder:
 
     ``Embedder(model, batch_size=200, caching=True, **kwargs)``: ``model`` is a model
     name (``"openai/<name>"`` or a bare name; ``api_base=``, ``api_key=``, ``timeout=``,
-    ``num_retries=``, ``max_concurrency=`` configure the client, any other kwargs go
+    ``num_retries=``, ``max_concurrency=``, ``rpm=``, ``tpm=`` configure the client, any other kwargs go
     into each request, e.g. ``dimensions=256``) or a function ``texts -> vectors``
     (kwargs are passed to it). A call may override ``batch_size``, ``caching`` and the
     kwargs: ``embedder(texts, batch_size=10, caching=False, dimensions=64)``.
@@ -333,6 +337,8 @@ class OpenAIEmbedder(Embedder):
         max_concurrency: int = 8,
         normalize: bool = True,
         transport: Any = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(f"OpenAIEmbedder(model=...) must be a model name, got {model!r}")
@@ -347,6 +353,8 @@ class OpenAIEmbedder(Embedder):
         self.max_concurrency = max(1, max_concurrency)
         self.normalize = normalize
         self.transport = transport
+        self.rpm, self.tpm = rpm, tpm
+        self._endpoint_lm: Any = None
 
     def embed(self, texts: Sequence[str], **params: Any) -> np.ndarray:
         from dspex.utils.aio import run_sync
@@ -391,12 +399,33 @@ class OpenAIEmbedder(Embedder):
                 raise error_from_response(http, model=self.model, key_env="OPENAI_API_KEY")
             return parse_embeddings(decode_json(http, model=self.model), len(batch), self.model)
 
-        matrix = await call_with_retries(attempt, self.retry_policy)
+        gate = getattr(current_dispatcher(), "gate", None)
+        if gate is None:
+            matrix = await call_with_retries(attempt, self.retry_policy)
+        else:  # the runtime's provider pools: the endpoint's limits hold cluster-wide
+            tokens = sum(len(text) // 4 + 1 for text in batch)
+            matrix = await gate(self.endpoint_lm(), attempt, tokens=tokens, policy=self.retry_policy)
         return normalise(matrix) if self.normalize else matrix
+
+    def endpoint_lm(self) -> Any:
+        """An `LM` naming this endpoint and its limits, for the provider pool (no key)."""
+        if self._endpoint_lm is None:
+            from dspex.clients.lm import LM
+
+            self._endpoint_lm = LM(
+                f"openai/{self.model}",
+                api_base=self.api_base,
+                rpm=self.rpm,
+                tpm=self.tpm,
+                max_concurrency=self.max_concurrency,
+                timeout=self.timeout,
+            )
+        return self._endpoint_lm
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_api_key"] = None  # a worker reads $OPENAI_API_KEY instead
+        state["_endpoint_lm"] = None
         return state
 
     def __repr__(self) -> str:
