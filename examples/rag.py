@@ -4,7 +4,8 @@ evaluated, optimized, and evaluated again.
     python examples/rag.py                          # ColBERTv2 search served by the simulated LM
     python examples/rag.py --retriever embeddings   # an Embeddings index built over its corpus
     python examples/rag.py --optimizer mipro
-    python examples/rag.py --runtime                # evaluate and optimize on a local Ray runtime
+    python examples/rag.py --runtime                # evaluate and optimize on the runtime
+                                                    # (a local Ray, or --address / $RAY_ADDRESS)
 
 The questions ask about the capitals, rulers, currencies and rivers of invented
 kingdoms, so no model knows the answers: a program answers them well only by finding
@@ -18,6 +19,7 @@ with good demos, as a real model does.
 from __future__ import annotations
 
 import argparse
+import os
 
 import dspex
 from dspex.simlm import corpus, datasets, start_sim_lm
@@ -51,7 +53,8 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("bootstrap", "mipro"), default="bootstrap")
     parser.add_argument("--train", type=int, default=40)
     parser.add_argument("--dev", type=int, default=100)
-    parser.add_argument("--runtime", action="store_true", help="evaluate and optimize on a local Ray runtime")
+    parser.add_argument("--runtime", action="store_true", help="evaluate and optimize on the dspex runtime")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: a local one)")
     args = parser.parse_args()
 
     with start_sim_lm(seed=11) as sim:
@@ -64,7 +67,7 @@ def main() -> None:
         dspex.configure(rm=rm)
         print(f"retriever: {rm!r}")
         if args.runtime:
-            dspex.init()
+            dspex.init(address=args.address)
         try:
             run(args)
         finally:

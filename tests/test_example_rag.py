@@ -26,3 +26,4 @@ def test_rag_example_retrieval_and_optimization_raise_the_score(tmp_path: Path, 
     assert kingdom in figure(output, "top passage")
     expected = "ColBERTv2" if retriever == "colbert" else "Embeddings(600 passages"
     assert figure(output, "retriever").startswith(expected)
+

@@ -85,3 +85,29 @@ def test_small_corpora_and_no_runtime_stay_in_process(ray_cluster: Any) -> None:
     assert batch_runner() is None
     with pytest.raises(RuntimeError, match="embedded in the driver"):
         dspex.retrievers.Embeddings(corpus=PASSAGES, embedder=NotHere(os.getpid()))
+
+
+class Searcher(dspex.Module):
+    """Retrieve with the configured rm; says which process searched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retrieve = dspex.Retrieve(k=2)
+
+    def forward(self, question: str) -> dspex.Prediction:
+        return dspex.Prediction(passages=self.retrieve(question).passages, pid=os.getpid())
+
+
+def test_the_configured_rm_travels_to_the_workers(runtime_seams: None, sim: SimLMServer) -> None:
+    from dspex.simlm import datasets
+
+    rows = datasets.load("facts", "dev")[:12]
+    devset = [dspex.Example(question=r["question"], answer=str(r["answer"])).with_inputs("question") for r in rows]
+
+    def found(example: dspex.Example, prediction: dspex.Prediction, trace: object = None) -> bool:
+        return any(example.answer.lower() in p.lower() for p in prediction.passages)
+
+    with dspex.context(rm=dspex.ColBERTv2(url=f"{sim.base_url}/search")):
+        result = dspex.Evaluate(devset=devset, metric=found, num_threads=4)(Searcher())
+    assert result.score >= 75.0
+    assert {prediction.pid for _, prediction, _ in result.results} - {os.getpid()}
