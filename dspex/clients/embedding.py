@@ -409,7 +409,7 @@ class OpenAIEmbedder(Embedder):
 
     def endpoint_lm(self) -> Any:
         """An `LM` naming this endpoint and its limits, for the provider pool (no key)."""
-        if self._endpoint_lm is None:
+        if getattr(self, "_endpoint_lm", None) is None:  # (absent in older pickles)
             from dspex.clients.lm import LM
 
             self._endpoint_lm = LM(
