@@ -83,7 +83,10 @@ _EXPORTS: dict[str, str] = {
     "BootstrapRS": "dspex.optimizers.random_search",
     "KNN": "dspex.optimizers.knn",
     "KNNFewShot": "dspex.optimizers.knn",
-    "Embedder": "dspex.optimizers.embedders",
+    "Embedder": "dspex.clients.embedding",
+    # retrieval
+    "Retrieve": "dspex.modules.retrieve",
+    "ColBERTv2": "dspex.retrievers.colbertv2",
     "Ensemble": "dspex.optimizers.ensemble",
     "majority": "dspex.optimizers.ensemble",
     "COPRO": "dspex.optimizers.copro",
@@ -136,6 +139,7 @@ _SUBPACKAGES = frozenset(
         "experimental",
         "predict",
         "primitives",
+        "retrievers",
         "signatures",
         "streaming",
         "teleprompt",
@@ -182,6 +186,7 @@ if TYPE_CHECKING:
     from dspex.adapters.xml_adapter import XMLAdapter
     from dspex.clients.base_lm import BaseLM
     from dspex.clients.cache import configure_cache
+    from dspex.clients.embedding import Embedder
     from dspex.clients.history import inspect_history
     from dspex.clients.lm import LM
     from dspex.clients.types import Usage
@@ -215,9 +220,9 @@ if TYPE_CHECKING:
     from dspex.modules.predict import Predict
     from dspex.modules.react import ReAct
     from dspex.modules.refine import Refine
+    from dspex.modules.retrieve import Retrieve
     from dspex.optimizers.bootstrap import BootstrapFewShot
     from dspex.optimizers.copro import COPRO
-    from dspex.optimizers.embedders import Embedder
     from dspex.optimizers.ensemble import Ensemble, majority
     from dspex.optimizers.knn import KNN, KNNFewShot
     from dspex.optimizers.labeled import LabeledFewShot
@@ -230,6 +235,7 @@ if TYPE_CHECKING:
     from dspex.primitives.prediction import Completions, Prediction
     from dspex.primitives.saving import load
     from dspex.primitives.settings import configure, context, load_settings, settings
+    from dspex.retrievers.colbertv2 import ColBERTv2
     from dspex.runtime import init, shutdown, status
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve

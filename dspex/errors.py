@@ -28,7 +28,10 @@ The hierarchy (``+`` marks an extra base class)::
     │   ├── RuntimeNotRunningError
     │   ├── ClusterUnreachableError
     │   ├── ClusterAuthError
-    │   └── DashboardError
+    │   ├── DashboardError
+    │   ├── EmbeddingDimensionError
+    │   ├── EmptyCorpusError
+    │   └── NoRetrieverError
     ├── SignatureError                   + ValueError
     │   └── SignatureTypeError           + TypeError
     ├── InputError                       + ValueError
@@ -49,8 +52,9 @@ The hierarchy (``+`` marks an extra base class)::
     │   │   ├── LMRateLimitError
     │   │   ├── LMServerError
     │   │   ├── LMAuthError
-    │   │   └── LMBadRequestError
-    │   │       └── ContextWindowExceededError
+    │   │   ├── LMBadRequestError
+    │   │   │   └── ContextWindowExceededError
+    │   │   └── RetrievalServerError     + ValueError
     │   ├── LMResponseError
     │   └── CircuitOpenError
     ├── BudgetExceededError
@@ -167,6 +171,19 @@ class ClusterAuthError(ConfigurationError):
 
 class DashboardError(ConfigurationError):
     """The dashboard cannot start as asked (a host it must not serve on, a port in use)."""
+
+
+class EmbeddingDimensionError(ConfigurationError):
+    """Embeddings of different lengths met: a query embedded by another model (or with
+    another ``dimensions=``) than the index, or an embedder whose batches disagree."""
+
+
+class EmptyCorpusError(ConfigurationError):
+    """A retriever was given no passages to search."""
+
+
+class NoRetrieverError(ConfigurationError):
+    """`dspex.Retrieve` ran with no retrieval model configured (``dspex.configure(rm=...)``)."""
 
 
 class SignatureError(DspexError, ValueError):
@@ -372,6 +389,11 @@ class LMBadRequestError(LMProviderError):
 
 class ContextWindowExceededError(LMBadRequestError):
     """The prompt is longer than the model's context window."""
+
+
+class RetrievalServerError(LMProviderError, ValueError):
+    """A retrieval server (ColBERTv2) answered with an error of its own, or with a body
+    that has no results in it. Not retried: the same query gets the same answer."""
 
 
 class LMResponseError(LMError):

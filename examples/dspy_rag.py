@@ -10,8 +10,8 @@ it again.
 
 With no --api-base (nor LM_API_BASE in the environment) the script starts dspex's
 simulated LM on 127.0.0.1, so it needs no key and no network. The simulated LM
-does not read the passages (it answers from its own bundled facts, better with
-good demos); against a real model the retrieved context is what answers.
+reads the context: with the passage that states the answer in it, it answers
+more often right (and better still with good demos), as a real model does.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
-    frozenset({"modules", "testing", "streaming"}),
+    frozenset({"modules", "retrievers", "testing", "streaming"}),  # retrievers: searched by modules.Retrieve
     frozenset({"evaluate"}),
     frozenset({"optimizers"}),
     frozenset({"runtime"}),
@@ -51,6 +51,7 @@ CORE: frozenset[str] = frozenset(
         "adapters",
         "experimental",
         "modules",
+        "retrievers",
         "evaluate",
         "optimizers",
         "observability",
@@ -61,7 +62,9 @@ CORE: frozenset[str] = frozenset(
     }
 )
 
-DSPY_PATHS: frozenset[str] = frozenset({"dspex.predict", "dspex.teleprompt", "dspex.utils.dummies"})
+DSPY_PATHS: frozenset[str] = frozenset(
+    {"dspex.predict", "dspex.teleprompt", "dspex.utils.dummies", "dspex.dsp"}
+)
 """Modules (a package: with all its modules) that exist only so DSPy code ports by changing
 the import (``from dspy.teleprompt import COPRO``): they re-export what lives in a layer,
 sit above every layer like the facade, define nothing and are imported by no dspex module

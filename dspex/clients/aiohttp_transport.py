@@ -145,6 +145,27 @@ class AiohttpTransport:
             # that stopped early stops the provider's generation too.
             response.close()
 
+    async def get(
+        self, url: str, *, headers: Mapping[str, str], timeout: float
+    ) -> HTTPResponse:
+        """A GET (search APIs such as ColBERTv2's take their query in the URL)."""
+        session = self._sessions.get(asyncio.get_running_loop())
+        if session is None or session.closed:
+            session = await self._new_session()
+        try:
+            async with session.get(url, headers=headers, timeout=self._timeout(timeout)) as resp:
+                data = await resp.read()
+                return HTTPResponse(resp.status, resp.headers, data)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise LMTimeoutError(
+                f"no answer from {_safe_url(url)} within {timeout:g}s; raise timeout= or check the server"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise LMTransportError(
+                f"could not reach {_safe_url(url)}: {type(exc).__name__}: {exc}; "
+                "check the URL and that the server is up"
+            ) from exc
+
     async def aclose(self) -> None:
         """Close this transport's session for the running loop."""
         loop = asyncio.get_running_loop()

@@ -182,6 +182,10 @@ class LMCache:
         with self._mem_lock:
             self._memory.clear()
 
+    def reset_memory_cache(self) -> None:
+        """DSPy's name for `clear_memory`."""
+        self.clear_memory()
+
     def memory_size(self) -> int:
         with self._mem_lock:
             return len(self._memory)
@@ -418,13 +422,17 @@ def configure_cache(
     enable_disk_cache: bool | None = None,
     enable_memory_cache: bool | None = None,
     disk_cache_dir: str | os.PathLike[str] | None = None,
+    restrict_pickle: bool = False,
+    safe_types: list[type[Any]] | None = None,
 ) -> LMCache:
     """Replace the process-wide cache (the previous one is flushed and closed).
 
     DSPy's spellings work too: ``enable_disk_cache``, ``enable_memory_cache`` and
     ``disk_cache_dir`` are ``enable_disk``, ``enable_memory`` and ``disk_dir``.
     ``disk_size_limit_bytes`` bounds the disk tier (oldest entries evicted; None: no
-    bound)."""
+    bound). DSPy's ``restrict_pickle``/``safe_types`` are accepted and change nothing:
+    this cache stores JSON and never unpickles what it reads."""
+    del restrict_pickle, safe_types
     cache = LMCache(
         enable_memory=_one_of("enable_memory", enable_memory, enable_memory_cache, True),
         enable_disk=_one_of("enable_disk", enable_disk, enable_disk_cache, True),

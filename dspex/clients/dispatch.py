@@ -7,7 +7,9 @@ sends each request to its endpoint's provider pool so rate limits, the circuit
 breaker and single-flight hold cluster-wide. ``dspex.shutdown`` uninstalls it.
 
 So the LM client never asks whether Ray is up: what is installed here is where
-requests go. The cache stays in front of any dispatcher: a hit never leaves the
+requests go. A dispatcher may also offer ``gate(lm, attempt_fn, tokens=, policy=)``:
+requests that are not chat completions (embeddings, `dspex.clients.embedding`) are
+then made by their caller under the permits of ``lm``'s endpoint pool. The cache stays in front of any dispatcher: a hit never leaves the
 process.
 """
 

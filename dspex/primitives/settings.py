@@ -59,10 +59,12 @@ def _is_int(value: Any, minimum: int) -> bool:
 #                                    prediction.usage is kept either way, it costs nothing)
 #   callbacks                        by `dspex.primitives.callbacks`
 #   max_backtracks                   by `dspex.primitives.assertions` (Assert/Suggest re-runs)
+#   rm                               by `dspex.Retrieve` (`dspex.modules.retrieve`): the retriever
 DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "lm": None,
         "adapter": None,
+        "rm": None,
         "trace": [],
         "max_trace_size": 10_000,
         "track_usage": True,
@@ -114,6 +116,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an int, a str or None",
     ),
     "caller_modules": (lambda v: isinstance(v, tuple), "a tuple"),
+    "rm": (
+        lambda v: v is None or callable(v),
+        "None or a retriever called as rm(query, k=...) (dspex.ColBERTv2, "
+        "dspex.retrievers.Embeddings, or a function)",
+    ),
 }
 
 _EMPTY: MappingProxyType[str, Any] = MappingProxyType({})

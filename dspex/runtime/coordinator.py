@@ -74,6 +74,7 @@ JOB_SETTINGS = (
     "disable_history",
     "max_history_size",
     "rollout_id",
+    "rm",  # the retriever dspex.Retrieve searches
     "num_threads",
     "max_errors",
 )

@@ -3,7 +3,9 @@
 It is an oracle over bundled datasets (`datasets.names()`): it answers their
 questions in the format dspex's adapters ask for, correct with a probability
 that rises with good demos, good instructions and chain of thought, and it can
-inject latency and faults.
+inject latency and faults. For retrieval it serves OpenAI-style ``/v1/embeddings``
+and a ColBERTv2-style ``/search`` over a passage corpus written from its facts
+dataset (`retrieval`, `corpus`), and answers better with the right passage in context.
 
     from dspex.simlm import start_sim_lm, SimTransport, datasets
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dspex.errors import SimLMRequestError
-from dspex.simlm import oracle, streaming, tool_calls
+from dspex.simlm import oracle, retrieval, streaming, tool_calls
 from dspex.simlm.faults import Decision, FaultConfig, FaultInjector
 from dspex.simlm.finetuning import FineTunes
 from dspex.simlm.oracle import OracleConfig
@@ -89,7 +89,8 @@ class SimCore:
     async def handle(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
     ) -> SimResponse:
-        """Answer one HTTP request."""
+        """Answer one HTTP request (``path`` may carry a query string)."""
+        path, _, query = path.partition("?")
         route = (method.upper(), path.rstrip("/") or "/")
         control = self._control(route, body)
         if control is not None:
@@ -98,7 +99,10 @@ class SimCore:
         status: int | None = None
         try:
             try:
-                response = await self._serve(route, headers, body)
+                if retrieval.handles(route):  # embeddings and passage search
+                    response = await retrieval.serve(self, route, headers, body, query)
+                else:
+                    response = await self._serve(route, headers, body)
             except Exception as exc:  # a simulator bug must still answer, and be counted
                 response = _error("openai", 500, f"internal simulator error: {exc!r}")
             status = response.status

@@ -8,7 +8,8 @@ is correct with probability
               + demo_gain * min(correct demos, demo_cap)
               - wrong_demo_penalty * wrong demos
               + instruction_gain * quality(instructions)
-              + reasoning_gain(task) if a reasoning field precedes the answer,
+              + reasoning_gain(task) if a reasoning field precedes the answer
+              + context_gain if a context input (retrieved passages) holds the answer,
               p_min, p_max)
 
 so few-shot demos, better instructions and chain of thought all really help,
@@ -57,6 +58,9 @@ class OracleConfig:
     #: tasks a fine-tuned model saw enough examples of: it does better on all their questions
     trained_tasks: frozenset[str] = frozenset()
     trained_task_gain: float = 0.25
+    #: a context input (retrieved passages) holds the answer: a model that reads it
+    #: answers right much more often (the facts are invented: it cannot know them)
+    context_gain: float = 0.45
 
 
 def reply(prompt: ParsedPrompt, rng: random.Random, config: OracleConfig) -> str:
@@ -149,6 +153,8 @@ def correct_probability(
         p += config.trained_gain
     if record.task in config.trained_tasks:
         p += config.trained_task_gain
+    if _in_context(prompt.inputs, record):
+        p += config.context_gain
     return min(max(p, config.p_min), config.p_max)
 
 
@@ -162,6 +168,19 @@ def _has_feedback(inputs: dict[str, str]) -> bool:
 def _observed(inputs: dict[str, str], record: datasets.Record) -> bool:
     gold = str(record.answer).lower()
     return any(gold in text.lower() for text in agent.observations(inputs))
+
+
+# Input names that carry retrieved passages (DSPy's RAG programs call it `context`).
+_CONTEXT_NAMES = ("context", "passage", "document", "retriev", "evidence", "knowledge")
+
+
+def _in_context(inputs: dict[str, str], record: datasets.Record) -> bool:
+    gold = str(record.answer).lower()
+    return any(
+        gold in text.lower()
+        for name, text in inputs.items()
+        if any(key in name.lower() for key in _CONTEXT_NAMES)
+    )
 
 
 def _values(

@@ -54,7 +54,7 @@ def check_loopback(host: str) -> str:
 def build_app(core: SimCore) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        answer = await core.handle(request.method, request.path, request.headers, body)
+        answer = await core.handle(request.method, request.path_qs, request.headers, body)
         if answer.stream is not None:
             return await streaming.write(request, answer.stream)
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)

@@ -68,6 +68,7 @@ SHIPPED_SETTINGS = (
     "disable_history",
     "max_history_size",
     "rollout_id",
+    "rm",  # the retriever dspex.Retrieve searches
 )
 
 

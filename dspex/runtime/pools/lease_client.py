@@ -25,8 +25,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dspex.clients.breaker import counts_as_failure
 from dspex.clients.endpoint_lease import EndpointLease
@@ -44,7 +44,10 @@ from dspex.runtime.pools.pool_client import (
 if TYPE_CHECKING:
     from dspex.clients.endpoint_ledger import Lease, LeaseAsk
     from dspex.clients.lm import LM
+    from dspex.clients.retry import RetryPolicy
     from dspex.clients.types import LMResponse, Message
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +138,52 @@ async def send_leased(
     return priced(response, lm.resolved_price)
 
 
+async def gated_send(
+    lm: LM,
+    attempt_fn: Callable[[], Awaitable[T]],
+    *,
+    tokens: int,
+    policy: RetryPolicy,
+) -> T:
+    """A request that is not a chat completion (an embeddings batch) made under ``lm``'s
+    endpoint lease: each attempt of ``attempt_fn`` waits for a permit, so the endpoint's
+    rate limits, breaker and concurrency cap hold for it cluster-wide as for chat calls.
+    ``lm`` names the endpoint and its limits; ``policy``: the caller's retries."""
+    endpoint = lm.endpoint()
+    name = pool_name(endpoint.provider, endpoint.model_name, endpoint.api_base)
+    holder = _holder_for(asyncio.get_running_loop(), name, lm)
+    retries = 0
+
+    def on_retry(attempt: int, error: BaseException, delay: float) -> None:
+        nonlocal retries
+        retries += 1
+
+    async def attempt() -> T:
+        ticket = await holder.admit(tokens)
+        try:
+            result = await attempt_fn()
+        except asyncio.CancelledError:
+            holder.finish(ticket, failed=None)
+            raise
+        except Exception as error:
+            retry_after = error.retry_after if isinstance(error, LMRateLimitError) else None
+            failed = counts_as_failure(error, count_rate_limits=holder.count_rate_limits)
+            holder.finish(ticket, failed=failed, retry_after=retry_after)
+            raise
+        holder.finish(ticket, failed=False, actual_tokens=tokens, prompt_tokens=tokens)
+        return result
+
+    try:
+        result = await call_with_retries(attempt, policy, on_retry=on_retry)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        holder.request_done(ok=False, retries=retries)
+        raise
+    holder.request_done(ok=True, retries=retries)
+    return result
+
+
 async def flush_leases() -> None:
     """Deliver this event loop's lease reports now (pool stats then count every request)."""
     loop = asyncio.get_running_loop()
@@ -206,4 +255,4 @@ def _time_left(timeout: float, deadline: float | None) -> float:
     return min(timeout, left)
 
 
-__all__ = ["flush_leases", "forget_leases", "send_leased"]
+__all__ = ["flush_leases", "forget_leases", "gated_send", "send_leased"]

@@ -40,8 +40,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from dspex.clients.dispatch import current_dispatcher, install_dispatcher
 from dspex.clients.pipeline import priced
@@ -63,6 +63,8 @@ RESEND_SECONDS = 30.0
 SUPERVISED_START_S = 60.0
 Mode = Literal["lease", "stream", "batch"]
 MODES: tuple[Mode, ...] = ("lease", "stream", "batch")
+
+T = TypeVar("T")
 
 _mode: Mode = "lease"  # measured best on CPU, latency and throughput (benchmarks/pool.py)
 _max_batch = DEFAULT_MAX_BATCH
@@ -103,6 +105,21 @@ class PoolDispatcher:
                 deadline=_deadline.get(),
             )
         return await route_through_pool(lm, messages, params, key, num_retries=num_retries)
+
+    async def gate(
+        self,
+        lm: LM,
+        attempt_fn: Callable[[], Awaitable[T]],
+        *,
+        tokens: int,
+        policy: RetryPolicy,
+    ) -> T:
+        """A request other than a chat completion (an embeddings batch, see
+        `dspex.clients.embedding`) under ``lm``'s endpoint lease, whatever the mode: the
+        caller makes the call, the pool's ledger holds the endpoint's limits for it."""
+        from dspex.runtime.pools.lease_client import gated_send
+
+        return await gated_send(lm, attempt_fn, tokens=tokens, policy=policy)
 
     def __repr__(self) -> str:
         return f"PoolDispatcher(mode={_mode!r}, max_batch={_max_batch})"
