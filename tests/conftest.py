@@ -94,13 +94,16 @@ def _send_test_modules_by_value() -> None:
 
 
 _settings_module = importlib.import_module("dspex.primitives.settings")
+_history_module = importlib.import_module("dspex.clients.history")
 
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts from the process-wide settings as they were before it (a test
     that calls dspex.configure(lm=...) does not leak it), with a fresh trace list and no
-    thread or task owning configure()."""
+    thread or task owning configure(), and an empty global LM history (tests read it by
+    position, which a history grown to its size limit would shift)."""
+    _history_module.GLOBAL_HISTORY.clear()
     fresh = dict(_settings_module._defaults)
     if isinstance(fresh.get("trace"), list):
         fresh["trace"] = []
