@@ -376,13 +376,24 @@ def test_an_lm_pickled_before_fallbacks_existed_loads_without_them() -> None:
     assert old.fallbacks == ()
 
 
-def test_the_event_kind_is_shown_in_the_dashboards_activity_feed() -> None:
+def test_the_dashboards_activity_feed_shows_fall_throughs_one_line_per_run_of_them() -> None:
     from dspex.dashboard.activity import Activity
 
+    def hop(to_model: str, t: float) -> dict[str, Any]:
+        data = {"from_model": "openai/primary", "to_model": to_model, "error": "CircuitOpenError"}
+        return {"kind": "lm.fallback", "source": "openai/primary", "time": t, "data": data}
+
     activity = Activity()
-    event = {"kind": "lm.fallback", "source": "openai/primary", "time": 1.0, "data": {}}
-    activity.add([event])
-    assert activity.snapshot()["events"] == [event]
+    other = {"kind": "child.restarted", "source": "tree", "time": 5.0, "data": {}}
+    activity.add([hop("anthropic/a", 1.0), hop("anthropic/a", 2.0)])
+    activity.add([hop("anthropic/a", 3.0), hop("openai/b", 4.0), other, hop("openai/b", 6.0)])
+    shown = activity.snapshot()["events"]  # newest first
+    assert [(e["kind"], e["time"], e["data"].get("count", 1)) for e in shown] == [
+        ("lm.fallback", 6.0, 1),
+        ("child.restarted", 5.0, 1),
+        ("lm.fallback", 4.0, 1),
+        ("lm.fallback", 3.0, 3),
+    ]
 
 
 async def test_concurrent_requests_during_an_outage_all_get_answers(
