@@ -98,7 +98,8 @@ def resolve_fallbacks(
         if type(item) is not LM:
             raise ConfigurationError(
                 f"LM({primary_model!r}, fallbacks=[...]): each fallback must be a dspex.LM "
-                f"(an LM talking to a provider's HTTP API), got {item!r:.200}"
+                f"(an LM talking to a provider's HTTP API), got {item!r:.200}: write e.g. "
+                "fallbacks=[dspex.LM('anthropic/claude-sonnet-4-5', api_key=...)]"
             )
         if item.fallbacks:
             raise ConfigurationError(
@@ -166,6 +167,11 @@ async def complete_with_fallbacks(
                 return await lm._complete(messages, call_kwargs, record_in=record_in, note=note)
         except LMError as error:
             if not can_fall_through(error):
+                if failed:  # a fallback's own fault: say why it was asked at all
+                    error.add_note(
+                        f"dspex: {lm.model} was asked as a fallback after "
+                        + ", ".join(f"{f.model} failed ({type(e).__name__})" for f, e in failed)
+                    )
                 raise
             failed.append((lm, error))
             if last:

@@ -98,7 +98,11 @@ def parse_model(model: str) -> tuple[str, str]:
 
 
 class LM:
-    """A language model behind an HTTP API (OpenAI Chat Completions or Anthropic Messages)."""
+    """A language model behind an HTTP API (OpenAI Chat Completions or Anthropic Messages).
+
+    ``fallbacks=[LM(...), ...]``: LMs asked in order, with the same messages, when this
+    one's provider fails a request after its retries or its circuit is open; the answer
+    names the model that gave it (see `dspex.clients.fallback`)."""
 
     #: every request this client sends reserves from the active run budget itself
     #: (Predict reserves on behalf of LM objects that do not)

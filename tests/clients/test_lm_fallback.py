@@ -192,6 +192,21 @@ async def test_a_bad_request_or_auth_error_raises_without_falling_through(
     assert sim.stats()["total"] == 0 and not events
 
 
+async def test_a_fallbacks_own_bad_request_raises_and_says_why_it_was_asked(
+    server: Any, isolated_cache: Any
+) -> None:
+    second = quick(LM("openai/second", api_base=server.base_url), 3)
+    lm = dead_primary(second, num_retries=0)
+    server.push(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
+    with pytest.raises(LMAuthError) as caught:
+        await lm.acall("hi")
+    assert server.count == 1
+    assert caught.value.__notes__ == [
+        "dspex: openai/second was asked as a fallback after openai/primary failed "
+        "(LMTransportError)"
+    ]
+
+
 async def test_when_every_lm_fails_the_error_lists_each_answer(
     server: Any, isolated_cache: Any, circuits: None
 ) -> None:
