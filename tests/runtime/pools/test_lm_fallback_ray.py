@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -31,14 +31,26 @@ from dspex.simlm import spawn_sim_lm
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture
-def leased(ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Routing through the pools (lease mode) in this process, a fresh memory-only cache."""
+def route(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Routing through the pools in this process (restored after the test), a fresh
+    memory-only cache."""
     monkeypatch.setattr(dispatch, "_installed", dispatch.current_dispatcher())
     monkeypatch.setattr(pool_client, "_mode", pool_client._mode)
     monkeypatch.setattr(cache_module, "_default", LMCache(enable_disk=False))
-    pool_client.enable_pools(mode="lease")
-    yield
+    pool_client.enable_pools(mode=mode)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def leased(ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lease mode (the default): this process sends, its pools hold the shared state."""
+    route(monkeypatch, "lease")
+
+
+@pytest.fixture(params=["lease", "stream"])
+def pools(request: pytest.FixtureRequest, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each mode: "stream" sends the request to the pool, which makes the call."""
+    route(monkeypatch, request.param)
+    return str(request.param)
 
 
 def closed_port() -> int:
@@ -119,7 +131,7 @@ async def test_an_evaluation_on_eval_workers_with_a_dead_primary_answers_from_th
 
 
 async def test_through_the_pools_the_primary_gets_traffic_back_after_its_probe(
-    leased: None,
+    pools: str,
 ) -> None:
     with spawn_sim_lm(seed=22) as primary_server, spawn_sim_lm(seed=23) as backup_server:
         backup = LM("anthropic/claude-sim", api_base=backup_server.url, cache=False)
