@@ -124,6 +124,7 @@ _EXPORTS: dict[str, str] = {
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
+    "LMFallbackExhaustedError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "cache"])
@@ -200,6 +201,7 @@ if TYPE_CHECKING:
         EvaluationError,
         InputError,
         LMError,
+        LMFallbackExhaustedError,
         MediaError,
         ParallelExecutionError,
         PickleNotAllowedError,

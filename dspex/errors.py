@@ -56,7 +56,8 @@ The hierarchy (``+`` marks an extra base class)::
     │   │   │   └── ContextWindowExceededError
     │   │   └── RetrievalServerError     + ValueError
     │   ├── LMResponseError
-    │   └── CircuitOpenError
+    │   ├── CircuitOpenError
+    │   └── LMFallbackExhaustedError
     ├── BudgetExceededError
     ├── EvaluationError
     ├── ParallelExecutionError           + RuntimeError
@@ -408,6 +409,48 @@ class CircuitOpenError(LMError):
     def __init__(self, message: str, *, model: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, model=model)
         self.retry_after = retry_after
+
+
+class LMFallbackExhaustedError(LMError):
+    """An LM and every one of its ``fallbacks=`` failed a request, each with an error that
+    let it fall through (retryable after its retries, or an open circuit).
+
+    ``failures``: one ``(model, error type name, message)`` per LM, in the order they
+    were asked; the last LM's error is chained as ``__cause__``. ``retryable`` and
+    ``status`` are the last LM's: the same request may succeed once a provider recovers.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: Sequence[tuple[str, str, str]] = (),
+        model: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.failures = [tuple(f) for f in failures]
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles with its facts (a Ray worker's error reaching the driver).
+        return (
+            _rebuild_fallback_error,
+            (str(self), self.failures, self.model, self.status, self.retryable),
+        )
+
+
+def _rebuild_fallback_error(
+    message: str,
+    failures: Sequence[tuple[str, str, str]],
+    model: str | None,
+    status: int | None,
+    retryable: bool,
+) -> LMFallbackExhaustedError:
+    return LMFallbackExhaustedError(
+        message, failures=failures, model=model, status=status, retryable=retryable
+    )
 
 
 class BudgetExceededError(DspexError):
