@@ -32,6 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", "observability"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
+    frozenset({"sandbox"}),  # the Python sandbox: errors/utils below it, modules use it
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
     frozenset({"modules", "testing"}),
     frozenset({"evaluate"}),
@@ -57,6 +58,7 @@ CORE: frozenset[str] = frozenset(
         "errors",
         "utils",
         "testing",
+        "sandbox",
     }
 )
 
