@@ -22,10 +22,6 @@ CODE_FILENAME = "<code>"
 session_globals: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
 
 
-class ToolCallError(RuntimeError):
-    """A tool raised on the host (or could not be called); the message says which and why."""
-
-
 class _Submitted(BaseException):
     """Raised by SUBMIT to end the code with an answer (not an error: a BaseException so
     the code's own ``except Exception`` does not swallow it)."""
@@ -57,7 +53,8 @@ def _make_tool(name: str) -> Any:
         reply = json.loads(_dspex_host.call_tool(name, to_json({"args": args, "kwargs": kwargs})))
         if reply.get("ok"):
             return json.loads(reply["value"])
-        raise ToolCallError(f"{reply.get('error_type', 'Error')}: {reply.get('message', '')}")
+        # A RuntimeError, as in DSPy, whose text names the host exception's type.
+        raise RuntimeError(f"{reply.get('error_type', 'Error')}: {reply.get('message', '')}")
 
     tool.__name__ = tool.__qualname__ = name
     tool.__doc__ = f"Calls the host's tool {name!r}; its arguments and result travel as JSON."
@@ -67,7 +64,7 @@ def _make_tool(name: str) -> Any:
 def _make_submit(outputs: list[dict[str, Any]] | None) -> Any:
     names = [field["name"] for field in outputs] if outputs else ["output"]
 
-    def SUBMIT(*args: Any, **kwargs: Any) -> None:  # noqa: N802 (the name code calls)
+    def SUBMIT(*args: Any, **kwargs: Any) -> None:  # the name the code calls
         if len(args) > len(names):
             raise TypeError(f"SUBMIT takes {len(names)} values ({', '.join(names)}), got {len(args)}")
         answer = dict(zip(names, args, strict=False))
@@ -88,9 +85,16 @@ def _make_submit(outputs: list[dict[str, Any]] | None) -> Any:
 def _code_traceback(error: BaseException) -> str:
     """The traceback over the code's own frames (the guest's and Pyodide's left out)."""
     summary = traceback.TracebackException.from_exception(error)
-    summary.stack = traceback.StackSummary.from_list(
-        [frame for frame in summary.stack if frame.filename == CODE_FILENAME]
-    )
+    pending, seen = [summary], set()
+    while pending:  # the chained exceptions (raised while handling, or from) too
+        part = pending.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if frame.filename == CODE_FILENAME]
+        )
+        pending.extend(p for p in (part.__cause__, part.__context__) if p is not None)
     return "".join(summary.format())
 
 
@@ -128,7 +132,7 @@ async def run(code: str, variables_json: str, tools_json: str, outputs_json: str
         outcome = {"kind": "ok", "value": None if value is None else to_json(value)}
     except _Submitted as submitted:
         outcome = {"kind": "final", "value": to_json(submitted.args[0])}
-    except BaseException as error:  # noqa: BLE001 (SystemExit/KeyboardInterrupt too: the session goes on)
+    except BaseException as error:  # SystemExit, KeyboardInterrupt too: the session goes on
         outcome = {
             "kind": "error",
             "error_type": type(error).__name__,
@@ -140,4 +144,4 @@ async def run(code: str, variables_json: str, tools_json: str, outputs_json: str
     return json.dumps(outcome)
 
 
-__all__ = ["ToolCallError", "run", "session_globals", "to_json"]
+__all__ = ["run", "session_globals", "to_json"]

@@ -146,6 +146,13 @@ def deno_command(limits: SandboxLimits, base: Path | None = None) -> list[str]:
         *_COMMON_FLAGS,
         "--cached-only",
         "--no-prompt",
+        # Denied anyway without an --allow; said outright so no later flag can widen them.
+        "--deny-net",
+        "--deny-env",
+        "--deny-run",
+        "--deny-ffi",
+        "--deny-write",
+        "--deny-sys",
         f"--allow-read={','.join(readable)}",
         f"--v8-flags={','.join(v8_flags)}",
         str(RUNNER_PATH),

@@ -129,8 +129,9 @@ class PythonInterpreter:
         tools: host functions the code may call by name: ``{"name": fn}``, or a list of
             `dspex.Tool` objects / named functions. Arguments and results are JSON; a
             tool that raises raises RuntimeError in the code ("ValueError: ...").
-        enable_read_paths: host files or directories the code may read, at
-            ``/sandbox/<base name>`` (read-only).
+        enable_read_paths: host files or directories the code may read, copied in at
+            ``/sandbox/<base name>`` when a process starts (a snapshot; the host's files
+            are never written).
         timeout: seconds one execution may run (tool calls not counted).
         memory_limit_mb: the most memory the sandboxed Python may hold (its whole
             WebAssembly heap, across executions); past it the code gets MemoryError.

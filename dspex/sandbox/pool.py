@@ -14,8 +14,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from dspex.errors import InterpreterCrashedError, InterpreterTimeoutError, InterpreterUnavailableError
-from dspex.sandbox.process import ProcessDied, ProcessTimedOut, SandboxProcess, ToolHandler
+from dspex.errors import (
+    InterpreterCrashedError,
+    InterpreterUnavailableError,
+)
+from dspex.sandbox.process import RequestNotDelivered, SandboxProcess, ToolHandler
 from dspex.sandbox.supervision import Clock, PoolSupervision
 
 ProcessFactory = Callable[[], SandboxProcess]
@@ -51,24 +54,36 @@ class ProcessPool:
 
     def run(self, request: dict[str, Any], tool_handler: ToolHandler, timeout: float) -> tuple[dict[str, Any], int]:
         """Run one request on a pooled process: (the guest's outcome, the process's PID)."""
-        slot, process = self._checkout()
-        try:
-            outcome = process.execute(request, tool_handler, timeout)
-        except ProcessTimedOut:
-            self._discard(slot, process, "timeout", "")
-            raise InterpreterTimeoutError(timeout) from None
-        except ProcessDied as died:
-            self._discard(slot, process, "crashed", str(died))
-            raise InterpreterCrashedError(str(died)) from None
-        except BaseException:
-            # The host side failed mid-protocol (a malformed message, an interrupt): the
-            # process's state is unknown, so it is not reused.
-            self._discard(slot, process, "timeout", "")
-            raise
+        while True:
+            slot, process = self._checkout()
+            try:
+                outcome = process.execute(request, tool_handler, timeout)
+                break
+            except RequestNotDelivered as never_ran:
+                # Died while idle (killed from outside): count it, run on a new process.
+                process.kill()
+                with self._changed:
+                    if self._processes[slot] is process:
+                        self._processes[slot] = None
+                    self.supervision.found_dead(slot, str(never_ran))
+                    self._changed.notify_all()
+                continue
+            except BaseException as failure:
+                self._after_failure(slot, process, failure)
+                raise
         with self._changed:
             self.supervision.release(slot, "ok")
             self._changed.notify()
         return outcome, process.pid
+
+    def _after_failure(self, slot: int, process: SandboxProcess, failure: BaseException) -> None:
+        """Record why an execution failed (the caller re-raises) and drop its process."""
+        if isinstance(failure, InterpreterCrashedError):
+            self._discard(slot, process, "crashed", failure.detail)
+        else:
+            # A timeout, or the host side failing mid-protocol (a malformed message, an
+            # interrupt): the process's state is unknown, so it is killed, not counted.
+            self._discard(slot, process, "timeout", "")
 
     def _checkout(self) -> tuple[int, SandboxProcess]:
         with self._changed:

@@ -3,13 +3,15 @@ its JSON-lines protocol (the message shapes are described at the top of runner.j
 
 `SandboxProcess` owns the subprocess and two reader threads (stdout lines into a queue,
 stderr into a short tail kept for error messages). It knows nothing of pools or restarts:
-a call either returns the guest's outcome or raises `ProcessTimedOut` / `ProcessDied`,
+a call either returns the guest's outcome or raises `InterpreterTimeoutError` (the
+process is left running: the pool kills it) or `InterpreterCrashedError` (it is gone),
 and the pool decides what happens next.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import queue
 import subprocess
@@ -19,27 +21,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dspex.errors import CodeInterpreterError
+from dspex.errors import CodeInterpreterError, InterpreterCrashedError, InterpreterTimeoutError
 
 # (tool name, JSON payload {"args": [...], "kwargs": {...}}) -> tool_result fields
 ToolHandler = Callable[[str, str], dict[str, Any]]
+
+class RequestNotDelivered(Exception):
+    """The process was already dead when a request was written: nothing of it ran, so
+    the pool may run it on a new process. (Internal; never reaches a caller.)"""
+
 
 _EOF = object()  # the reader thread's marker: stdout closed, the process is gone
 STDERR_TAIL_LINES = 40
 
 
-class ProcessTimedOut(Exception):
-    """The guest did not answer before the deadline (the caller kills the process)."""
-
-
-class ProcessDied(Exception):
-    """The process exited (or closed its stdout) before answering; args[0] says how."""
-
-
 @dataclass(frozen=True)
 class Mount:
-    """A host path made readable inside the sandbox at ``guest`` (a directory is mounted,
-    a file copied in when the process starts)."""
+    """A host path made readable inside the sandbox at ``guest``: copied in (a directory
+    with everything under it, symlinks left out) when the process starts."""
 
     host: str
     guest: str
@@ -77,7 +76,13 @@ class SandboxProcess:
             self._send(init_message)
             deadline = time.monotonic() + start_timeout
             while True:
-                message = self._next_message(deadline)
+                try:
+                    message = self._next_message(deadline, start_timeout)
+                except InterpreterTimeoutError:
+                    raise InterpreterCrashedError(
+                        f"a new sandbox process was not ready within {start_timeout:g}s "
+                        f"({self.describe_exit()})"
+                    ) from None
                 if message.get("op") == "ready":
                     break
             self.ready_seconds = time.monotonic() - self.started_at
@@ -112,10 +117,13 @@ class SandboxProcess:
         tools does not count against ``timeout``: it bounds the sandboxed code's own run."""
         self._next_id += 1
         execution_id = self._next_id
-        self._send({"op": "execute", "id": execution_id, **request})
+        try:
+            self._send({"op": "execute", "id": execution_id, **request})
+        except InterpreterCrashedError as exc:
+            raise RequestNotDelivered(exc.detail) from exc
         deadline = time.monotonic() + timeout
         while True:
-            message = self._next_message(deadline)
+            message = self._next_message(deadline, timeout)
             op = message.get("op")
             if op == "tool_call" and message.get("id") == execution_id:
                 tool_started = time.monotonic()
@@ -148,14 +156,10 @@ class SandboxProcess:
 
     def kill(self) -> None:
         if self._popen.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self._popen.kill()
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
             try:
                 if stream is not None:
@@ -173,24 +177,22 @@ class SandboxProcess:
                 self._popen.stdin.write(line.encode())
                 self._popen.stdin.flush()
             except (OSError, ValueError) as exc:  # a broken pipe or a closed stream
-                raise ProcessDied(self.describe_exit()) from exc
+                raise InterpreterCrashedError(self.describe_exit()) from exc
 
-    def _next_message(self, deadline: float) -> dict[str, Any]:
+    def _next_message(self, deadline: float, timeout: float) -> dict[str, Any]:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ProcessTimedOut()
+                raise InterpreterTimeoutError(timeout)
             try:
                 item = self._lines.get(timeout=remaining)
             except queue.Empty:
-                raise ProcessTimedOut() from None
+                raise InterpreterTimeoutError(timeout) from None
             if item is _EOF:
                 self._lines.put(_EOF)  # later calls see it too
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self._popen.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
-                raise ProcessDied(self.describe_exit())
+                raise InterpreterCrashedError(self.describe_exit())
             try:
                 message = json.loads(item)  # type: ignore[arg-type]
             except ValueError:

@@ -69,17 +69,23 @@ if (!init || init.op !== "init") {
   Deno.exit(3);
 }
 
-// Opted-in host paths: a directory is mounted (Deno's read-only grant keeps it read-only),
-// a file is copied in once.
+// Opted-in host paths are copied in when the process starts: the code reads a snapshot
+// and may change its copy, never the host's files.
+function copyIn(host, guest, isDir) {
+  if (!isDir) {
+    pyodide.FS.writeFile(guest, Deno.readFileSync(host));
+    return;
+  }
+  pyodide.FS.mkdirTree(guest);
+  for (const entry of Deno.readDirSync(host)) {
+    if (entry.isSymlink) continue;  // a link may point outside what was opted in
+    copyIn(`${host}/${entry.name}`, `${guest}/${entry.name}`, entry.isDirectory);
+  }
+}
 for (const mount of init.mounts) {
   const parent = mount.guest.split("/").slice(0, -1).join("/");
   if (parent) pyodide.FS.mkdirTree(parent);
-  if (mount.dir) {
-    pyodide.FS.mkdirTree(mount.guest);
-    pyodide.mountNodeFS(mount.guest, mount.host);
-  } else {
-    pyodide.FS.writeFile(mount.guest, Deno.readFileSync(mount.host));
-  }
+  copyIn(mount.host, mount.guest, mount.dir);
 }
 
 // Pyodide is loaded: its own files need not stay readable.
