@@ -62,7 +62,15 @@ CORE: frozenset[str] = frozenset(
     }
 )
 
-DSPY_PATHS: frozenset[str] = frozenset({"dspex.predict", "dspex.teleprompt", "dspex.utils.dummies"})
+DSPY_PATHS: frozenset[str] = frozenset(
+    {
+        "dspex.predict",
+        "dspex.teleprompt",
+        "dspex.utils.dummies",
+        "dspex.primitives.python_interpreter",
+        "dspex.primitives.code_interpreter",
+    }
+)
 """Modules (a package: with all its modules) that exist only so DSPy code ports by changing
 the import (``from dspy.teleprompt import COPRO``): they re-export what lives in a layer,
 sit above every layer like the facade, define nothing and are imported by no dspex module

@@ -18,7 +18,7 @@ from dspex.errors import (
     InterpreterCrashedError,
     InterpreterUnavailableError,
 )
-from dspex.sandbox.process import RequestNotDelivered, SandboxProcess, ToolHandler
+from dspex.sandbox.process import SandboxProcess, ToolHandler, _RequestNotDelivered
 from dspex.sandbox.supervision import Clock, PoolSupervision
 
 ProcessFactory = Callable[[], SandboxProcess]
@@ -59,7 +59,7 @@ class ProcessPool:
             try:
                 outcome = process.execute(request, tool_handler, timeout)
                 break
-            except RequestNotDelivered as never_ran:
+            except _RequestNotDelivered as never_ran:
                 # Died while idle (killed from outside): count it, run on a new process.
                 process.kill()
                 with self._changed:

@@ -26,7 +26,7 @@ from dspex.errors import CodeInterpreterError, InterpreterCrashedError, Interpre
 # (tool name, JSON payload {"args": [...], "kwargs": {...}}) -> tool_result fields
 ToolHandler = Callable[[str, str], dict[str, Any]]
 
-class RequestNotDelivered(Exception):
+class _RequestNotDelivered(Exception):
     """The process was already dead when a request was written: nothing of it ran, so
     the pool may run it on a new process. (Internal; never reaches a caller.)"""
 
@@ -120,7 +120,7 @@ class SandboxProcess:
         try:
             self._send({"op": "execute", "id": execution_id, **request})
         except InterpreterCrashedError as exc:
-            raise RequestNotDelivered(exc.detail) from exc
+            raise _RequestNotDelivered(exc.detail) from exc
         deadline = time.monotonic() + timeout
         while True:
             message = self._next_message(deadline, timeout)
