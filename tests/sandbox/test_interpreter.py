@@ -258,15 +258,19 @@ def test_a_tool_that_raises_raises_inside_the_sandbox(shared_interpreter: Python
         shared_interpreter.tools.clear()
 
 
-def test_dspex_tools_and_positional_arguments(sandbox_dir: Path) -> None:
+def test_dspex_tools_and_positional_arguments(shared_interpreter: PythonInterpreter) -> None:
     def add(a: int, b: int) -> int:
         """Adds."""
         return a + b
 
-    with PythonInterpreter(tools=[dspex.Tool(add)]) as interpreter:
-        assert interpreter.execute("add(2, b=3) + add(a=1, b=1)") == 7
+    assert list(PythonInterpreter(tools=[dspex.Tool(add)]).tools) == ["add"]
+    shared_interpreter.tools.update(PythonInterpreter(tools=[dspex.Tool(add)]).tools)
+    try:
+        assert shared_interpreter.execute("add(2, b=3) + add(a=1, b=1)") == 7
         with pytest.raises(CodeExecutionError, match="ToolArgumentError"):
-            interpreter.execute("add(a='x', b=1)")
+            shared_interpreter.execute("add(a='x', b=1)")
+    finally:
+        shared_interpreter.tools.clear()
 
 
 def test_a_tool_cannot_reenter_its_interpreter(shared_interpreter: PythonInterpreter) -> None:
@@ -295,16 +299,19 @@ def test_the_same_process_serves_consecutive_executions(shared_interpreter: Pyth
     assert shared_interpreter.pids == list(pids)
 
 
-def test_an_endless_loop_is_stopped_and_the_next_execution_works(sandbox_dir: Path) -> None:
-    with PythonInterpreter(timeout=1.0) as interpreter:
-        first_pid = interpreter.run("kept = 1").pid
+def test_an_endless_loop_is_stopped_and_the_next_execution_works(shared_interpreter: PythonInterpreter) -> None:
+    first_pid = shared_interpreter.run("kept = 1").pid
+    shared_interpreter.timeout = 1.0
+    try:
         with pytest.raises(InterpreterTimeoutError) as caught:
-            interpreter.execute("while True:\n    pass")
-        assert isinstance(caught.value, TimeoutError)
-        wait_until(lambda: not pid_alive(first_pid), what="the hung process to be killed")
-        result = interpreter.run("'kept' in globals()")
-        assert result.value is False  # a new process: the old globals went with the old one
-        assert result.pid != first_pid
+            shared_interpreter.execute("while True:\n    pass")
+    finally:
+        shared_interpreter.timeout = 20.0
+    assert isinstance(caught.value, TimeoutError)
+    wait_until(lambda: not pid_alive(first_pid), what="the hung process to be killed")
+    result = shared_interpreter.run("'kept' in globals()")
+    assert result.value is False  # a new process: the old globals went with the old one
+    assert result.pid != first_pid
 
 
 def test_a_killed_process_is_replaced(shared_interpreter: PythonInterpreter) -> None:
@@ -314,14 +321,17 @@ def test_a_killed_process_is_replaced(shared_interpreter: PythonInterpreter) -> 
     assert result.value == 42 and result.pid != pid
 
 
-def test_a_process_dying_mid_execution_raises_and_is_replaced(sandbox_dir: Path) -> None:
-    with PythonInterpreter() as interpreter:
-        pid = interpreter.run("1").pid
-        # The code kills its own process (SIGKILL from a host tool, as the OOM killer would).
-        interpreter.tools["die"] = lambda: os.kill(pid, signal.SIGKILL)
+def test_a_process_dying_mid_execution_raises_and_is_replaced(shared_interpreter: PythonInterpreter) -> None:
+    pid = shared_interpreter.run("1").pid
+    # The code's process is killed while it runs (SIGKILL from a host tool, as the OOM
+    # killer would).
+    shared_interpreter.tools["die"] = lambda: os.kill(pid, signal.SIGKILL)
+    try:
         with pytest.raises(InterpreterCrashedError, match="signal 9"):
-            interpreter.execute("die()")
-        assert interpreter.run("'back'").value == "back"
+            shared_interpreter.execute("die()")
+    finally:
+        shared_interpreter.tools.clear()
+    assert shared_interpreter.run("'back'").value == "back"
 
 
 def test_restart_intensity_gives_up(sandbox_dir: Path) -> None:
