@@ -11,10 +11,13 @@ and the pool decides what happens next.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import json
 import queue
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +48,66 @@ class Mount:
     is_dir: bool
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL this process when the thread that started it
+    dies (Linux). The host being killed (a Ray worker, kill -9) then takes its sandboxes
+    with it, even one spinning in an endless loop that never reads its closed stdin."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class _Launcher:
+    """Starts every sandbox process from one thread that lives as long as the host
+    process: the parent-death signal follows the starting *thread*, so a process started
+    from a short-lived thread (a thread pool's) would be killed when that thread ends."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[list[str], dict[str, str], concurrent.futures.Future[Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def launch(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="dspex-sandbox-launcher", daemon=True)
+                self._thread.start()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._requests.put((command, env, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            command, env, future = self._requests.get()
+            try:
+                future.set_result(_popen(command, env, _die_with_parent))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+def _popen(command: list[str], env: dict[str, str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd="/",  # nothing of the caller's working directory is looked at
+        close_fds=True,
+        preexec_fn=preexec,  # only prctl, and from one dedicated thread
+    )
+
+
+_launcher = _Launcher()
+
+
+def _launch(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if sys.platform.startswith("linux"):
+        return _launcher.launch(command, env)
+    return _popen(command, env, None)
+
+
 class SandboxProcess:
     """A started Deno + Pyodide process, ready once `__init__` returns."""
 
@@ -56,15 +119,7 @@ class SandboxProcess:
         start_timeout: float,
     ) -> None:
         self.started_at = time.monotonic()
-        self._popen = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd="/",  # nothing of the caller's working directory is looked at
-            close_fds=True,
-        )
+        self._popen = _launch(command, env)
         self.pid = self._popen.pid
         self._lines: queue.Queue[object] = queue.Queue()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)

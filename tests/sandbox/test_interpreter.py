@@ -365,6 +365,25 @@ def test_processes_do_not_outlive_the_python_process(sandbox_dir: Path) -> None:
     wait_until(lambda: not pid_alive(pid), what="the orphan to be stopped")
 
 
+def test_a_host_killed_mid_execution_takes_its_sandbox_along(sandbox_dir: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, threading
+        from dspex.sandbox import PythonInterpreter
+        running = threading.Event()
+        interpreter = PythonInterpreter(tools={"running": running.set}, timeout=600)
+        print(interpreter.run("1").pid, flush=True)
+        threading.Thread(target=interpreter.execute, args=("running()\\nwhile True: pass",)).start()
+        running.wait(60)
+        os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no finalizer: the kernel's signal
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pid = int(done.stdout.split()[0])
+    wait_until(lambda: not pid_alive(pid), what="the spinning sandbox to die with its host")
+
+
 def test_pickling_keeps_configuration_and_starts_fresh(shared_interpreter: PythonInterpreter) -> None:
     shared_interpreter.execute("secret_state = 1")
     copy = pickle.loads(pickle.dumps(shared_interpreter))
