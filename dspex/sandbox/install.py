@@ -5,7 +5,8 @@
 - Pyodide (CPython compiled to WebAssembly): the ``pyodide`` npm package at one pinned
   version, fetched by Deno's own npm support from the npm registry into a Deno cache
   directory that only dspex uses. After that one fetch every start runs with
-  ``--cached-only``: no network, ever, at execution time.
+  ``--cached-only``: no network, ever, at execution time. The install also saves a
+  snapshot of Pyodide's memory once loaded, which every process starts from.
 
 The cache directory is ``DSPEX_SANDBOX_DIR`` when set, else ``<user cache>/dspex/deno``.
 """
@@ -48,8 +49,15 @@ def pyodide_dir(base: Path | None = None) -> Path:
     return root / "npm" / "registry.npmjs.org" / "pyodide" / PYODIDE_VERSION
 
 
+def snapshot_path(base: Path | None = None) -> Path:
+    """Pyodide's memory right after it loaded, saved by `install`: a process starts from it
+    in about a quarter of the time (and a seventh of the CPU) of loading Python afresh."""
+    root = base if base is not None else sandbox_dir()
+    return root / f"dspex-pyodide-{PYODIDE_VERSION}.snapshot"
+
+
 def is_installed(base: Path | None = None) -> bool:
-    return (pyodide_dir(base) / "pyodide.asm.wasm").is_file()
+    return (pyodide_dir(base) / "pyodide.asm.wasm").is_file() and snapshot_path(base).is_file()
 
 
 def find_deno() -> str:
@@ -94,6 +102,13 @@ def install(base: Path | None = None, *, quiet: bool = True) -> Path:
     if is_installed(root):
         return pyodide_dir(root)
     root.mkdir(parents=True, exist_ok=True)
+    if not (pyodide_dir(root) / "pyodide.asm.wasm").is_file():
+        _fetch(root, quiet)
+    _make_snapshot(root)
+    return pyodide_dir(root)
+
+
+def _fetch(root: Path, quiet: bool) -> None:
     command = [find_deno(), "cache", *_COMMON_FLAGS, str(RUNNER_PATH)]
     # The fetch runs with the caller's environment (proxies, CA bundles such as
     # NODE_EXTRA_CA_CERTS / SSL_CERT_FILE, DENO_CERT) pointed at dspex's cache.
@@ -109,14 +124,45 @@ def install(base: Path | None = None, *, quiet: bool = True) -> Path:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SandboxInstallError(f"fetching Pyodide {PYODIDE_VERSION} failed: {exc}") from exc
-    if done.returncode != 0 or not is_installed(root):
+    if done.returncode != 0 or not (pyodide_dir(root) / "pyodide.asm.wasm").is_file():
         detail = (done.stderr or "").strip()[-2000:] if quiet else f"exit code {done.returncode}"
         raise SandboxInstallError(
             f"fetching Pyodide {PYODIDE_VERSION} from the npm registry into {root} failed "
             f"({detail}); run `dspex sandbox install` where the registry can be reached, "
             f"or set {SANDBOX_DIR_ENV} to a directory where it was installed"
         )
-    return pyodide_dir(root)
+
+
+def _make_snapshot(root: Path) -> None:
+    """Load Pyodide once (offline) and save its memory; written aside, then renamed, so a
+    concurrent start never reads half a file."""
+    target = snapshot_path(root)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    command = [
+        find_deno(),
+        "run",
+        *_COMMON_FLAGS,
+        "--cached-only",
+        "--no-prompt",
+        f"--allow-read={os.path.realpath(pyodide_dir(root))}",
+        f"--allow-write={partial}",
+        str(RUNNER_PATH),
+        "--make-snapshot",
+        str(partial),
+    ]
+    try:
+        done = subprocess.run(
+            command, env=deno_env(root), capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
+        )
+        if done.returncode != 0 or not partial.is_file():
+            raise SandboxInstallError(
+                f"saving a Pyodide snapshot into {root} failed: {(done.stderr or '').strip()[-2000:]}"
+            )
+        os.replace(partial, target)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxInstallError(f"saving a Pyodide snapshot into {root} failed: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -134,7 +180,8 @@ def deno_command(limits: SandboxLimits, base: Path | None = None) -> list[str]:
     """The command for one sandbox process: read access to Pyodide's files and the
     opted-in paths only; no net, env, write, run, ffi or sys permission; never a prompt."""
     root = base if base is not None else sandbox_dir()
-    readable = [str(pyodide_dir(root)), *limits.read_paths]
+    snapshot = os.path.realpath(snapshot_path(root))
+    readable = [os.path.realpath(pyodide_dir(root)), snapshot, *limits.read_paths]
     v8_flags = [
         # 64 KiB wasm pages: memory.grow past this fails, which Python sees as MemoryError.
         f"--wasm-max-mem-pages={max(1, limits.memory_limit_mb) * 16}",
@@ -156,4 +203,6 @@ def deno_command(limits: SandboxLimits, base: Path | None = None) -> list[str]:
         f"--allow-read={','.join(readable)}",
         f"--v8-flags={','.join(v8_flags)}",
         str(RUNNER_PATH),
+        "--snapshot",
+        snapshot,
     ]

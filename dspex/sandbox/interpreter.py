@@ -42,6 +42,7 @@ from dspex.sandbox.values import (
 )
 
 GUEST_MOUNT_ROOT = "/sandbox"
+MIN_MEMORY_MB = 48
 ToolsArg = Mapping[str, Callable[..., Any]] | Iterable[Any] | None
 
 
@@ -168,8 +169,11 @@ class PythonInterpreter:
     ) -> None:
         if not timeout > 0:
             raise CodeInterpreterError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if memory_limit_mb < 16:
-            raise CodeInterpreterError(f"memory_limit_mb must be at least 16, got {memory_limit_mb!r}")
+        if memory_limit_mb < MIN_MEMORY_MB:
+            raise CodeInterpreterError(
+                f"memory_limit_mb must be at least {MIN_MEMORY_MB} (Python itself takes about 20 MB "
+                f"in the sandbox), got {memory_limit_mb!r}"
+            )
         if pool_size < 1:
             raise CodeInterpreterError(f"pool_size must be at least 1, got {pool_size!r}")
         self.tools: dict[str, Callable[..., Any]] = _tools_by_name(tools)

@@ -144,8 +144,10 @@ def test_host_files_cannot_be_read(shared_interpreter: PythonInterpreter, tmp_pa
         message = _error_text(shared_interpreter, f"import js\njs.Deno.readTextFileSync({path!r})")
         assert "Requires read access" in message and "the host's secret" not in message
     # Not even Pyodide's own files in the cache (read access is dropped once it loaded).
-    cache = str(install.pyodide_dir())
-    assert "Requires read access" in _error_text(shared_interpreter, f"import js\njs.Deno.readDirSync({cache!r})")
+    for own_file in (install.pyodide_dir(), install.snapshot_path()):
+        assert "Requires read access" in _error_text(
+            shared_interpreter, f"import js\njs.Deno.statSync({str(own_file)!r})"
+        )
     assert "Requires write access" in _error_text(
         shared_interpreter, f"import js\njs.Deno.writeTextFileSync({str(tmp_path / 'w.txt')!r}, 'x')"
     )
@@ -182,7 +184,9 @@ def test_processes_start_offline_with_nothing_granted_but_pyodide(sandbox_dir: P
     assert not any(flag.startswith(("--allow-net", "--allow-env", "--allow-run", "--allow-write",
                                     "--allow-ffi", "--allow-sys", "--allow-all", "-A")) for flag in command)
     allowed = next(flag for flag in command if flag.startswith("--allow-read="))
-    assert allowed.split("=", 1)[1].split(",") == [str(install.pyodide_dir(sandbox_dir)), "/data/x"]
+    assert allowed.split("=", 1)[1].split(",") == [
+        str(install.pyodide_dir(sandbox_dir)), str(install.snapshot_path(sandbox_dir)), "/data/x"
+    ]
     assert set(install.deno_env(sandbox_dir)) == {"DENO_DIR", "DENO_NO_UPDATE_CHECK", "DENO_NO_PACKAGE_JSON", "NO_COLOR"}
 
 
