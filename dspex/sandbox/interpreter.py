@@ -188,6 +188,7 @@ class PythonInterpreter:
         self.auto_install = auto_install
         self._mounts = _mounts(self.enable_read_paths)
         self._pool: ProcessPool | None = None
+        self._owner_pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._in_tool = threading.local()
 
@@ -279,7 +280,12 @@ class PythonInterpreter:
 
     def _ensure_pool(self) -> ProcessPool:
         with self._pool_lock:
+            if self._pool is not None and self._owner_pid != os.getpid():
+                # A forked child: the processes (and their pipes) are the parent's. Leave
+                # them to it and start this process's own.
+                self._pool = None
             if self._pool is None:
+                self._owner_pid = os.getpid()
                 self._pool = ProcessPool(
                     self._start_process,
                     self.pool_size,

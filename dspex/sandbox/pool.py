@@ -9,6 +9,7 @@ them all at `shutdown`, when the pool is garbage-collected, and at interpreter e
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -24,7 +25,9 @@ from dspex.sandbox.supervision import Clock, PoolSupervision
 ProcessFactory = Callable[[], SandboxProcess]
 
 
-def _stop_all(processes: list[SandboxProcess | None]) -> None:
+def _stop_all(processes: list[SandboxProcess | None], owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return  # a forked child: the processes are its parent's to stop
     for index, process in enumerate(processes):
         if process is not None:
             processes[index] = None
@@ -48,7 +51,7 @@ class ProcessPool:
         self._changed = threading.Condition()
         # Holds the process list, not the pool: the pool can be collected, and then the
         # finalizer (or the one run at exit) kills what is left.
-        self._finalizer = weakref.finalize(self, _stop_all, self._processes)
+        self._finalizer = weakref.finalize(self, _stop_all, self._processes, os.getpid())
 
     # --- one execution -------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -100,6 +101,17 @@ def _popen(command: list[str], env: dict[str, str], preexec: Callable[[], None] 
 
 
 _launcher = _Launcher()
+
+
+def _new_launcher_after_fork() -> None:
+    # A forked child has none of its parent's threads, and the queue may still name the
+    # parent's waiting launcher: the child gets a launcher of its own.
+    global _launcher
+    _launcher = _Launcher()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_launcher_after_fork)
 
 
 def _launch(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

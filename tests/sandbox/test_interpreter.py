@@ -400,6 +400,25 @@ def test_pickling_keeps_configuration_and_starts_fresh(shared_interpreter: Pytho
         copy.shutdown()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_sandbox(shared_interpreter: PythonInterpreter) -> None:
+    parent_pid = shared_interpreter.run("forked_marker = 1").pid
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: must not talk to the parent's sandbox process
+        try:
+            result = shared_interpreter.run("'forked_marker' in globals()")
+            os.write(write, f"{result.value},{result.pid}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 100).decode()
+    os.waitpid(child, 0)
+    seen, child_sandbox = answer.split(",")
+    assert seen == "False" and int(child_sandbox) != parent_pid
+    assert shared_interpreter.run("forked_marker").pid == parent_pid
+
+
 def test_a_pool_runs_executions_side_by_side(sandbox_dir: Path) -> None:
     with PythonInterpreter(pool_size=2, timeout=30) as interpreter:
         interpreter.start()
