@@ -13,6 +13,7 @@ import ast
 import contextlib
 import io
 import json
+import os
 import traceback
 from typing import Any
 
@@ -40,10 +41,18 @@ def _fallback(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """The value as JSON text (tuples become lists; NaN and infinities stay floats)."""
     try:
-        return json.dumps(value, default=_fallback, allow_nan=True)
-    except (TypeError, ValueError):
+        return json.dumps(value, default=_fallback, allow_nan=True, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
         # Keys that are not str/int/float/bool/None, or a cycle: the repr is all we can say.
-        return json.dumps(repr(value))
+        return json.dumps(repr(value), ensure_ascii=False)
+
+
+def _outcome_json(outcome: dict[str, Any]) -> str:
+    """The outcome as JSON, its ``value`` inline (one encoding, not JSON inside JSON)."""
+    try:
+        return json.dumps(outcome, default=_fallback, allow_nan=True, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps({**outcome, "value": repr(outcome.get("value"))}, ensure_ascii=False)
 
 
 def _make_tool(name: str) -> Any:
@@ -98,18 +107,41 @@ def _code_traceback(error: BaseException) -> str:
     return "".join(summary.format())
 
 
-def _set_variables(variables_json: str) -> None:
-    variables = json.loads(variables_json)
+def _set_variables(variables_path: str) -> None:
+    if not variables_path:
+        return
+    with open(variables_path, "rb") as file:
+        variables = json.loads(file.read())
+    os.remove(variables_path)
     session_globals.update(variables)
 
 
-async def run(code: str, variables_json: str, tools_json: str, outputs_json: str) -> str:
+async def run(code: str, variables_path: str, outcome_path: str, tools_json: str, outputs_json: str) -> None:
+    """Run ``code``; write the outcome, as JSON, to ``outcome_path`` (a file in Pyodide's
+    memory, which the runner sends to the host as bytes)."""
+    try:
+        outcome = await _outcome(code, variables_path, tools_json, outputs_json)
+    except BaseException as error:  # before or after the code ran: the variables, the result
+        hint = " (raise memory_limit_mb for larger values)" if isinstance(error, MemoryError) else ""
+        outcome = json.dumps(
+            {
+                "kind": "error",
+                "error_type": type(error).__name__,
+                "message": f"{error}{hint}",
+                "traceback": f"{type(error).__name__}: passing values in or out of the sandbox failed{hint}\n",
+            }
+        )
+    with open(outcome_path, "w", encoding="utf-8") as file:
+        file.write(outcome)
+
+
+async def _outcome(code: str, variables_path: str, tools_json: str, outputs_json: str) -> str:
     from pyodide.code import eval_code_async
 
     for name in json.loads(tools_json):
         session_globals[name] = _make_tool(name)
     session_globals["SUBMIT"] = _make_submit(json.loads(outputs_json))
-    _set_variables(variables_json)
+    _set_variables(variables_path)
 
     stdout, stderr = io.StringIO(), io.StringIO()
     outcome: dict[str, Any]
@@ -129,9 +161,9 @@ async def run(code: str, variables_json: str, tools_json: str, outputs_json: str
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             value = await eval_code_async(code, session_globals, filename=CODE_FILENAME)
-        outcome = {"kind": "ok", "value": None if value is None else to_json(value)}
+        outcome = {"kind": "ok", "value": value}
     except _Submitted as submitted:
-        outcome = {"kind": "final", "value": to_json(submitted.args[0])}
+        outcome = {"kind": "final", "value": submitted.args[0]}
     except BaseException as error:  # SystemExit, KeyboardInterrupt too: the session goes on
         outcome = {
             "kind": "error",
@@ -141,7 +173,7 @@ async def run(code: str, variables_json: str, tools_json: str, outputs_json: str
         }
     outcome["stdout"] = stdout.getvalue()
     outcome["stderr"] = stderr.getvalue()
-    return json.dumps(outcome)
+    return _outcome_json(outcome)
 
 
 __all__ = ["run", "session_globals", "to_json"]

@@ -171,7 +171,7 @@ class SandboxLimits:
     that holds everything the sandboxed Python allocates (past it Python raises
     MemoryError); ``js_heap_mb`` caps V8's JavaScript heap (past it the process dies)."""
 
-    memory_limit_mb: int = 512
+    memory_limit_mb: int = 1024
     js_heap_mb: int = 256
     read_paths: tuple[str, ...] = ()
 

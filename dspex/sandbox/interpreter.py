@@ -36,7 +36,6 @@ from dspex.sandbox.process import Mount, SandboxProcess
 from dspex.sandbox.values import (
     ExecutionResult,
     FinalOutput,
-    parse_json,
     tool_result_json,
     variables_json,
 )
@@ -158,7 +157,7 @@ class PythonInterpreter:
         tools: ToolsArg = None,
         enable_read_paths: Iterable[os.PathLike[str] | str] | None = None,
         timeout: float = 10.0,
-        memory_limit_mb: int = 512,
+        memory_limit_mb: int = 1024,
         pool_size: int = 1,
         output_fields: list[dict[str, Any]] | None = None,
         *,
@@ -248,7 +247,7 @@ class PythonInterpreter:
             )
         if kind not in ("ok", "final"):
             raise CodeInterpreterError(f"the sandbox sent an outcome of unknown kind: {outcome!r:.300}")
-        value = parse_json(outcome.get("value"))
+        value = outcome.get("value")
         return ExecutionResult(
             value=None if kind == "final" else value,
             stdout=str(outcome.get("stdout", "")),

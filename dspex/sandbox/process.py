@@ -133,7 +133,7 @@ class SandboxProcess:
         self.started_at = time.monotonic()
         self._popen = _launch(command, env)
         self.pid = self._popen.pid
-        self._lines: queue.Queue[object] = queue.Queue()
+        self._messages: queue.Queue[object] = queue.Queue()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._write_lock = threading.Lock()
         self._next_id = 0
@@ -184,8 +184,11 @@ class SandboxProcess:
         tools does not count against ``timeout``: it bounds the sandboxed code's own run."""
         self._next_id += 1
         execution_id = self._next_id
+        variables = request.get("variables") or "{}"
+        header = {key: value for key, value in request.items() if key != "variables"}
+        blob = None if variables == "{}" else variables.encode()
         try:
-            self._send({"op": "execute", "id": execution_id, **request})
+            self._send({"op": "execute", "id": execution_id, **header}, blob)
         except InterpreterCrashedError as exc:
             raise _RequestNotDelivered(exc.detail) from exc
         deadline = time.monotonic() + timeout
@@ -199,7 +202,7 @@ class SandboxProcess:
                 deadline += time.monotonic() - tool_started
             elif op == "done" and message.get("id") == execution_id:
                 try:
-                    outcome = json.loads(message["outcome"])
+                    outcome = json.loads(message["blob"])
                 except (KeyError, TypeError, ValueError) as exc:
                     raise CodeInterpreterError(f"the sandbox sent a malformed outcome: {message!r:.300}") from exc
                 if not isinstance(outcome, dict):
@@ -236,46 +239,63 @@ class SandboxProcess:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
-        line = json.dumps(message, allow_nan=True) + "\n"
+    def _send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
+        """One message line; with ``blob``, its length in the line and the bytes after it."""
+        if blob is not None:
+            message = {**message, "blob": len(blob)}
+        data = (json.dumps(message, allow_nan=True) + "\n").encode()
         with self._write_lock:
             try:
                 assert self._popen.stdin is not None
-                self._popen.stdin.write(line.encode())
+                self._popen.stdin.write(data)
+                if blob:
+                    self._popen.stdin.write(blob)
                 self._popen.stdin.flush()
             except (OSError, ValueError) as exc:  # a broken pipe or a closed stream
                 raise InterpreterCrashedError(self.describe_exit()) from exc
 
     def _next_message(self, deadline: float, timeout: float) -> dict[str, Any]:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise InterpreterTimeoutError(timeout)
-            try:
-                item = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                raise InterpreterTimeoutError(timeout) from None
-            if item is _EOF:
-                self._lines.put(_EOF)  # later calls see it too
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._popen.wait(timeout=5)
-                raise InterpreterCrashedError(self.describe_exit())
-            try:
-                message = json.loads(item)  # type: ignore[arg-type]
-            except ValueError:
-                continue
-            if isinstance(message, dict):
-                return message
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise InterpreterTimeoutError(timeout)
+        try:
+            item = self._messages.get(timeout=remaining)
+        except queue.Empty:
+            raise InterpreterTimeoutError(timeout) from None
+        if item is _EOF:
+            self._messages.put(_EOF)  # later calls see it too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=5)
+            raise InterpreterCrashedError(self.describe_exit())
+        return item  # type: ignore[return-value]
 
     def _read_stdout(self) -> None:
+        """Messages off stdout into the queue: each line that is a JSON object, with the
+        raw bytes that follow it when it announces a blob. Other lines are skipped (text
+        the code wrote straight to the process's stdout)."""
         stream = self._popen.stdout
         assert stream is not None
         try:
-            for raw in stream:
-                self._lines.put(raw.decode(errors="replace"))
+            while True:
+                line = stream.readline()
+                if not line:
+                    break
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                size = message.get("blob")
+                if isinstance(size, int) and size >= 0:
+                    blob = stream.read(size)
+                    if len(blob) < size:
+                        break
+                    message["blob"] = blob
+                self._messages.put(message)
         except (OSError, ValueError):
             pass
-        self._lines.put(_EOF)
+        self._messages.put(_EOF)
 
     def _read_stderr(self) -> None:
         stream = self._popen.stderr

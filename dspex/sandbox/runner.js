@@ -7,32 +7,48 @@
 // can wait for the host's answer without JSPI or threads.
 //
 // Host -> runner: {op: "init", guest, pyodide_dir, mounts}, {op: "execute", id, code,
-// variables, tools, outputs}, {op: "tool_result", call, ok, value | error_type, message}.
+// tools, outputs, blob}, {op: "tool_result", call, ok, value | error_type, message}.
 // Runner -> host: {op: "ready", pid}, {op: "tool_call", id, call, name, payload},
-// {op: "done", id, outcome}. The host closing stdin ends the process.
+// {op: "done", id, blob}. A message with ``blob: N`` is followed by N raw bytes: the
+// variables going in, the outcome coming out, both JSON. They go between the pipe and
+// Pyodide's in-memory files as bytes, never as JavaScript strings, so large values stay
+// out of the (capped) JavaScript heap. The host closing stdin ends the process.
 
 import { loadPyodide } from "npm:pyodide@0.27.7";
 
-const stdout = Deno.stdout;
-const stderr = Deno.stderr;
-const stdin = Deno.stdin;
+// Everything the protocol relies on is captured before any sandboxed code runs: the code
+// can reach this realm (``import js``) and replace globals and prototypes, but not these.
+const writeOut = Deno.stdout.writeSync.bind(Deno.stdout);
+const writeErr = Deno.stderr.writeSync.bind(Deno.stderr);
+const readIn = Deno.stdin.readSync.bind(Deno.stdin);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const encode = encoder.encode.bind(encoder);
+const decode = decoder.decode.bind(decoder);
 const stringify = JSON.stringify;
 const parse = JSON.parse;
+const assign = Object.assign;
+const createObject = Object.create;
 
-function writeAll(stream, text) {
-  const data = encoder.encode(text);
+function writeAll(write, text) {
+  const data = encode(text);
   let written = 0;
-  while (written < data.length) written += stream.writeSync(data.subarray(written));
+  while (written < data.length) written += write(data.subarray(written));
 }
 
-function send(message) {
-  writeAll(stdout, stringify(message) + "\n");
+function send(fields) {
+  // A null-prototype object: a toJSON the code puts on Object.prototype is not consulted.
+  writeAll(writeOut, stringify(assign(createObject(null), fields)) + "\n");
+}
+
+function sendWithBlob(fields, bytes) {
+  send(assign(createObject(null), fields, { blob: bytes.length }));
+  let written = 0;
+  while (written < bytes.length) written += writeOut(bytes.subarray(written));
 }
 
 function log(...parts) {
-  writeAll(stderr, parts.map(String).join(" ") + "\n");
+  writeAll(writeErr, parts.map(String).join(" ") + "\n");
 }
 
 // Nothing but send() may write to stdout.
@@ -40,25 +56,56 @@ for (const name of ["log", "info", "debug", "warn", "error", "trace", "dir", "ta
   console[name] = log;
 }
 
-// Synchronous line reader over stdin.
-let buffered = new Uint8Array(0);
-const chunk = new Uint8Array(1 << 16);
+// Synchronous line reader over stdin. Chunks are kept apart until a newline arrives, so
+// a long line (a large variable) costs one copy, not one per chunk.
+let pending = [];
+let rest = new Uint8Array(0);
+const chunk = new Uint8Array(1 << 20);
+
+function joinBytes(parts) {
+  let size = 0;
+  for (const part of parts) size += part.length;
+  const joined = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
 
 function readLine() {
   while (true) {
-    const newline = buffered.indexOf(10);
+    const newline = rest.indexOf(10);
     if (newline >= 0) {
-      const line = decoder.decode(buffered.subarray(0, newline));
-      buffered = buffered.slice(newline + 1);
+      const line = decode(joinBytes([...pending, rest.subarray(0, newline)]));
+      pending = [];
+      rest = rest.slice(newline + 1);
       return line;
     }
-    const count = stdin.readSync(chunk);
+    if (rest.length) pending.push(rest);
+    const count = readIn(chunk);
     if (count === null || count === 0) return null;
-    const grown = new Uint8Array(buffered.length + count);
-    grown.set(buffered);
-    grown.set(chunk.subarray(0, count), buffered.length);
-    buffered = grown;
+    rest = chunk.slice(0, count);
   }
+}
+
+// The `size` raw bytes that follow a message's line (null if stdin closes first).
+function readBytes(size) {
+  const parts = [];
+  let missing = size;
+  while (missing > 0) {
+    if (rest.length === 0) {
+      const count = readIn(chunk);
+      if (count === null || count === 0) return null;
+      rest = chunk.slice(0, count);
+    }
+    const taken = Math.min(missing, rest.length);
+    parts.push(rest.subarray(0, taken));
+    rest = rest.subarray(taken);
+    missing -= taken;
+  }
+  return joinBytes(parts);
 }
 
 // `--make-snapshot PATH` (run once by `dspex sandbox install`): save the memory of a
@@ -142,6 +189,9 @@ pyodide.runPython(
     "del _m, _dspex_guest_source, sys, types\n",
 );
 const guestRun = pyodide.pyimport("_dspex_guest").run;
+pyodide.FS.mkdirTree("/tmp/.dspex");
+const VARIABLES_FILE = "/tmp/.dspex/variables.json";
+const OUTCOME_FILE = "/tmp/.dspex/outcome.json";
 
 send({ op: "ready", pid: Deno.pid });
 
@@ -157,23 +207,29 @@ while (true) {
   }
   if (message.op !== "execute") continue;
   currentExecution = message.id;
-  let outcome;
+  const variables = message.blob ? readBytes(message.blob) : null;
+  if (message.blob && variables === null) break;
   try {
-    outcome = await guestRun(
+    if (variables) pyodide.FS.writeFile(VARIABLES_FILE, variables);
+    await guestRun(
       message.code,
-      message.variables ?? "{}",
+      variables ? VARIABLES_FILE : "",
+      OUTCOME_FILE,
       stringify(message.tools ?? []),
       stringify(message.outputs ?? null),
     );
+    const outcome = pyodide.FS.readFile(OUTCOME_FILE);
+    pyodide.FS.unlink(OUTCOME_FILE);
+    sendWithBlob({ op: "done", id: message.id }, outcome);
   } catch (error) {
     // The guest catches everything the code raises; reaching here is a runner fault.
-    outcome = stringify({
+    const outcome = stringify({
       kind: "error",
       error_type: "SandboxError",
       message: String(error?.message ?? error),
       traceback: "",
     });
+    sendWithBlob({ op: "done", id: message.id }, encode(outcome));
   }
-  send({ op: "done", id: message.id, outcome: String(outcome) });
   currentExecution = null;
 }

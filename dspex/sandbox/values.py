@@ -106,7 +106,7 @@ def variables_json(variables: dict[str, Any] | None) -> str:
                 "that are not keywords"
             )
     converted = {name: jsonable(value, what=f"variable {name!r}") for name, value in variables.items()}
-    return json.dumps(converted, allow_nan=True)
+    return json.dumps(converted, allow_nan=True, ensure_ascii=False)
 
 
 def tool_result_json(value: Any) -> str:
@@ -121,15 +121,10 @@ def tool_result_json(value: Any) -> str:
         return json.dumps(str(value))
 
 
-def parse_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 __all__ = [
     "ExecutionResult",
     "FinalOutput",
     "jsonable",
-    "parse_json",
     "tool_result_json",
     "variables_json",
 ]

@@ -222,6 +222,18 @@ def test_memory_limit_raises_memory_error_in_the_code(sandbox_dir: Path) -> None
             interpreter.execute("block = bytearray(200 * 1024 * 1024)")
         assert caught.value.error_type == "MemoryError"
         assert interpreter.execute("len(bytearray(8 * 1024 * 1024))") == 8 * 1024 * 1024
+        # Values passed in count too, and fail the same way (not as a sandbox failure).
+        with pytest.raises(CodeExecutionError, match="memory_limit_mb"):
+            interpreter.execute("len(big)", {"big": "x" * (120 * 1024 * 1024)})
+        assert interpreter.execute("'alive'") == "alive"
+
+
+def test_large_values_cross_as_bytes(shared_interpreter: PythonInterpreter) -> None:
+    big = "é" * (30 * 1024 * 1024)  # far past the JavaScript heap's cap, which it never enters
+    assert shared_interpreter.execute("len(big)", {"big": big}) == len(big)
+    assert shared_interpreter.execute("big[:3] + str(len(big))") == "ééé" + str(len(big))
+    assert len(shared_interpreter.execute("big * 2")) == 2 * len(big)
+    shared_interpreter.execute("del big")
 
 
 # --- tools ---------------------------------------------------------------------------------
@@ -391,7 +403,7 @@ def test_a_host_killed_mid_execution_takes_its_sandbox_along(sandbox_dir: Path) 
 def test_pickling_keeps_configuration_and_starts_fresh(shared_interpreter: PythonInterpreter) -> None:
     shared_interpreter.execute("secret_state = 1")
     copy = pickle.loads(pickle.dumps(shared_interpreter))
-    assert (copy.timeout, copy.memory_limit_mb, copy.pool_size) == (20.0, 512, 1)
+    assert (copy.timeout, copy.memory_limit_mb, copy.pool_size) == (20.0, 1024, 1)
     assert copy.pids == []  # nothing started until it runs code
     try:
         assert copy.execute("'secret_state' in globals()") is False
