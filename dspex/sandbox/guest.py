@@ -13,6 +13,7 @@ import ast
 import contextlib
 import io
 import json
+import keyword
 import os
 import traceback
 from typing import Any
@@ -71,24 +72,15 @@ def _make_tool(name: str) -> Any:
 
 
 def _make_submit(outputs: list[dict[str, Any]] | None) -> Any:
-    names = [field["name"] for field in outputs] if outputs else ["output"]
-
-    def SUBMIT(*args: Any, **kwargs: Any) -> None:  # the name the code calls
-        if len(args) > len(names):
-            raise TypeError(f"SUBMIT takes {len(names)} values ({', '.join(names)}), got {len(args)}")
-        answer = dict(zip(names, args, strict=False))
-        for key, value in kwargs.items():
-            if key not in names:
-                raise TypeError(f"SUBMIT got an unexpected field {key!r}; it takes {', '.join(names)}")
-            if key in answer:
-                raise TypeError(f"SUBMIT got two values for {key!r}")
-            answer[key] = value
-        missing = [n for n in names if n not in answer]
-        if missing:
-            raise TypeError(f"SUBMIT is missing {', '.join(missing)}")
-        raise _Submitted(answer)
-
-    return SUBMIT
+    """SUBMIT with one parameter per output field (``output`` when there are none), so a
+    wrong call fails with Python's own message ("missing 1 required positional argument")."""
+    names = [str(field["name"]) for field in outputs] if outputs else ["output"]
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        raise ValueError(f"output field names must be Python identifiers: {names}")
+    fields = ", ".join(f"{name!r}: {name}" for name in names)
+    namespace: dict[str, Any] = {"_Submitted": _Submitted}
+    exec(f"def SUBMIT({', '.join(names)}):\n    raise _Submitted({{{fields}}})\n", namespace)
+    return namespace["SUBMIT"]
 
 
 def _code_traceback(error: BaseException) -> str:

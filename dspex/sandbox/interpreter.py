@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import keyword
 import os
 import threading
 import time
@@ -178,6 +179,12 @@ class PythonInterpreter:
         self.tools: dict[str, Callable[..., Any]] = _tools_by_name(tools)
         self.enable_read_paths = [os.fspath(p) for p in enable_read_paths or []]
         self.output_fields = list(output_fields) if output_fields else None
+        for output in self.output_fields or []:
+            name = output.get("name") if isinstance(output, Mapping) else None
+            if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+                raise CodeInterpreterError(
+                    f"output_fields entries are {{'name': <a Python identifier>, ...}}, got {output!r}"
+                )
         self.timeout = float(timeout)
         self.memory_limit_mb = int(memory_limit_mb)
         self.pool_size = int(pool_size)

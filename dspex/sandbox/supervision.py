@@ -112,7 +112,7 @@ class PoolSupervision:
         self._count_restart(f"an idle sandbox process died: {reason}")
 
     def shutdown(self) -> None:
-        self.gave_up = "the interpreter was shut down; create a new PythonInterpreter"
+        self.gave_up = "the interpreter was shut down (its session has ended); create a new PythonInterpreter"
         self.slots = ["empty"] * len(self.slots)
 
     # --- restart intensity ------------------------------------------------------------------

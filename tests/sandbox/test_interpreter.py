@@ -82,8 +82,10 @@ def test_submit_returns_a_final_output(shared_interpreter: PythonInterpreter) ->
     fielded.__dict__.update(shared_interpreter.__dict__)
     fielded.output_fields = [{"name": "answer"}, {"name": "reason"}]
     assert fielded.execute("SUBMIT(42, reason='because')") == FinalOutput({"answer": 42, "reason": "because"})
-    with pytest.raises(CodeExecutionError, match="missing reason"):
+    with pytest.raises(CodeExecutionError, match="missing 1 required positional argument: 'reason'"):
         fielded.execute("SUBMIT(answer=1)")
+    with pytest.raises(CodeInterpreterError, match="output_fields"):
+        PythonInterpreter(output_fields=[{"name": "not valid"}])
 
 
 # --- errors --------------------------------------------------------------------------------
