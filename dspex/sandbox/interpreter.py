@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from dspex.errors import (
@@ -321,7 +320,7 @@ class PythonInterpreter:
             "mounts": [{"host": m.host, "guest": m.guest, "dir": m.is_dir} for m in self._mounts],
         }
         return SandboxProcess(
-            sandbox_install.deno_command(limits, Path(base)),
+            sandbox_install.deno_command(limits, base),
             sandbox_install.deno_env(base),
             init,
             self.start_timeout,
