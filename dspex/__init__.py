@@ -125,6 +125,16 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
     "LMFallbackExhaustedError": "dspex.errors",
+    # the Python sandbox
+    "PythonInterpreter": "dspex.sandbox.interpreter",
+    "FinalOutput": "dspex.sandbox.values",
+    "CodeInterpreterError": "dspex.errors",
+    "CodeExecutionError": "dspex.errors",
+    "CodeSyntaxError": "dspex.errors",
+    "InterpreterTimeoutError": "dspex.errors",
+    "InterpreterCrashedError": "dspex.errors",
+    "InterpreterUnavailableError": "dspex.errors",
+    "SandboxInstallError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "cache"])
@@ -196,15 +206,22 @@ if TYPE_CHECKING:
         AdapterParseError,
         BudgetExceededError,
         CircuitOpenError,
+        CodeExecutionError,
+        CodeInterpreterError,
+        CodeSyntaxError,
         ConfigurationError,
         DspexError,
         EvaluationError,
         InputError,
+        InterpreterCrashedError,
+        InterpreterTimeoutError,
+        InterpreterUnavailableError,
         LMError,
         LMFallbackExhaustedError,
         MediaError,
         ParallelExecutionError,
         PickleNotAllowedError,
+        SandboxInstallError,
         SavedFileError,
         SettingsOwnerError,
         SignatureError,
@@ -242,6 +259,8 @@ if TYPE_CHECKING:
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve
     from dspex.runtime.supervision.application import dead_letters
+    from dspex.sandbox.interpreter import PythonInterpreter
+    from dspex.sandbox.values import FinalOutput
     from dspex.signatures.field import InputField, OutputField, infer_prefix
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
     from dspex.streaming.streamify import streamify

@@ -32,6 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", "observability"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
+    frozenset({"sandbox"}),  # the Python sandbox: errors/utils below it, modules use it
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
     frozenset({"modules", "retrievers", "testing", "streaming"}),  # retrievers: searched by modules.Retrieve
     frozenset({"evaluate"}),
@@ -59,11 +60,19 @@ CORE: frozenset[str] = frozenset(
         "utils",
         "testing",
         "streaming",
+        "sandbox",
     }
 )
 
 DSPY_PATHS: frozenset[str] = frozenset(
-    {"dspex.predict", "dspex.teleprompt", "dspex.utils.dummies", "dspex.dsp"}
+    {
+        "dspex.predict",
+        "dspex.teleprompt",
+        "dspex.utils.dummies",
+        "dspex.dsp",
+        "dspex.primitives.python_interpreter",
+        "dspex.primitives.code_interpreter",
+    }
 )
 """Modules (a package: with all its modules) that exist only so DSPy code ports by changing
 the import (``from dspy.teleprompt import COPRO``): they re-export what lives in a layer,
