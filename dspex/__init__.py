@@ -108,6 +108,16 @@ _EXPORTS: dict[str, str] = {
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
+    # the Python sandbox
+    "PythonInterpreter": "dspex.sandbox.interpreter",
+    "FinalOutput": "dspex.sandbox.values",
+    "CodeInterpreterError": "dspex.errors",
+    "CodeExecutionError": "dspex.errors",
+    "CodeSyntaxError": "dspex.errors",
+    "InterpreterTimeoutError": "dspex.errors",
+    "InterpreterCrashedError": "dspex.errors",
+    "InterpreterUnavailableError": "dspex.errors",
+    "SandboxInstallError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "cache"])
@@ -173,13 +183,20 @@ if TYPE_CHECKING:
         AdapterParseError,
         BudgetExceededError,
         CircuitOpenError,
+        CodeExecutionError,
+        CodeInterpreterError,
+        CodeSyntaxError,
         ConfigurationError,
         DspexError,
         EvaluationError,
         InputError,
+        InterpreterCrashedError,
+        InterpreterTimeoutError,
+        InterpreterUnavailableError,
         LMError,
         ParallelExecutionError,
         PickleNotAllowedError,
+        SandboxInstallError,
         SavedFileError,
         SettingsOwnerError,
         SignatureError,
@@ -216,5 +233,7 @@ if TYPE_CHECKING:
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve
     from dspex.runtime.supervision.application import dead_letters
+    from dspex.sandbox.interpreter import PythonInterpreter
+    from dspex.sandbox.values import FinalOutput
     from dspex.signatures.field import InputField, OutputField, infer_prefix
     from dspex.signatures.signature import Signature, ensure_signature, make_signature

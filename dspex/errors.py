@@ -11,6 +11,10 @@ class that fits; the branches group what a caller handles the same way:
 - ``OptimizationError``: an optimizer could not produce a program.
 - ``RemoteProgramError``: the user's own program (or metric) raised in another
   process; its type, message and traceback travel as text.
+- ``CodeInterpreterError``: the Python sandbox (`dspex.PythonInterpreter`) could
+  not run code. Its ``CodeExecutionError`` branch is the code's own fault (an
+  exception or a syntax error, with the traceback text an LM can repair from);
+  the others are the sandbox's (a timeout, a crash, no Deno or Pyodide).
 - ``DspexRuntimeError``: the actor runtime failed while running (a worker,
   replica or coordinator died or did not answer). Mistakes in starting or
   reaching the runtime are ``ConfigurationError``s instead.
@@ -55,6 +59,13 @@ The hierarchy (``+`` marks an extra base class)::
     │   ├── ToolArgumentError            + ValueError
     │   ├── ToolNotFoundError            + ValueError
     │   └── ToolExecutionError           + RuntimeError
+    ├── CodeInterpreterError             + RuntimeError
+    │   ├── CodeExecutionError
+    │   │   └── CodeSyntaxError          + SyntaxError
+    │   ├── InterpreterTimeoutError      + TimeoutError
+    │   ├── InterpreterCrashedError
+    │   ├── InterpreterUnavailableError
+    │   └── SandboxInstallError          + ConfigurationError
     ├── OptimizationError
     │   ├── BootstrapError
     │   ├── SearchError                  (also named SearchFailedError)
@@ -431,6 +442,90 @@ class ToolNotFoundError(ToolError, ValueError):
 class ToolExecutionError(ToolError, RuntimeError):
     """A tool's own function raised while running a `ToolCalls.ToolCall` (the original
     exception is the ``__cause__``)."""
+
+
+# --- the Python sandbox (dspex.sandbox) -------------------------------------------------
+
+
+class CodeInterpreterError(DspexError, RuntimeError):
+    """The Python sandbox could not run the code it was given. Raised as is for a
+    failure of the sandbox itself (a broken process protocol); the subclasses say
+    which failure it was. (DSPy's name; also a RuntimeError, as there.)"""
+
+
+class CodeExecutionError(CodeInterpreterError):
+    """The sandboxed code raised. ``error_type`` is the Python exception's class name,
+    ``message`` its text and ``traceback_text`` the traceback over the code's own lines
+    (what an LM needs to repair the code). The sandbox itself is fine: the next
+    execution runs in the same interpreter, with its globals."""
+
+    def __init__(self, error_type: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(error_type, message, traceback_text)
+        self.error_type = error_type
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return self.traceback_text.rstrip() or f"{self.error_type}: {self.message}"
+
+
+class CodeSyntaxError(CodeExecutionError, SyntaxError):
+    """The sandboxed code is not valid Python (also a SyntaxError, what DSPy raises);
+    nothing of it ran. ``lineno`` is the line in the code, counted from 1."""
+
+    def __init__(
+        self, error_type: str, message: str, traceback_text: str = "", lineno: int | None = None
+    ) -> None:
+        super().__init__(error_type, message, traceback_text)
+        self.msg = message
+        self.lineno = lineno
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error_type, self.message, self.traceback_text, self.lineno))
+
+    def __str__(self) -> str:
+        return f"Invalid Python syntax: {CodeExecutionError.__str__(self)}"
+
+
+class InterpreterTimeoutError(CodeInterpreterError, TimeoutError):
+    """The code ran longer than the interpreter's ``timeout``. Its process was killed
+    and is replaced; whatever the code's earlier executions left in globals is gone."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"the code did not finish within {self.timeout:g}s and was stopped (its sandbox "
+            "process was killed and replaced, so earlier globals are gone); make it faster, "
+            "or pass a larger timeout= to PythonInterpreter"
+        )
+
+
+class InterpreterCrashedError(CodeInterpreterError):
+    """The sandbox process died while running the code (killed, out of memory in its
+    JavaScript heap, a Deno failure). It is replaced for the next execution; earlier
+    globals are gone. ``detail`` is its exit code and the end of its stderr."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"the sandbox process died while running the code: {self.detail}"
+
+
+class InterpreterUnavailableError(CodeInterpreterError):
+    """The sandbox processes kept dying: more restarts within the window than the
+    interpreter's ``max_restarts`` allows, or the interpreter was shut down. Make a new
+    `PythonInterpreter` (after fixing what the last failure says)."""
+
+
+class SandboxInstallError(CodeInterpreterError, ConfigurationError):
+    """Deno or Pyodide is missing and could not be installed (no network, no `deno`
+    package). Run ``dspex sandbox install`` where the npm registry can be reached, or
+    point ``DSPEX_SANDBOX_DIR`` at a directory where it was run."""
 
 
 # --- optimizers ---------------------------------------------------------------

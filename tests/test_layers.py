@@ -32,6 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", "observability"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
+    frozenset({"sandbox"}),  # the Python sandbox: errors/utils below it, modules use it
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
     frozenset({"modules", "testing"}),
     frozenset({"evaluate"}),
@@ -57,10 +58,19 @@ CORE: frozenset[str] = frozenset(
         "errors",
         "utils",
         "testing",
+        "sandbox",
     }
 )
 
-DSPY_PATHS: frozenset[str] = frozenset({"dspex.predict", "dspex.teleprompt", "dspex.utils.dummies"})
+DSPY_PATHS: frozenset[str] = frozenset(
+    {
+        "dspex.predict",
+        "dspex.teleprompt",
+        "dspex.utils.dummies",
+        "dspex.primitives.python_interpreter",
+        "dspex.primitives.code_interpreter",
+    }
+)
 """Modules (a package: with all its modules) that exist only so DSPy code ports by changing
 the import (``from dspy.teleprompt import COPRO``): they re-export what lives in a layer,
 sit above every layer like the facade, define nothing and are imported by no dspex module
