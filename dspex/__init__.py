@@ -64,6 +64,8 @@ _EXPORTS: dict[str, str] = {
     "Refine": "dspex.modules.refine",
     "MultiChainComparison": "dspex.modules.multi_chain_comparison",
     "ReAct": "dspex.modules.react",
+    "ProgramOfThought": "dspex.modules.program_of_thought",
+    "CodeAct": "dspex.modules.code_act",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -121,6 +123,7 @@ _EXPORTS: dict[str, str] = {
     "AssertionFailedError": "dspex.errors",
     "FinetuneError": "dspex.errors",
     "FinetuneNotSupportedError": "dspex.errors",
+    "CodeRepairError": "dspex.errors",
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",

@@ -68,6 +68,7 @@ The hierarchy (``+`` marks an extra base class)::
     ├── AssertionFailedError             + AssertionError
     ├── FinetuneError
     │   └── FinetuneNotSupportedError    + ConfigurationError
+    ├── CodeRepairError                  + RuntimeError
     ├── ToolError
     │   ├── ToolArgumentError            + ValueError
     │   ├── ToolNotFoundError            + ValueError
@@ -546,6 +547,24 @@ class AssertionFailedError(DspexError, AssertionError):
 
 def _rebuild_assertion_failed(message: str, messages: list[str], backtracks: int) -> AssertionFailedError:
     return AssertionFailedError(message, messages=messages, backtracks=backtracks)
+
+
+class CodeRepairError(DspexError, RuntimeError):
+    """`ProgramOfThought` wrote code that still failed after ``max_iters`` attempts
+    (DSPy raises a RuntimeError here). ``attempts`` is how many ran; ``last_error``
+    what the last one's error said."""
+
+    def __init__(self, message: str, *, attempts: int = 0, last_error: str = "") -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_code_repair_error, (str(self), self.attempts, self.last_error))
+
+
+def _rebuild_code_repair_error(message: str, attempts: int, last_error: str) -> CodeRepairError:
+    return CodeRepairError(message, attempts=attempts, last_error=last_error)
 
 
 class ToolError(DspexError):
