@@ -139,6 +139,7 @@ _SUBPACKAGES = frozenset(
         "experimental",
         "predict",
         "primitives",
+        "privacy",
         "retrievers",
         "signatures",
         "streaming",

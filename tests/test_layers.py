@@ -29,7 +29,7 @@ PACKAGE_DIR = Path(dspex.__file__).resolve().parent
 
 # Bottom first. A module may import from its own layer or from a lower one.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "utils", "observability"}),
+    frozenset({"errors", "utils", "observability", "privacy"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
@@ -55,6 +55,7 @@ CORE: frozenset[str] = frozenset(
         "evaluate",
         "optimizers",
         "observability",
+        "privacy",
         "errors",
         "utils",
         "testing",
