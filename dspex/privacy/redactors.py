@@ -142,7 +142,7 @@ EMAIL = RegexRedactor(
 
 PHONE = RegexRedactor(
     re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?![\w])"
+        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}(?![\w])"
     ),
     "PHONE",
     check=_phone_number,
@@ -166,6 +166,7 @@ IP_ADDRESS = RegexRedactor(
     ),
     "IP_ADDRESS",
     check=_ip_address,
+    priority=5,  # parsed: more certain than a phone pattern over the same digits
 )
 """IPv4 and IPv6 addresses (ones that parse)."""
 

@@ -34,7 +34,7 @@ def test_email_addresses_are_found_without_their_surrounding_punctuation() -> No
 
 @pytest.mark.parametrize(
     "phone",
-    ["+1 (415) 555-0132", "415-555-0132", "(415) 555 0132", "+44 20 7946 0958", "+33612345678", "0612345678"],
+    ["+1 (415) 555-0132", "415-555-0132", "(415) 555 0132", "+44 20 7946 0958", "+33612345678", "0612345678", "+33 6 12 34 56 78"],
 )
 def test_phone_numbers_in_common_formats_are_found(phone: str) -> None:
     assert found(f"call {phone} today", PHONE) == [phone]
@@ -56,6 +56,10 @@ def test_luhn_accepts_card_numbers_and_rejects_other_digit_runs() -> None:
 def test_a_card_number_is_a_card_even_where_a_phone_pattern_also_matches() -> None:
     text = "pay with 378282246310005"
     assert [kind for _, _, kind in spans_of(text, [PHONE, CREDIT_CARD])] == ["CREDIT_CARD"]
+
+
+def test_an_ip_address_is_an_ip_address_even_where_a_phone_pattern_also_matches() -> None:
+    assert [kind for _, _, kind in spans_of("host 192.168.100.200", [PHONE, IP_ADDRESS])] == ["IP_ADDRESS"]
 
 
 def test_ip_addresses_v4_and_v6_that_parse() -> None:
