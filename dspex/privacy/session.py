@@ -233,6 +233,17 @@ def reveal(value: T) -> T:
     return value if session is None else session.restore(value)
 
 
+def redacted_for_storage(value: T) -> T:
+    """``value`` with the personal data the configured redactors find replaced, for what
+    is written to lasting storage (the run store): with the active session's placeholders
+    inside a program call, a fresh session's otherwise. Unchanged without redactors."""
+    redactors = configured_redactors()
+    if not redactors:
+        return value
+    session = _active.get() or RedactionSession()
+    return session.redact(value, redactors)  # type: ignore[no-any-return]
+
+
 # --- the LM client's hook ----------------------------------------------------------------
 
 R = TypeVar("R")
@@ -295,6 +306,7 @@ __all__ = [
     "current_session",
     "outermost_session",
     "redact_call",
+    "redacted_for_storage",
     "redacted_lm_call",
     "redacted_sync_lm_call",
     "reveal",

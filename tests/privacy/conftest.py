@@ -29,6 +29,9 @@ class RecordingServer:
     def __init__(self) -> None:
         self.raw: list[bytes] = []
         self.fields = ["reply", "answer"]
+        # True: a model that is right only when shown demos (a request of one user turn
+        # gets "seen: nothing"), so an optimizer prefers a program with demos
+        self.needs_demos = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -69,6 +72,8 @@ class RecordingServer:
         content = users[-1]["content"] if users else ""
         text = content if isinstance(content, str) else json.dumps(content)
         seen = list(dict.fromkeys(PLACEHOLDER.findall(text)))
+        if self.needs_demos and len(users) < 2:
+            seen = ["nothing"]
         sections = "".join(f"[[ ## {name} ## ]]\nseen: {' '.join(seen)}\n\n" for name in self.fields)
         answer = f"{sections}[[ ## completed ## ]]"
         completion = {
