@@ -63,12 +63,34 @@ class RegexRedactor:
 
     def __call__(self, text: str) -> list[Span]:
         found: list[Span] = []
-        for match in self.pattern.finditer(text):
-            if match.end() == match.start():
+        position = 0
+        while (match := self.pattern.search(text, position)) is not None:
+            start = match.start()
+            end = self._accepted_end(text, match)
+            if end is None:
+                # Rejected: the text starting one character later may still hold one (a card
+                # number right after a run of other digits).
+                position = start + 1
                 continue
-            if self.check is None or self.check(match.group(0)):
-                found.append((match.start(), match.end(), self.kind))
+            found.append((start, end, self.kind))
+            position = end
         return found
+
+    def _accepted_end(self, text: str, match: re.Match[str]) -> int | None:
+        start, end = match.span()
+        if end == start:
+            return None
+        if self.check is None or self.check(match.group(0)):
+            return end
+        # The greedy match failed its check: a shorter one from the same start, ending at
+        # a word boundary of the text, may pass (a phone number followed by other digits).
+        for cut in range(end - 1, start, -1):
+            if text[cut].isalnum() or not text[cut - 1].isalnum():
+                continue
+            shorter = self.pattern.fullmatch(text, start, cut)
+            if shorter is not None and self.check(shorter.group(0)):
+                return cut
+        return None
 
     def __repr__(self) -> str:
         return f"dspex.privacy.regex({self.pattern.pattern!r}, {self.kind!r})"
@@ -240,31 +262,63 @@ def check_redactors(redactors: Any) -> bool:
 
 
 def spans_of(text: str, redactors: Sequence[Any]) -> list[Span]:
-    """The non-overlapping spans the redactors find in ``text``, in text order."""
-    candidates: list[tuple[int, int, int, str]] = []  # (priority, start, end, kind)
-    for redactor in redactors:
-        if isinstance(redactor, re.Pattern):
-            found: Iterable[Any] = (
-                (m.start(), m.end(), DEFAULT_KIND) for m in redactor.finditer(text) if m.end() > m.start()
-            )
-        else:
-            found = redactor(text)
-        priority = int(getattr(redactor, "priority", 0))
-        for span in found:
-            start, end = int(span[0]), int(span[1])
-            kind = _checked_kind(str(span[2])) if len(span) > 2 else DEFAULT_KIND
-            if 0 <= start < end <= len(text):
-                candidates.append((priority, start, end, kind))
-    if not candidates:
-        return []
-    # Higher priority first, then longer, then earlier: each taken if it overlaps none taken.
-    candidates.sort(key=lambda c: (-c[0], -(c[2] - c[1]), c[1]))
+    """The non-overlapping spans the redactors find in ``text``, in text order.
+
+    Higher priorities go first, and what they find is masked before the next run: a
+    phone pattern then stops where a card number begins instead of swallowing it.
+    Within one priority the longer span wins, then the earlier one."""
+    levels = sorted({_priority(r) for r in redactors}, reverse=True)
     taken: list[Span] = []
-    for _, start, end, kind in candidates:
-        if all(end <= s or start >= e for s, e, _ in taken):
-            taken.append((start, end, kind))
+    searched = text
+    for level in levels:
+        candidates: list[Span] = []
+        for redactor in redactors:
+            if _priority(redactor) == level:
+                candidates.extend(_found(redactor, searched))
+        candidates.sort(key=lambda c: (-(c[1] - c[0]), c[0]))
+        chosen: list[Span] = []
+        for start, end, kind in candidates:
+            if all(end <= s or start >= e for s, e, _ in taken) and all(
+                end <= s or start >= e for s, e, _ in chosen
+            ):
+                chosen.append((start, end, kind))
+        if chosen and level != levels[-1]:
+            searched = _masked(searched, chosen)
+        taken.extend(chosen)
     taken.sort()
     return taken
+
+
+def _priority(redactor: Any) -> int:
+    return int(getattr(redactor, "priority", 0))
+
+
+def _found(redactor: Any, text: str) -> list[Span]:
+    if isinstance(redactor, re.Pattern):
+        raw: Iterable[Any] = ((m.start(), m.end()) for m in redactor.finditer(text))
+    else:
+        raw = redactor(text)
+    spans: list[Span] = []
+    for span in raw:
+        start, end = int(span[0]), int(span[1])
+        kind = _checked_kind(str(span[2])) if len(span) > 2 else DEFAULT_KIND
+        if 0 <= start < end <= len(text):
+            spans.append((start, end, kind))
+    return spans
+
+
+_MASK = "\x00"  # neither a word character nor a separator any pattern accepts
+
+
+def _masked(text: str, spans: Sequence[Span]) -> str:
+    parts: list[str] = []
+    last = 0
+    for start, end, _ in sorted(spans):
+        parts.append(text[last:start])
+        parts.append(_MASK * (end - start))
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 __all__ = [

@@ -53,6 +53,15 @@ def test_luhn_accepts_card_numbers_and_rejects_other_digit_runs() -> None:
     assert found(text, CREDIT_CARD) == ["4111 1111 1111 1111", "3782-822463-10005"]
 
 
+def test_numbers_written_next_to_each_other_are_each_found() -> None:
+    text = "jo@example.com +1 (415) 555-0101 4111 1111 1111 1111"
+    assert [(text[s:e], kind) for s, e, kind in spans_of(text, [EMAIL, PHONE, CREDIT_CARD])] == [
+        ("jo@example.com", "EMAIL"),
+        ("+1 (415) 555-0101", "PHONE"),
+        ("4111 1111 1111 1111", "CREDIT_CARD"),
+    ]
+
+
 def test_a_card_number_is_a_card_even_where_a_phone_pattern_also_matches() -> None:
     text = "pay with 378282246310005"
     assert [kind for _, _, kind in spans_of(text, [PHONE, CREDIT_CARD])] == ["CREDIT_CARD"]
