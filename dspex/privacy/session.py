@@ -233,6 +233,15 @@ def reveal(value: T) -> T:
     return value if session is None else session.restore(value)
 
 
+def redacted_in_session(value: T) -> T:
+    """``value`` redacted with the active session (what a tool returns to the program);
+    unchanged outside a redacted call."""
+    session = _active.get()
+    if session is None:
+        return value
+    return session.redact(value, configured_redactors())  # type: ignore[no-any-return]
+
+
 def redacted_for_storage(value: T) -> T:
     """``value`` with the personal data the configured redactors find replaced, for what
     is written to lasting storage (the run store): with the active session's placeholders
@@ -306,6 +315,7 @@ __all__ = [
     "current_session",
     "outermost_session",
     "redact_call",
+    "redacted_in_session",
     "redacted_for_storage",
     "redacted_lm_call",
     "redacted_sync_lm_call",

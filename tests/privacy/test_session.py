@@ -72,3 +72,33 @@ def test_a_session_never_pickles_its_values() -> None:
     data = pickle.dumps(session)
     assert b"jo@example.com" not in data
     assert len(pickle.loads(data)) == 0
+
+
+def test_a_tool_inside_a_redacted_call_gets_real_values_and_returns_placeholders() -> None:
+    received: list[str] = []
+
+    def send(to: str) -> str:
+        received.append(to)
+        return f"sent to {to}, copy to ops@example.com"
+
+    session = RedactionSession()
+    assert session.redact_text("jo@example.com", REDACTORS) == "<EMAIL_1>"
+    tool = dspex.Tool(send)
+    with dspex.context(redactors=REDACTORS), session.active():
+        assert tool(to="<EMAIL_1>") == "sent to <EMAIL_1>, copy to <EMAIL_2>"
+    assert received == ["jo@example.com"]
+    assert tool(to="<EMAIL_1>") == "sent to <EMAIL_1>, copy to ops@example.com"  # outside: as is
+
+
+async def test_an_async_tool_call_is_treated_the_same() -> None:
+    received: list[str] = []
+
+    async def send(to: str) -> str:
+        received.append(to)
+        return f"sent to {to}"
+
+    session = RedactionSession()
+    session.redact_text("jo@example.com", REDACTORS)
+    with dspex.context(redactors=REDACTORS), session.active():
+        assert await dspex.Tool(send).acall(to="<EMAIL_1>") == "sent to <EMAIL_1>"
+    assert received == ["jo@example.com"]
