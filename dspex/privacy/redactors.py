@@ -51,26 +51,35 @@ def _checked_kind(kind: str) -> str:
 @dataclass(frozen=True)
 class RegexRedactor:
     """Every match of ``pattern`` is a span of ``kind``; ``check(matched_text)``, when
-    given, must also return True (e.g. a checksum)."""
+    given, must also return True (e.g. a checksum). ``shorten(matched_text)``: whether a
+    match that failed its check may hold a shorter one from the same start (a run of
+    digits longer than a card number); never tried when None."""
 
     pattern: re.Pattern[str]
     kind: str
     check: Callable[[str], bool] | None = None
     priority: int = 0
+    shorten: Callable[[str], bool] | None = None
+    #: a cheap test a text must pass to be searched at all (a text without "@" holds no
+    #: e-mail address): most text sent to an LM holds none of a kind
+    prefilter: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         _checked_kind(self.kind)
 
     def __call__(self, text: str) -> list[Span]:
         found: list[Span] = []
+        if self.prefilter is not None and not self.prefilter(text):
+            return found
         position = 0
         while (match := self.pattern.search(text, position)) is not None:
             start = match.start()
             end = self._accepted_end(text, match)
             if end is None:
-                # Rejected: the text starting one character later may still hold one (a card
-                # number right after a run of other digits).
-                position = start + 1
+                # Rejected. A match too long to pass may hold one starting later (a card
+                # number right after other digits): look again one character on.
+                too_long = self.shorten is not None and self.shorten(match.group(0))
+                position = start + 1 if too_long else max(match.end(), start + 1)
                 continue
             found.append((start, end, self.kind))
             position = end
@@ -82,6 +91,8 @@ class RegexRedactor:
             return None
         if self.check is None or self.check(match.group(0)):
             return end
+        if self.shorten is None or not self.shorten(match.group(0)):
+            return None
         # The greedy match failed its check: a shorter one from the same start, ending at
         # a word boundary of the text, may pass (a phone number followed by other digits).
         for cut in range(end - 1, start, -1):
@@ -132,6 +143,24 @@ def _phone_number(text: str) -> bool:
     return 10 <= digits <= 15
 
 
+def _has_at_sign(text: str) -> bool:
+    return "@" in text
+
+
+_IP_SHAPE = re.compile(r"\d\.\d|[0-9A-Fa-f]?:[0-9A-Fa-f]?:")
+
+
+def _may_hold_ip_address(text: str) -> bool:
+    return _IP_SHAPE.search(text) is not None
+
+
+def _more_digits_than(limit: int) -> Callable[[str], bool]:
+    def more(text: str) -> bool:
+        return sum(c.isdigit() for c in text) > limit
+
+    return more
+
+
 def _ip_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -159,15 +188,20 @@ def _us_ssn(text: str) -> bool:
 EMAIL = RegexRedactor(
     re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"),
     "EMAIL",
+    prefilter=_has_at_sign,
 )
 """E-mail addresses."""
 
 PHONE = RegexRedactor(
     re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,5}(?![\w])"
+        # a +country code (and maybe an (area code)), an (area code), or else ten digits
+        # ahead (checked here, so dates and short numbers fail fast)
+        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?|\(\d{1,4}\)[\s.-]?|(?=(?:[\s.-]?\d){10}))"
+        r"\d{1,4}(?:[\s.-]?\d{2,4}){1,5}(?!\w)"
     ),
     "PHONE",
     check=_phone_number,
+    shorten=_more_digits_than(15),  # a phone number run into other digits
 )
 """Phone numbers: 10 to 15 digits in groups, or 7 and more after a +country code or an
 (area code)."""
@@ -177,6 +211,7 @@ CREDIT_CARD = RegexRedactor(
     "CREDIT_CARD",
     check=_card_number,
     priority=10,
+    shorten=_more_digits_than(13),  # a card number followed by other digits (a CVV)
 )
 """Payment card numbers: 13 to 19 digits (spaces or dashes between them allowed) that
 pass the Luhn check."""
@@ -188,6 +223,7 @@ IP_ADDRESS = RegexRedactor(
     ),
     "IP_ADDRESS",
     check=_ip_address,
+    prefilter=_may_hold_ip_address,
     priority=5,  # parsed: more certain than a phone pattern over the same digits
 )
 """IPv4 and IPv6 addresses (ones that parse)."""
@@ -261,12 +297,34 @@ def check_redactors(redactors: Any) -> bool:
     )
 
 
+# Texts in which the redactors found nothing (a signature's system message, its demos):
+# sent again with every call, they are not searched again. Only clean texts are kept, so
+# this holds no personal data the redactors know of. Bounded; cleared when full.
+_CLEAN_TEXTS_MAX = 2048
+_clean_texts: dict[tuple[tuple[Any, ...], str], None] = {}
+
+
 def spans_of(text: str, redactors: Sequence[Any]) -> list[Span]:
     """The non-overlapping spans the redactors find in ``text``, in text order.
 
     Higher priorities go first, and what they find is masked before the next run: a
     phone pattern then stops where a card number begins instead of swallowing it.
     Within one priority the longer span wins, then the earlier one."""
+    try:
+        key: tuple[tuple[Any, ...], str] | None = (tuple(redactors), text)
+        if key in _clean_texts:
+            return []
+    except TypeError:  # a redactor that cannot be hashed: search every time
+        key = None
+    spans = _search(text, redactors)
+    if not spans and key is not None:
+        if len(_clean_texts) >= _CLEAN_TEXTS_MAX:
+            _clean_texts.clear()
+        _clean_texts[key] = None
+    return spans
+
+
+def _search(text: str, redactors: Sequence[Any]) -> list[Span]:
     levels = sorted({_priority(r) for r in redactors}, reverse=True)
     taken: list[Span] = []
     searched = text

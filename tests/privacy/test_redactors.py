@@ -62,6 +62,10 @@ def test_numbers_written_next_to_each_other_are_each_found() -> None:
     ]
 
 
+def test_a_card_number_followed_by_more_digits_is_still_found() -> None:
+    assert found("card 4111 1111 1111 1111 123 exp", CREDIT_CARD) == ["4111 1111 1111 1111"]
+
+
 def test_a_card_number_is_a_card_even_where_a_phone_pattern_also_matches() -> None:
     text = "pay with 378282246310005"
     assert [kind for _, _, kind in spans_of(text, [PHONE, CREDIT_CARD])] == ["CREDIT_CARD"]
@@ -125,3 +129,13 @@ def test_presidio_is_optional() -> None:
     else:  # pragma: no cover - only where the extra is installed
         redactor = dspex.privacy.PresidioRedactor(["EMAIL_ADDRESS"])
         assert found("mail jane@example.com", redactor) == ["jane@example.com"]
+
+
+def test_a_card_number_right_after_other_digits_is_found() -> None:
+    assert found("ref 12 4111 1111 1111 1111", CREDIT_CARD) == ["4111 1111 1111 1111"]
+
+
+def test_a_text_searched_clean_once_is_still_searched_with_other_redactors() -> None:
+    text = "reach jo@example.com"
+    assert found(text, PHONE) == []  # remembered as clean for PHONE alone
+    assert found(text, PHONE, EMAIL) == ["jo@example.com"]
