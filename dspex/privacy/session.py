@@ -146,9 +146,13 @@ class RedactionSession:
 T = TypeVar("T")
 
 
+# An image, audio or file inlined as base64 (a dspex.Image's url): media, not text.
+_DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,")
+
+
 def _walk(value: Any, on_text: Callable[[str], str], skip: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, str):
-        return on_text(value)
+        return value if _DATA_URI.match(value) else on_text(value)
     if value is None or isinstance(value, int | float | bool | bytes):
         return value
     if isinstance(value, list):

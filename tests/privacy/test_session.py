@@ -102,3 +102,14 @@ async def test_an_async_tool_call_is_treated_the_same() -> None:
     with dspex.context(redactors=REDACTORS), session.active():
         assert await dspex.Tool(send).acall(to="<EMAIL_1>") == "sent to <EMAIL_1>"
     assert received == ["jo@example.com"]
+
+
+def test_media_inlined_as_base64_is_left_alone() -> None:
+    session = RedactionSession()
+    uri = "data:image/png;base64,iVBORw0KGgo/4155550132+AAAA"
+    image = dspex.Image(url=uri)
+    assert session.redact({"image": image, "note": "+1 415 555 0132"}, REDACTORS) == {
+        "image": image,
+        "note": "<PHONE_1>",
+    }
+    assert session.redact("data: call +1 415 555 0132", REDACTORS) == "data: call <PHONE_1>"
