@@ -139,3 +139,12 @@ def test_a_text_searched_clean_once_is_still_searched_with_other_redactors() -> 
     text = "reach jo@example.com"
     assert found(text, PHONE) == []  # remembered as clean for PHONE alone
     assert found(text, PHONE, EMAIL) == ["jo@example.com"]
+
+
+def test_the_built_ins_pickle_and_work_after() -> None:
+    import pickle
+
+    for redactor in (EMAIL, PHONE, CREDIT_CARD, IP_ADDRESS, IBAN, US_SSN):
+        copy = pickle.loads(pickle.dumps(redactor))
+        assert (copy.kind, copy.pattern, copy.priority) == (redactor.kind, redactor.pattern, redactor.priority)
+    assert found("card 4111 1111 1111 1111 123", pickle.loads(pickle.dumps(CREDIT_CARD))) == ["4111 1111 1111 1111"]
