@@ -257,6 +257,36 @@ def redacted_for_storage(value: T) -> T:
     return session.redact(value, redactors)  # type: ignore[no-any-return]
 
 
+class RestoringStream:
+    """Restores a session's placeholders in a text that arrives in chunks (a streamed
+    field): a chunk ending inside a placeholder (``<EMA``) holds that tail back until
+    the next chunk completes it, so the reader never sees half a placeholder."""
+
+    _LONGEST_TAIL = 64  # longer than any placeholder: a "<" that far back is just text
+
+    def __init__(self, session: RedactionSession) -> None:
+        self._session = session
+        self._held = ""
+
+    def feed(self, chunk: str, last: bool = False) -> str:
+        """The restored text to show for ``chunk`` (empty while a tail is held back)."""
+        text = self._held + chunk
+        self._held = ""
+        if not last:
+            start = text.rfind("<", max(0, len(text) - self._LONGEST_TAIL))
+            if start >= 0 and _PARTIAL_PLACEHOLDER.fullmatch(text, start):
+                text, self._held = text[:start], text[start:]
+        return self._session.restore_text(text)
+
+    def flush(self) -> str:
+        """Whatever is still held back (the stream ended in the middle of one)."""
+        held, self._held = self._held, ""
+        return held
+
+
+_PARTIAL_PLACEHOLDER = re.compile(r"<(?:[A-Z][A-Z0-9_]*)?")
+
+
 # --- the LM client's hook ----------------------------------------------------------------
 
 R = TypeVar("R")
@@ -315,6 +345,7 @@ def _restored_response(session: RedactionSession, response: Any) -> Any:
 __all__ = [
     "PLACEHOLDER",
     "RedactionSession",
+    "RestoringStream",
     "configured_redactors",
     "current_session",
     "outermost_session",
