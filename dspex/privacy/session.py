@@ -278,11 +278,6 @@ class RestoringStream:
                 text, self._held = text[:start], text[start:]
         return self._session.restore_text(text)
 
-    def flush(self) -> str:
-        """Whatever is still held back (the stream ended in the middle of one)."""
-        held, self._held = self._held, ""
-        return held
-
 
 _PARTIAL_PLACEHOLDER = re.compile(r"<(?:[A-Z][A-Z0-9_]*)?")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RecordingServer, assert_none_in, pii_bytes, text_of
+from privacy_helpers import RecordingServer, assert_none_in, pii_bytes, text_of
 
 import dspex
 from dspex.clients import history

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RecordingServer, assert_none_in, pii_bytes
+from privacy_helpers import RecordingServer, assert_none_in, pii_bytes
 
 import dspex
 from dspex.clients.cache import LMCache

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import RecordingServer, assert_none_in, pii_bytes
+from privacy_helpers import RecordingServer, assert_none_in, pii_bytes
 
 import dspex
 from dspex import runtime
