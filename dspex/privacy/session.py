@@ -246,6 +246,15 @@ def redacted_in_session(value: T) -> T:
     return session.redact(value, configured_redactors())  # type: ignore[no-any-return]
 
 
+def redact_personal_data(text: str) -> str:
+    """``text`` as logs and events show it: personal data replaced (the active session's
+    placeholders inside a program call). Unchanged without redactors."""
+    redactors = configured_redactors()
+    if not redactors:
+        return text
+    return (_active.get() or RedactionSession()).redact_text(text, redactors)
+
+
 def redacted_for_storage(value: T) -> T:
     """``value`` with the personal data the configured redactors find replaced, for what
     is written to lasting storage (the run store): with the active session's placeholders
@@ -345,6 +354,7 @@ __all__ = [
     "current_session",
     "outermost_session",
     "redact_call",
+    "redact_personal_data",
     "redacted_in_session",
     "redacted_for_storage",
     "redacted_lm_call",
