@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from privacy_helpers import RecordingServer, assert_none_in, pii_bytes, text_of
+from privacy_helpers import PLACEHOLDER, RecordingServer, assert_none_in, pii_bytes, text_of
 
 import dspex
 from dspex.clients import history
@@ -154,3 +154,29 @@ async def test_async_calls_are_redacted_and_restored(server: RecordingServer, is
     prediction = await dspex.Predict("message -> reply").acall(message=MESSAGE)
     assert prediction.reply == f"seen: {EMAIL_ADDR} {PHONE_NO} {CARD}"
     assert_none_in(server.everything_received, PII)
+
+
+class EchoingModel(dspex.BaseLM):
+    """A model of the user's own (BaseLM): answers with the placeholders it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__("echoing-model")
+        self.seen: list[str] = []
+
+    def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> dict[str, Any]:
+        text = "\n".join(str(m["content"]) for m in messages or [])
+        self.seen.append(text)
+        found = " ".join(dict.fromkeys(PLACEHOLDER.findall(text)))
+        answer = f"[[ ## reply ## ]]\nseen: {found}\n\n[[ ## completed ## ]]"
+        return {"choices": [{"message": {"content": answer}}], "model": self.model}
+
+
+def test_a_base_lm_of_ones_own_sees_placeholders_called_directly_or_by_a_program() -> None:
+    model = EchoingModel()
+    with dspex.context(lm=model, redactors=REDACTORS):
+        prediction = dspex.Predict("message -> reply")(message=MESSAGE)
+        direct = model(f"card {CARD}")
+    assert prediction.reply == f"seen: {EMAIL_ADDR} {PHONE_NO} {CARD}"
+    assert direct[0].startswith(f"[[ ## reply ## ]]\nseen: {CARD}")
+    assert_none_in("\n".join(model.seen), PII)
+    assert_none_in(text_of(model.history), PII)
