@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.observability.blobs import elide_blobs
-from dspex.privacy.session import redact_personal_data
+from dspex.privacy.session import redact_personal_data, shared_placeholders
 
 REDACTED = "[REDACTED]"
 
@@ -89,7 +89,8 @@ def redact_value(value: Any) -> Any:
 
 def redact_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``data`` to show: secret-named values masked, text redacted, nesting kept."""
-    return {str(key): _shown(str(key), value) for key, value in data.items()}
+    with shared_placeholders():  # one record, one numbering of its personal data
+        return {str(key): _shown(str(key), value) for key, value in data.items()}
 
 
 def _shown(key: str, value: Any) -> Any:

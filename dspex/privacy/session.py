@@ -71,6 +71,9 @@ class RedactionSession:
     def __len__(self) -> int:
         return len(self._value_of)
 
+    def __bool__(self) -> bool:  # a session is a session even before it holds a value
+        return True
+
     def __repr__(self) -> str:  # never the values
         return f"RedactionSession({len(self)} placeholders)"
 
@@ -252,7 +255,20 @@ def redact_personal_data(text: str) -> str:
     redactors = configured_redactors()
     if not redactors:
         return text
-    return (_active.get() or RedactionSession()).redact_text(text, redactors)
+    session = _active.get()
+    return (RedactionSession() if session is None else session).redact_text(text, redactors)
+
+
+@contextlib.contextmanager
+def shared_placeholders() -> Iterator[None]:
+    """Within the block, text redacted outside a program call shares one session, so two
+    addresses in one record get two placeholders (<EMAIL_1>, <EMAIL_2>), not one each
+    numbered 1. Inside a program call (or without redactors) nothing changes."""
+    if _active.get() is not None or not configured_redactors():
+        yield
+        return
+    with RedactionSession().active():
+        yield
 
 
 def redacted_for_storage(value: T) -> T:
@@ -262,8 +278,8 @@ def redacted_for_storage(value: T) -> T:
     redactors = configured_redactors()
     if not redactors:
         return value
-    session = _active.get() or RedactionSession()
-    return session.redact(value, redactors)  # type: ignore[no-any-return]
+    session = _active.get()
+    return (RedactionSession() if session is None else session).redact(value, redactors)  # type: ignore[no-any-return]
 
 
 class RestoringStream:
@@ -360,4 +376,5 @@ __all__ = [
     "redacted_lm_call",
     "redacted_sync_lm_call",
     "reveal",
+    "shared_placeholders",
 ]
