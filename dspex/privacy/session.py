@@ -16,9 +16,16 @@ active session too, which catches what the call's arguments do not hold: demos,
 instructions, tool results. A direct LM call outside any module gets a session of
 its own, and its outputs are restored before it returns.
 
+Elsewhere in the core: a `Tool` called inside a redacted call gets the real values
+(`reveal`) and its result goes back as placeholders (`redacted_in_session`); streamed
+field chunks are restored as they go (`RestoringStream`); logs and events go through
+`redact_personal_data` (in `dspex.observability.redact`, the one rule for what is
+shown); the run store's steps and programs through `redacted_for_storage`.
+
 The redactors are read from the ``redactors`` setting at each use (the settings
 layer installs `configured_redactors`), so ``dspex.context(redactors=...)`` scopes
-them like any setting.
+them like any setting. A session is never pickled with its values, so nothing that
+crosses to a Ray worker or into storage carries the mapping.
 """
 
 from __future__ import annotations
