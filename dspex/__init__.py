@@ -153,6 +153,7 @@ _SUBPACKAGES = frozenset(
         "experimental",
         "predict",
         "primitives",
+        "privacy",
         "retrievers",
         "signatures",
         "streaming",

@@ -29,7 +29,7 @@ PACKAGE_DIR = Path(dspex.__file__).resolve().parent
 
 # Bottom first. A module may import from its own layer or from a lower one.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "utils", "observability"}),
+    frozenset({"errors", "utils", "observability", "privacy"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
     frozenset({"sandbox"}),  # the Python sandbox: errors/utils below it, modules use it
@@ -56,6 +56,7 @@ CORE: frozenset[str] = frozenset(
         "evaluate",
         "optimizers",
         "observability",
+        "privacy",
         "errors",
         "utils",
         "testing",

@@ -60,6 +60,7 @@ from dspex.clients.types import LMResponse, Message, Usage
 from dspex.clients.usage import record_usage
 from dspex.errors import CircuitOpenError, ConfigurationError, LMError, UnsupportedMediaError
 from dspex.observability.hooks import lm_request_hooks, observed_lm_call
+from dspex.privacy.session import redacted_lm_call
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ class LM:
         only to where the request is made, never to logs, events or storage."""
         return self._api_key()
 
+    @redacted_lm_call  # with redactors configured, nothing below sees personal data
     @observed_lm_call  # call observers (DSPy-style callbacks) see each LM call
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
         """Send one chat request. kwargs override request params for this call;
