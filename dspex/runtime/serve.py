@@ -28,6 +28,7 @@ the replicas the key through their environment (``runtime_env``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -259,6 +260,10 @@ def serve(
     actor_options: dict[str, Any] | None = None,
     use_pools: bool = True,
     timeout: float = START_TIMEOUT,
+    http: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_body: int | None = None,
 ) -> ServiceHandle:
     """Serve ``program`` from ``replicas`` supervised `ModuleActor` replicas; returns its handle.
 
@@ -268,17 +273,33 @@ def serve(
     ``max_concurrency``: requests one replica runs at once. ``actor_options``:
     Ray options of each replica (default ``num_cpus=0``, spread over nodes).
     Needs ``dspex.init()``; raises ``ConfigurationError`` when ``name`` is taken.
+
+    ``http=True`` also serves it over HTTP (`dspex.runtime.serve_http`): ``POST /<name>``
+    on ``host`` (127.0.0.1 unless given) and ``port`` (0: a free one); ``handle.url``
+    says where. ``max_body``: the largest request body accepted (default 1 MiB).
     """
     _check_serve_args(program, name, replicas, retries, max_concurrency)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
     services = _services_supervisor()
     payload = _pack(program)
     specs = [
         _replica_spec(name, i, payload, max_concurrency, use_pools, actor_options)
         for i in range(replicas)
     ]
+    retries = retries if retry_on_replica_death else 0
+    ingress = None
+    if http:
+        ingress = _ingress_spec(name, specs, program, host, port, retries, max_body)
+        specs.append(ingress)
     _start_replicas(services, name, specs, timeout)
+    if ingress is not None:
+        _pin_port(services, ingress)
     return ServiceHandle(
-        name, [spec.name for spec in specs], retries=retries if retry_on_replica_death else 0
+        name,
+        [spec.name for spec in specs if spec is not ingress],
+        retries=retries,
+        ingress=None if ingress is None else ingress.name,
     )
 
 
@@ -296,7 +317,9 @@ def get_service(name: str, *, retries: int = 1) -> ServiceHandle:
     if not names:
         raise ChildNotFoundError(f"{prefix}*")
     names.sort(key=lambda replica: int(replica.rsplit(".", 1)[1]))
-    return ServiceHandle(name, names, retries=retries)
+    ingress = f"{prefix}http"
+    has_ingress = any(child.name == ingress for child in children)
+    return ServiceHandle(name, names, retries=retries, ingress=ingress if has_ingress else None)
 
 
 def _check_serve_args(
@@ -352,6 +375,66 @@ def _pack(program: Any, shipped: dict[str, Any] | None = None) -> bytes:
             f"cannot pickle the program or its settings (lm, adapter, callbacks) to send them to "
             f"the replicas: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _ingress_spec(
+    service: str,
+    replicas: Sequence[ChildSpec],
+    program: Any,
+    host: str,
+    port: int,
+    retries: int,
+    max_body: int | None,
+) -> ChildSpec:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from dspex.runtime.serve_http import DEFAULT_MAX_BODY, HttpIngress, ingress_name
+
+    kwargs: dict[str, Any] = {
+        "fields": _pack_fields(program),
+        "host": host,
+        "port": port,
+        "retries": retries,
+        "max_body": max_body or DEFAULT_MAX_BODY,
+    }
+    return ChildSpec(
+        name=ingress_name(service),
+        cls=HttpIngress,
+        args=(service, tuple(spec.name for spec in replicas)),
+        kwargs=kwargs,
+        restart="permanent",
+        # On this driver's node, where 127.0.0.1 is the caller's own address; soft, so
+        # it restarts elsewhere if that node goes.
+        actor_options={
+            "num_cpus": 0,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True
+            ),
+        },
+        labels={"url": f"{host}:{port}"},
+    )
+
+
+def _pack_fields(program: Any) -> bytes:
+    from ray import cloudpickle
+
+    from dspex.runtime.serve_http import input_fields
+
+    return cloudpickle.dumps(input_fields(program))
+
+
+def _pin_port(services: Any, ingress: ChildSpec) -> None:
+    """Write the port the ingress bound into its spec: a restart listens there again."""
+    import ray
+
+    actor = ray.get_actor(ingress.name, namespace=NAMESPACE)
+    port = ray.get(actor.stats.remote(), timeout=30)["port"]
+    host = ingress.kwargs["host"]
+    pinned = dataclasses.replace(
+        ingress, kwargs={**ingress.kwargs, "port": port}, labels={"url": f"{host}:{port}"}
+    )
+    ray.get(services.replace_child.remote(pinned, restart=False), timeout=30)
 
 
 def _unpack(spec: ChildSpec) -> tuple[Any, dict[str, Any]]:
@@ -478,11 +561,13 @@ class ServiceHandle:
         *,
         retries: int = 1,
         resolve_timeout: float = RESOLVE_TIMEOUT,
+        ingress: str | None = None,
     ) -> None:
         self.name = name
         self.replicas = tuple(replicas)
         self.retries = retries
         self.resolve_timeout = resolve_timeout
+        self.ingress = ingress  # the HTTP ingress child's name, if served over HTTP
         self._init_local_state()
 
     def _init_local_state(self) -> None:
@@ -498,10 +583,11 @@ class ServiceHandle:
             "replicas": self.replicas,
             "retries": self.retries,
             "resolve_timeout": self.resolve_timeout,
+            "ingress": self.ingress,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"ingress": None, **state})
         self._init_local_state()
 
     def __repr__(self) -> str:
@@ -623,6 +709,18 @@ class ServiceHandle:
 
         return apply_sync_streaming(self.stream(**kwargs))
 
+    @property
+    def url(self) -> str | None:
+        """Where the program answers over HTTP (``POST``), None unless served with ``http=True``."""
+        import ray
+
+        if self.ingress is None:
+            return None
+        spec = ray.get(_services_supervisor().child_spec.remote(self.ingress), timeout=30)
+        host, port = spec.kwargs["host"], spec.kwargs["port"]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/{self.name}"
+
     def _planned_limit(self) -> int:
         # Each replica can be met stopped once per update or rollback; more in one request
         # means stops in a loop, which the request should not ride out.
@@ -636,7 +734,7 @@ class ServiceHandle:
     def stop(self) -> None:
         """Remove the replicas from the supervisor (in-flight requests finish first,
         up to 5 s). Calls made afterwards raise ``ServiceUnavailableError``."""
-        _remove(_services_supervisor(), self.replicas)
+        _remove(_services_supervisor(), (*self.replicas, *([self.ingress] if self.ingress else [])))
         with self._lock:
             self._handles.clear()
 
@@ -791,6 +889,7 @@ class ServiceHandle:
             payload = _pack(program, settings)
             new_specs = [_versioned(spec, payload, version) for spec in specs]
             await self._roll(specs, new_specs, timeout)
+            await self._refresh_ingress(program)
         else:
             assert state is not None
             new_specs = [_versioned(spec, _with_state(spec, state), version) for spec in specs]
@@ -814,7 +913,24 @@ class ServiceHandle:
             for spec, (version, payload) in zip(specs, previous, strict=True)  # type: ignore[misc]
         ]
         await self._roll(specs, new_specs, timeout)
+        if self.ingress is not None:
+            await self._refresh_ingress(_unpack(new_specs[0])[0])
         return max(_version_of(spec) for spec in new_specs)
+
+    async def _refresh_ingress(self, program: Any) -> None:
+        """Check HTTP requests against the inputs of the program now served."""
+        from ray.exceptions import RayActorError
+
+        if self.ingress is None:
+            return
+        services = _services_supervisor()
+        fields = _pack_fields(program)
+        spec = await services.child_spec.remote(self.ingress)
+        await services.replace_child.remote(
+            dataclasses.replace(spec, kwargs={**spec.kwargs, "fields": fields}), restart=False
+        )
+        with contextlib.suppress(RayActorError):  # restarting: it starts with the new fields
+            await (await self._resolve(self.ingress)).set_fields.remote(fields)
 
     async def _specs(self) -> list[ChildSpec]:
         services = _services_supervisor()
