@@ -50,8 +50,9 @@ LOOPBACK = "127.0.0.1"
 
 def input_fields(program: Any) -> dict[str, tuple[Any, bool]] | None:
     """``{field: (annotation, required)}`` of the inputs ``program`` takes, or None when it
-    takes any keywords (no checking then). From its signature when it has one (Predict,
-    ChainOfThought, ...), else from the parameters of its ``aforward``/``forward``."""
+    takes any keywords (no checking then). From its signature when it has one (Predict),
+    else from the parameters of its ``aforward``/``forward``, else (keywords passed on)
+    from its predictor's signature when it has exactly one (ChainOfThought)."""
     signature = getattr(program, "signature", None)
     fields = getattr(signature, "input_fields", None)
     if isinstance(fields, Mapping) and fields:
@@ -75,6 +76,12 @@ def input_fields(program: Any) -> dict[str, tuple[Any, bool]] | None:
         }
         if found:
             return found
+    # A module that passes its keywords on to its one predictor (ChainOfThought, ...)
+    # takes that predictor's inputs.
+    named = getattr(program, "named_predictors", None)
+    predictors = list(named()) if callable(named) else []
+    if len(predictors) == 1:
+        return input_fields(predictors[0][1])
     return None
 
 

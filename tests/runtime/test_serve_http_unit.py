@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from dspex.modules.chain_of_thought import ChainOfThought
 from dspex.modules.predict import Predict
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
@@ -31,6 +32,7 @@ def test_input_fields_come_from_the_signature_or_the_forward_parameters() -> Non
     }
     assert input_fields(Typed()) == {"question": (str, True), "k": (int, False)}
     assert input_fields(Loose()) is None  # any keywords: nothing to check
+    assert input_fields(ChainOfThought("question -> answer")) == {"question": (str, True)}
 
 
 def test_a_body_is_checked_field_by_field() -> None:
