@@ -64,6 +64,8 @@ _EXPORTS: dict[str, str] = {
     "Refine": "dspex.modules.refine",
     "MultiChainComparison": "dspex.modules.multi_chain_comparison",
     "ReAct": "dspex.modules.react",
+    "ProgramOfThought": "dspex.modules.program_of_thought",
+    "CodeAct": "dspex.modules.code_act",
     # LM client
     "LM": "dspex.clients.lm",
     "BaseLM": "dspex.clients.base_lm",
@@ -121,9 +123,21 @@ _EXPORTS: dict[str, str] = {
     "AssertionFailedError": "dspex.errors",
     "FinetuneError": "dspex.errors",
     "FinetuneNotSupportedError": "dspex.errors",
+    "CodeRepairError": "dspex.errors",
     "ToolArgumentError": "dspex.errors",
     "BudgetExceededError": "dspex.errors",
     "CircuitOpenError": "dspex.errors",
+    "LMFallbackExhaustedError": "dspex.errors",
+    # the Python sandbox
+    "PythonInterpreter": "dspex.sandbox.interpreter",
+    "FinalOutput": "dspex.sandbox.values",
+    "CodeInterpreterError": "dspex.errors",
+    "CodeExecutionError": "dspex.errors",
+    "CodeSyntaxError": "dspex.errors",
+    "InterpreterTimeoutError": "dspex.errors",
+    "InterpreterCrashedError": "dspex.errors",
+    "InterpreterUnavailableError": "dspex.errors",
+    "SandboxInstallError": "dspex.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "cache"])
@@ -139,6 +153,7 @@ _SUBPACKAGES = frozenset(
         "experimental",
         "predict",
         "primitives",
+        "privacy",
         "retrievers",
         "signatures",
         "streaming",
@@ -195,14 +210,22 @@ if TYPE_CHECKING:
         AdapterParseError,
         BudgetExceededError,
         CircuitOpenError,
+        CodeExecutionError,
+        CodeInterpreterError,
+        CodeSyntaxError,
         ConfigurationError,
         DspexError,
         EvaluationError,
         InputError,
+        InterpreterCrashedError,
+        InterpreterTimeoutError,
+        InterpreterUnavailableError,
         LMError,
+        LMFallbackExhaustedError,
         MediaError,
         ParallelExecutionError,
         PickleNotAllowedError,
+        SandboxInstallError,
         SavedFileError,
         SettingsOwnerError,
         SignatureError,
@@ -240,6 +263,8 @@ if TYPE_CHECKING:
     from dspex.runtime.runs import runs
     from dspex.runtime.serve import get_service, serve
     from dspex.runtime.supervision.application import dead_letters
+    from dspex.sandbox.interpreter import PythonInterpreter
+    from dspex.sandbox.values import FinalOutput
     from dspex.signatures.field import InputField, OutputField, infer_prefix
     from dspex.signatures.signature import Signature, ensure_signature, make_signature
     from dspex.streaming.streamify import streamify

@@ -11,6 +11,10 @@ class that fits; the branches group what a caller handles the same way:
 - ``OptimizationError``: an optimizer could not produce a program.
 - ``RemoteProgramError``: the user's own program (or metric) raised in another
   process; its type, message and traceback travel as text.
+- ``CodeInterpreterError``: the Python sandbox (`dspex.PythonInterpreter`) could
+  not run code. Its ``CodeExecutionError`` branch is the code's own fault (an
+  exception or a syntax error, with the traceback text an LM can repair from);
+  the others are the sandbox's (a timeout, a crash, no Deno or Pyodide).
 - ``DspexRuntimeError``: the actor runtime failed while running (a worker,
   replica or coordinator died or did not answer). Mistakes in starting or
   reaching the runtime are ``ConfigurationError``s instead.
@@ -56,17 +60,26 @@ The hierarchy (``+`` marks an extra base class)::
     │   │   │   └── ContextWindowExceededError
     │   │   └── RetrievalServerError     + ValueError
     │   ├── LMResponseError
-    │   └── CircuitOpenError
+    │   ├── CircuitOpenError
+    │   └── LMFallbackExhaustedError
     ├── BudgetExceededError
     ├── EvaluationError
     ├── ParallelExecutionError           + RuntimeError
     ├── AssertionFailedError             + AssertionError
     ├── FinetuneError
     │   └── FinetuneNotSupportedError    + ConfigurationError
+    ├── CodeRepairError                  + RuntimeError
     ├── ToolError
     │   ├── ToolArgumentError            + ValueError
     │   ├── ToolNotFoundError            + ValueError
     │   └── ToolExecutionError           + RuntimeError
+    ├── CodeInterpreterError             + RuntimeError
+    │   ├── CodeExecutionError
+    │   │   └── CodeSyntaxError          + SyntaxError
+    │   ├── InterpreterTimeoutError      + TimeoutError
+    │   ├── InterpreterCrashedError
+    │   ├── InterpreterUnavailableError
+    │   └── SandboxInstallError          + ConfigurationError
     ├── OptimizationError
     │   ├── BootstrapError
     │   ├── SearchError                  (also named SearchFailedError)
@@ -412,6 +425,48 @@ class CircuitOpenError(LMError):
         self.retry_after = retry_after
 
 
+class LMFallbackExhaustedError(LMError):
+    """An LM and every one of its ``fallbacks=`` failed a request, each with an error that
+    let it fall through (retryable after its retries, or an open circuit).
+
+    ``failures``: one ``(model, error type name, message)`` per LM, in the order they
+    were asked; the last LM's error is chained as ``__cause__``. ``retryable`` and
+    ``status`` are the last LM's: the same request may succeed once a provider recovers.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: Sequence[tuple[str, str, str]] = (),
+        model: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.failures = [tuple(f) for f in failures]
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles with its facts (a Ray worker's error reaching the driver).
+        return (
+            _rebuild_fallback_error,
+            (str(self), self.failures, self.model, self.status, self.retryable),
+        )
+
+
+def _rebuild_fallback_error(
+    message: str,
+    failures: Sequence[tuple[str, str, str]],
+    model: str | None,
+    status: int | None,
+    retryable: bool,
+) -> LMFallbackExhaustedError:
+    return LMFallbackExhaustedError(
+        message, failures=failures, model=model, status=status, retryable=retryable
+    )
+
+
 class BudgetExceededError(DspexError):
     """A run reached its `max_lm_calls` or `max_cost` budget.
 
@@ -496,6 +551,24 @@ def _rebuild_assertion_failed(message: str, messages: list[str], backtracks: int
     return AssertionFailedError(message, messages=messages, backtracks=backtracks)
 
 
+class CodeRepairError(DspexError, RuntimeError):
+    """`ProgramOfThought` wrote code that still failed after ``max_iters`` attempts
+    (DSPy raises a RuntimeError here). ``attempts`` is how many ran; ``last_error``
+    what the last one's error said."""
+
+    def __init__(self, message: str, *, attempts: int = 0, last_error: str = "") -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_code_repair_error, (str(self), self.attempts, self.last_error))
+
+
+def _rebuild_code_repair_error(message: str, attempts: int, last_error: str) -> CodeRepairError:
+    return CodeRepairError(message, attempts=attempts, last_error=last_error)
+
+
 class ToolError(DspexError):
     """A `dspex.Tool` could not be called: its arguments, its name or its function failed.
 
@@ -528,6 +601,90 @@ class ToolNotFoundError(ToolError, ValueError):
 class ToolExecutionError(ToolError, RuntimeError):
     """A tool's own function raised while running a `ToolCalls.ToolCall` (the original
     exception is the ``__cause__``)."""
+
+
+# --- the Python sandbox (dspex.sandbox) -------------------------------------------------
+
+
+class CodeInterpreterError(DspexError, RuntimeError):
+    """The Python sandbox could not run the code it was given. Raised as is for a
+    failure of the sandbox itself (a broken process protocol); the subclasses say
+    which failure it was. (DSPy's name; also a RuntimeError, as there.)"""
+
+
+class CodeExecutionError(CodeInterpreterError):
+    """The sandboxed code raised. ``error_type`` is the Python exception's class name,
+    ``message`` its text and ``traceback_text`` the traceback over the code's own lines
+    (what an LM needs to repair the code). The sandbox itself is fine: the next
+    execution runs in the same interpreter, with its globals."""
+
+    def __init__(self, error_type: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(error_type, message, traceback_text)
+        self.error_type = error_type
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return self.traceback_text.rstrip() or f"{self.error_type}: {self.message}"
+
+
+class CodeSyntaxError(CodeExecutionError, SyntaxError):
+    """The sandboxed code is not valid Python (also a SyntaxError, what DSPy raises);
+    nothing of it ran. ``lineno`` is the line in the code, counted from 1."""
+
+    def __init__(
+        self, error_type: str, message: str, traceback_text: str = "", lineno: int | None = None
+    ) -> None:
+        super().__init__(error_type, message, traceback_text)
+        self.msg = message
+        self.lineno = lineno
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error_type, self.message, self.traceback_text, self.lineno))
+
+    def __str__(self) -> str:
+        return f"Invalid Python syntax: {CodeExecutionError.__str__(self)}"
+
+
+class InterpreterTimeoutError(CodeInterpreterError, TimeoutError):
+    """The code ran longer than the interpreter's ``timeout``. Its process was killed
+    and is replaced; whatever the code's earlier executions left in globals is gone."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"the code did not finish within {self.timeout:g}s and was stopped (its sandbox "
+            "process was killed and replaced, so earlier globals are gone); make it faster, "
+            "or pass a larger timeout= to PythonInterpreter"
+        )
+
+
+class InterpreterCrashedError(CodeInterpreterError):
+    """The sandbox process died while running the code (killed, out of memory in its
+    JavaScript heap, a Deno failure). It is replaced for the next execution; earlier
+    globals are gone. ``detail`` is its exit code and the end of its stderr."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"the sandbox process died while running the code: {self.detail}"
+
+
+class InterpreterUnavailableError(CodeInterpreterError):
+    """The sandbox processes kept dying: more restarts within the window than the
+    interpreter's ``max_restarts`` allows, or the interpreter was shut down. Make a new
+    `PythonInterpreter` (after fixing what the last failure says)."""
+
+
+class SandboxInstallError(CodeInterpreterError, ConfigurationError):
+    """Deno or Pyodide is missing and could not be installed (no network, no `deno`
+    package). Run ``dspex sandbox install`` where the npm registry can be reached, or
+    point ``DSPEX_SANDBOX_DIR`` at a directory where it was run."""
 
 
 # --- optimizers ---------------------------------------------------------------

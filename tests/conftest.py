@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import tempfile
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Every process of the session (Ray workers included, which inherit this environment)
+# finds the sandbox's Pyodide in the one test cache, fetched once (tests/_sandbox.py).
+os.environ.setdefault("DSPEX_SANDBOX_DIR", os.path.join(tempfile.gettempdir(), "dspex-test-sandbox"))
 
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType

@@ -29,9 +29,10 @@ PACKAGE_DIR = Path(dspex.__file__).resolve().parent
 
 # Bottom first. A module may import from its own layer or from a lower one.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "utils", "observability"}),
+    frozenset({"errors", "utils", "observability", "privacy"}),
     frozenset({"signatures", "clients"}),
     frozenset({"primitives"}),
+    frozenset({"sandbox"}),  # the Python sandbox: errors/utils below it, modules use it
     frozenset({"adapters", "experimental"}),  # experimental: re-exports of adapter types
     frozenset({"modules", "retrievers", "testing", "streaming"}),  # retrievers: searched by modules.Retrieve
     frozenset({"evaluate"}),
@@ -55,15 +56,24 @@ CORE: frozenset[str] = frozenset(
         "evaluate",
         "optimizers",
         "observability",
+        "privacy",
         "errors",
         "utils",
         "testing",
         "streaming",
+        "sandbox",
     }
 )
 
 DSPY_PATHS: frozenset[str] = frozenset(
-    {"dspex.predict", "dspex.teleprompt", "dspex.utils.dummies", "dspex.dsp"}
+    {
+        "dspex.predict",
+        "dspex.teleprompt",
+        "dspex.utils.dummies",
+        "dspex.dsp",
+        "dspex.primitives.python_interpreter",
+        "dspex.primitives.code_interpreter",
+    }
 )
 """Modules (a package: with all its modules) that exist only so DSPy code ports by changing
 the import (``from dspy.teleprompt import COPRO``): they re-export what lives in a layer,

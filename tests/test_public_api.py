@@ -38,6 +38,17 @@ def test_aliases_match_dspy_names() -> None:
     assert dspex.BootstrapRS is dspex.BootstrapFewShotWithRandomSearch
 
 
+def test_the_sandbox_is_reached_by_dspex_and_dspys_import_paths() -> None:
+    from dspex.primitives.code_interpreter import CodeExecutionError, FinalOutput
+    from dspex.primitives.python_interpreter import PythonInterpreter
+
+    assert PythonInterpreter is dspex.PythonInterpreter
+    assert FinalOutput is dspex.FinalOutput
+    assert CodeExecutionError is dspex.CodeExecutionError
+    assert issubclass(dspex.CodeSyntaxError, SyntaxError)
+    assert issubclass(dspex.CodeExecutionError, dspex.CodeInterpreterError)
+
+
 def test_import_dspex_optimizers_loads_no_optimizer_and_no_heavy_module() -> None:
     code = (
         "import sys, dspex.optimizers; "

@@ -66,6 +66,9 @@ class AdapterResult:
     adapter: str
     #: raw replies that could not be parsed (when others could)
     rejected: list[AdapterParseError]
+    #: the model that answered, as the response names it (an LM's fallback, see
+    #: `dspex.clients.fallback`); None when unknown
+    model: str | None = None
 
 
 class Adapter:
@@ -306,7 +309,7 @@ class Adapter:
             )
             error.usage = response.usage
             raise error
-        return AdapterResult(completions, response.usage, self.name, rejected)
+        return AdapterResult(completions, response.usage, self.name, rejected, response.model)
 
     def _read_output(
         self, signature: SignatureMeta, output: Output, plan: NativeToolPlan | None

@@ -99,7 +99,7 @@ class ChatAdapter(Adapter):
             )
             raise json_error from None
         usage = result.usage if first_usage is None else first_usage + result.usage
-        return AdapterResult(result.completions, usage, "chat+json", result.rejected)
+        return AdapterResult(result.completions, usage, "chat+json", result.rejected, result.model)
 
 
 def split_sections(text: str) -> dict[str, str]:

@@ -33,6 +33,15 @@ def _mount_sim_lm() -> None:
 _mount_sim_lm()
 
 
+def _mount_sandbox() -> None:
+    from dspex.cli.sandbox import app as sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox", help="Install and check the Python sandbox (Deno + Pyodide).")
+
+
+_mount_sandbox()
+
+
 def _mount_cluster_tools() -> None:
     from dspex.cli import cluster as cli_cluster
     from dspex.cli import jobs as cli_jobs

@@ -27,6 +27,7 @@ from dspex.clients.types import LMResponse, Message, Output, Usage, completion_o
 from dspex.clients.usage import record_usage
 from dspex.errors import ConfigurationError
 from dspex.observability.hooks import observed_lm_call
+from dspex.privacy.session import redacted_lm_call, redacted_sync_lm_call
 
 LM_CLASS_STATE_KEY = "_dspex_lm_class"
 """The key of a saved LM state that names its class (``module.QualName``), so a program
@@ -93,6 +94,7 @@ class BaseLM:
 
     # --- what dspex calls ------------------------------------------------------------------
 
+    @redacted_lm_call  # with redactors configured, the model sees placeholders only
     @observed_lm_call  # callbacks' on_lm_start/on_lm_end see each call, as for dspex.LM
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
         """One request, as the adapters send it (the `dspex.LM` interface).
@@ -113,6 +115,7 @@ class BaseLM:
 
         return run_sync(self.acomplete(messages, **kwargs))
 
+    @redacted_sync_lm_call
     def __call__(
         self, prompt: str | None = None, messages: Sequence[Message] | None = None, **kwargs: Any
     ) -> list[Any]:

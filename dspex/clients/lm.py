@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from dspex.clients import finetune
+from dspex.clients import fallback, finetune
 from dspex.clients.anthropic_protocol import AnthropicProtocol
 from dspex.clients.base_lm import LM_CLASS_STATE_KEY, as_messages, complete_through_call
 from dspex.clients.budget import Budget, Claim, active_budget
@@ -60,6 +60,7 @@ from dspex.clients.types import LMResponse, Message, Usage
 from dspex.clients.usage import record_usage
 from dspex.errors import CircuitOpenError, ConfigurationError, LMError, UnsupportedMediaError
 from dspex.observability.hooks import lm_request_hooks, observed_lm_call
+from dspex.privacy.session import redacted_lm_call
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,11 @@ def parse_model(model: str) -> tuple[str, str]:
 
 
 class LM:
-    """A language model behind an HTTP API (OpenAI Chat Completions or Anthropic Messages)."""
+    """A language model behind an HTTP API (OpenAI Chat Completions or Anthropic Messages).
+
+    ``fallbacks=[LM(...), ...]``: LMs asked in order, with the same messages, when this
+    one's provider fails a request after its retries or its circuit is open; the answer
+    names the model that gave it (see `dspex.clients.fallback`)."""
 
     #: every request this client sends reserves from the active run budget itself
     #: (Predict reserves on behalf of LM objects that do not)
@@ -124,6 +129,7 @@ class LM:
         rpm: float | None = None,
         tpm: float | None = None,
         max_concurrency: int | None = None,
+        fallbacks: Sequence[LM] | None = None,
         **kwargs: Any,
     ) -> None:
         self.provider, self.model_name = parse_model(model)
@@ -147,6 +153,8 @@ class LM:
         self.price = price
         self.rpm, self.tpm, self.max_concurrency = rpm, tpm, max_concurrency
         self.retry_policy = RetryPolicy(num_retries=num_retries)
+        # Asked in order when this LM's provider fails (`dspex.clients.fallback`).
+        self.fallbacks: tuple[LM, ...] = fallback.resolve_fallbacks(model, fallbacks)
         self._key_token: str | None = None
         if api_key is not None:
             self._key_token = secrets.token_hex(16)
@@ -201,6 +209,7 @@ class LM:
         only to where the request is made, never to logs, events or storage."""
         return self._api_key()
 
+    @redacted_lm_call  # with redactors configured, nothing below sees personal data
     @observed_lm_call  # call observers (DSPy-style callbacks) see each LM call
     async def acomplete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
         """Send one chat request. kwargs override request params for this call;
@@ -210,6 +219,21 @@ class LM:
         DSPy calls every LM: the subclass decides what each request returns."""
         if type(self).__call__ is not LM.__call__:
             return await complete_through_call(self, messages, kwargs)
+        if self.fallbacks:
+            return await fallback.complete_with_fallbacks(self, messages, kwargs)
+        return await self._complete(messages, kwargs)
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        kwargs: dict[str, Any],
+        *,
+        record_in: Sequence[list[dict[str, Any]]] = (),
+        note: list[dict[str, Any]] | None = None,
+    ) -> LMResponse:
+        """One request of this LM alone: cache, pipeline, then usage, history and hooks.
+        ``record_in``: more histories for its entry (the LM a fallback answered for);
+        ``note``: the LMs that failed before this one (``entry["fallback_from"]``)."""
         use_cache = kwargs.pop("cache", self.cache)
         rollout_id = kwargs.pop("rollout_id", self.rollout_id)
         params = self.kwargs
@@ -228,7 +252,9 @@ class LM:
             if request_hooks:
                 self._emit(time.perf_counter() - start, None, error)
             raise
-        self._finish(messages, params, rollout_id, response, time.perf_counter() - start)
+        self._finish(
+            messages, params, rollout_id, response, time.perf_counter() - start, record_in, note
+        )
         return response
 
     def complete(self, messages: Sequence[Message], **kwargs: Any) -> LMResponse:
@@ -266,6 +292,10 @@ class LM:
 
     def copy(self, **overrides: Any) -> LM:
         """A new LM with the same settings (and key) except ``overrides``; fresh history/usage."""
+        if overrides.get("fallbacks"):  # saved states keep the endpoints given in code
+            overrides["fallbacks"] = fallback.resolve_fallbacks(
+                overrides.get("model", self.model), overrides["fallbacks"], self.fallbacks
+            )
         config = {**self._config(), **overrides}
         params = {**self.kwargs}
         for name in list(config):
@@ -282,6 +312,10 @@ class LM:
         """Model and settings, for saving a program; never the API key or API base. Names
         the class under ``LM_CLASS_STATE_KEY`` as every LM state does."""
         state = {k: v for k, v in self._config().items() if k not in ("api_base", "transport")}
+        # Each fallback as its own state: model and settings, never its key or endpoint.
+        state["fallbacks"] = [lm.dump_state() for lm in self.fallbacks]
+        if not state["fallbacks"]:
+            del state["fallbacks"]
         marker = {LM_CLASS_STATE_KEY: f"{LM.__module__}.{LM.__qualname__}"}
         return {**marker, **state, **self.kwargs}
 
@@ -303,6 +337,8 @@ class LM:
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        if self.fallbacks:
+            params += f"{', ' if params else ''}fallbacks={list(self.fallbacks)!r}"
         return f"LM(model={self.model!r}{', ' + params if params else ''})"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -312,6 +348,7 @@ class LM:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.setdefault("fallbacks", ())  # pickled before fallbacks existed
         self.__dict__.update(state)
         self._init_runtime_state()
 
@@ -330,6 +367,7 @@ class LM:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "max_concurrency": self.max_concurrency,
+            "fallbacks": self.fallbacks,
         }
 
     def _api_key(self) -> str | None:
@@ -424,7 +462,8 @@ class LM:
             async with semaphore:
                 return await post()
 
-        return priced(await call_with_retries(attempt, self.retry_policy), self._price)
+        guarded = fallback.guarded(self, attempt)  # an endpoint circuit before a fallback
+        return priced(await call_with_retries(guarded, self.retry_policy), self._price)
 
     async def _dispatched_within_budget(
         self,
@@ -502,6 +541,8 @@ class LM:
         rollout_id: Any,
         response: LMResponse,
         latency: float,
+        record_in: Sequence[list[dict[str, Any]]] = (),
+        note: list[dict[str, Any]] | None = None,
     ) -> None:
         usage = response.usage
         if not response.cached:
@@ -512,7 +553,9 @@ class LM:
         entry = make_entry(
             model=self.model, messages=messages, params=shown, response=response, latency=latency
         )
-        record(entry, self.history)
+        if note:
+            entry["fallback_from"] = note
+        record(entry, self.history, *record_in)
         if request_hooks:
             self._emit(latency, response, None)
 
@@ -551,6 +594,7 @@ _CONSTRUCTOR_ARGS = frozenset(
         "rpm",
         "tpm",
         "max_concurrency",
+        "fallbacks",
     }
 )
 

@@ -3,7 +3,10 @@
 Events arrive in batches (whatever was logged since the last read). Most of
 them are kept as a short "recent activity" list; evaluation events are folded
 into one progress record per evaluation; per-request LM events are only
-counted, since a busy run logs hundreds a second.
+counted, since a busy run logs hundreds a second. Fall-throughs to an LM's
+fallback (``lm.fallback``) are shown, but a run of them between the same two
+models is one line with a ``count``: while a provider is down every request
+falls through, and one line per request would push everything else out.
 
 Evaluation events are expected as ``eval.started`` / ``eval.progress`` /
 ``eval.finished`` with ``done``, ``total`` and optionally ``errors`` and
@@ -21,6 +24,7 @@ EVALUATIONS_SHOWN = 6
 QUIET_KINDS = ("lm.request", "eval.progress")
 # Events that mean the run store just changed, so it is worth reading at once.
 STORE_KINDS = ("trial.", "run.")
+FALLBACK_KIND = "lm.fallback"  # dspex.clients.fallback
 
 
 class Activity:
@@ -41,6 +45,8 @@ class Activity:
                 self.lm_requests += 1
             if kind.startswith("eval."):
                 self._track_evaluation(event)
+            if kind == FALLBACK_KIND and self._fold_fallback(event):
+                continue
             if kind not in QUIET_KINDS:
                 self._recent.append(event)
         return store_changed
@@ -52,6 +58,17 @@ class Activity:
             "evaluations": evaluations[:EVALUATIONS_SHOWN],
             "lm_requests": self.lm_requests,
         }
+
+    def _fold_fallback(self, event: dict[str, Any]) -> bool:
+        """Count ``event`` into the newest line if that is the same fall-through."""
+        if not self._recent:
+            return False
+        newest = self._recent[-1]
+        if newest["kind"] != FALLBACK_KIND or _hop(newest) != _hop(event):
+            return False
+        count = int(newest["data"].get("count", 1)) + 1
+        self._recent[-1] = {**event, "data": {**event["data"], "count": count}}
+        return True
 
     def _track_evaluation(self, event: dict[str, Any]) -> None:
         data = event["data"]
@@ -72,3 +89,8 @@ class Activity:
         if len(self._evaluations) > 4 * EVALUATIONS_SHOWN:
             oldest = min(self._evaluations, key=lambda k: self._evaluations[k]["updated"])
             del self._evaluations[oldest]
+
+
+def _hop(event: dict[str, Any]) -> tuple[Any, ...]:
+    data = event["data"]
+    return (event.get("source"), data.get("from_model"), data.get("to_model"))

@@ -97,7 +97,7 @@ class Predict(Module, Parameter):
             if sink is not None:
                 await sink.end()
         prediction = Prediction.from_completions(result.completions, signature=signature)
-        model = _model_name(lm)
+        model = _answering_model(lm, result.model)
         prediction.set_usage(result.usage, {model: result.usage} if _spent(result.usage).calls else {})
         record_usage(result.usage, model)
         if not getattr(lm, "records_usage", False):
@@ -207,6 +207,13 @@ async def _call_within_budget(
 def _model_name(lm: Any) -> str:
     model = getattr(lm, "model", None)
     return model if isinstance(model, str) and model else type(lm).__name__
+
+
+def _answering_model(lm: Any, answered_by: str | None) -> str:
+    """The model the usage belongs to: the LM's, or the fallback's that answered for it."""
+    if answered_by and getattr(lm, "fallbacks", None):
+        return answered_by
+    return _model_name(lm)
 
 
 def _spent(usage: Usage) -> Claim:

@@ -9,7 +9,8 @@ store: the entry is left out, so a placeholder is never loaded as a key).
 Logs, tracing, events, saving and the run store all call these, so "secrets
 never reach logs, events, saved programs or stored runs" means one thing.
 ``redact`` also shortens base64 content to a placeholder, so what is shown
-never carries an image's bytes either. The
+never carries an image's bytes either, and, with ``redactors`` configured
+(`dspex.privacy`), replaces personal data by the placeholders the LM sees. The
 patterns err towards masking: a long random-looking value after a word like
 ``key`` or ``token`` is masked even when it is, say, a cache key, because a
 missed secret costs far more than a masked hash.
@@ -22,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspex.observability.blobs import elide_blobs
+from dspex.privacy.session import redact_personal_data, shared_placeholders
 
 REDACTED = "[REDACTED]"
 
@@ -59,7 +61,10 @@ def redact(text: str) -> str:
     text = elide_blobs(text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _KNOWN_SHAPES.sub(REDACTED, text)
-    return _LABELLED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _LABELLED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    # With redactors configured (dspex.privacy), personal data too: the placeholders
+    # the LM saw, inside a program call.
+    return redact_personal_data(text)
 
 
 def is_secret_name(name: str) -> bool:
@@ -84,7 +89,8 @@ def redact_value(value: Any) -> Any:
 
 def redact_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``data`` to show: secret-named values masked, text redacted, nesting kept."""
-    return {str(key): _shown(str(key), value) for key, value in data.items()}
+    with shared_placeholders():  # one record, one numbering of its personal data
+        return {str(key): _shown(str(key), value) for key, value in data.items()}
 
 
 def _shown(key: str, value: Any) -> Any:

@@ -26,6 +26,7 @@ from dspex.observability.events import emit
 from dspex.observability.redact import is_secret_name, without_secrets
 from dspex.observability.tracing import record_trial_result
 from dspex.optimizers.run_store import RunStore
+from dspex.privacy.session import redacted_for_storage
 
 T = TypeVar("T")
 log = logging.getLogger("dspex.optimizers")
@@ -123,7 +124,10 @@ class Run:
         with budget_scope(self.budget), track_usage() as tracker:
             value = await fn()
         self._charge(tracker)
-        self.store.put_step(self.run_id, key, value)
+        # With redactors configured the stored copy holds placeholders (this run goes on
+        # with the value as computed; a resumed one replays the placeholders, which is
+        # what the LM would have been sent anyway).
+        self.store.put_step(self.run_id, key, redacted_for_storage(value))
         return value
 
     def _charge(self, tracker: Any) -> None:
@@ -277,7 +281,8 @@ class Run:
             log.warning("run %s: a %s has no dump_state(); no program stored", self.run_id, name)
             return
         try:
-            document = {**without_secrets(dump()), saving.METADATA_KEY: saving.metadata()}
+            state = redacted_for_storage(without_secrets(dump()))  # placeholders, with redactors
+            document = {**state, saving.METADATA_KEY: saving.metadata()}
             text = json.dumps(document, indent=2, ensure_ascii=False, default=saving.json_default)
         except Exception as exc:  # the run's result stands; only its stored copy is missing
             log.warning("run %s: program not stored: %s: %s", self.run_id, type(exc).__name__, exc)

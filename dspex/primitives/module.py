@@ -50,6 +50,7 @@ from dspex.primitives.callbacks import CallbackList
 from dspex.primitives.parameter import Parameter, deepcopy_attributes
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import SettingsContext, settings
+from dspex.privacy import session as privacy
 
 M = TypeVar("M", bound="Module")
 
@@ -228,6 +229,11 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program synchronously (forward, or aforward on dspex's event loop)."""
+        session = privacy.outermost_session()
+        if session is not None:  # redactors configured: the program sees placeholders only
+            with session.active():
+                args, kwargs = privacy.redact_call(session, args, kwargs)
+                return session.restore(self.__call__(*args, **kwargs))
         if in_backtrack_scope():
             return self._call_once(args, kwargs)
         # The outermost call: dspex.Assert/Suggest inside it may ask for its forward again.
@@ -235,6 +241,11 @@ class Module:
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program asynchronously: aforward if defined, else forward in a thread."""
+        session = privacy.outermost_session()
+        if session is not None:
+            with session.active():
+                args, kwargs = privacy.redact_call(session, args, kwargs)
+                return session.restore(await self.acall(*args, **kwargs))
         if in_backtrack_scope():
             return await self._acall_once(args, kwargs)
         return await acall_with_backtracking(lambda: self._acall_once(args, kwargs), self._max_backtracks)

@@ -40,6 +40,8 @@ from dspex.errors import (
     SettingsOwnerError,
     UnknownSettingError,
 )
+from dspex.privacy import redactors as privacy_redactors
+from dspex.privacy import session as privacy_session
 from dspex.utils import usage_tracker
 
 
@@ -60,6 +62,8 @@ def _is_int(value: Any, minimum: int) -> bool:
 #   callbacks                        by `dspex.primitives.callbacks`
 #   max_backtracks                   by `dspex.primitives.assertions` (Assert/Suggest re-runs)
 #   rm                               by `dspex.Retrieve` (`dspex.modules.retrieve`): the retriever
+#   redactors                        by `dspex.privacy` (module calls and the LM client, via the hook
+#                                    below): personal data replaced by placeholders before requests
 DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
     {
         "lm": None,
@@ -80,6 +84,8 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "warn_on_type_mismatch": True,
         # re-runs of a module call that dspex.Assert/Suggest checks inside it may ask for
         "max_backtracks": 2,
+        # dspex.privacy redactors: personal data in prompts becomes <KIND_n> placeholders
+        "redactors": [],
     }
 )
 
@@ -116,6 +122,12 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an int, a str or None",
     ),
     "caller_modules": (lambda v: isinstance(v, tuple), "a tuple"),
+    "redactors": (
+        privacy_redactors.check_redactors,
+        "a list of redactors: dspex.privacy.EMAIL and the other built-ins, "
+        "dspex.privacy.regex(pattern, kind), a compiled regex, or a callable text -> "
+        "[(start, end, kind), ...]",
+    ),
     "rm": (
         lambda v: v is None or callable(v),
         "None or a retriever called as rm(query, k=...) (dspex.ColBERTv2, "
@@ -145,7 +157,9 @@ def _unknown(name: str) -> UnknownSettingError:
 def _normalized(values: dict[str, Any]) -> dict[str, Any]:
     # DSPy accepts callbacks=None for "no callbacks"; readers here always get a list.
     if "callbacks" in values and values["callbacks"] is None:
-        return {**values, "callbacks": []}
+        values = {**values, "callbacks": []}
+    if "redactors" in values and values["redactors"] is None:
+        values = {**values, "redactors": []}
     return values
 
 
@@ -484,5 +498,13 @@ def _configured_usage_tracker() -> Any:
 # whether and where to record a call in its history (`disable_history`,
 # `max_history_size` and the calling modules, as in DSPy) and which tracker the
 # `usage_tracker` setting names.
+def _configured_redactors() -> Any:
+    overrides = _overrides.get()
+    return overrides["redactors"] if "redactors" in overrides else _defaults["redactors"]
+
+
 history.recording_scope = _history_scope
 usage_tracker.configured_tracker = _configured_usage_tracker
+# The LM client and the privacy package sit below settings: they read the
+# `redactors` setting through this hook.
+privacy_session.configured_redactors = _configured_redactors

@@ -75,6 +75,7 @@ JOB_SETTINGS = (
     "max_history_size",
     "rollout_id",
     "rm",  # the retriever dspex.Retrieve searches
+    "redactors",  # dspex.privacy: requests are redacted where they are made
     "num_threads",
     "max_errors",
 )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import inspect
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
@@ -37,6 +38,7 @@ from typing import Any
 from dspex.clients.streaming import DeltaSink, routing_streams
 from dspex.primitives.prediction import Prediction
 from dspex.primitives.settings import settings
+from dspex.privacy import session as privacy
 from dspex.streaming.listener import StreamListener, find_predictor_for_stream_listeners
 from dspex.streaming.messages import StatusMessageProvider, StatusStreamingCallback, StreamResponse
 from dspex.utils.asyncify import asyncify
@@ -62,6 +64,10 @@ class _PredictorSink(DeltaSink):
         super().__init__()
         self.session = session
         self.listeners = listeners
+        # With redactors (dspex.privacy) the LM streams placeholders: the reader gets the
+        # real values, as in the final prediction, one restorer per listened field.
+        self._redaction = privacy.current_session()
+        self._restorers: dict[int, privacy.RestoringStream] = {}
 
     def begin(self, adapter: Any = None) -> None:
         super().begin(adapter)
@@ -73,13 +79,22 @@ class _PredictorSink(DeltaSink):
         for listener in self.listeners:
             response = listener.receive(text)
             if response is not None:
-                await self.session.emit(response)
+                await self._emit(listener, response)
 
     async def end(self) -> None:
         for listener in self.listeners:
             response = listener.finalize()
             if response is not None:
-                await self.session.emit(response)
+                await self._emit(listener, response)
+
+    async def _emit(self, listener: StreamListener, response: StreamResponse) -> None:
+        if self._redaction is None:
+            await self.session.emit(response)
+            return
+        restorer = self._restorers.setdefault(id(listener), privacy.RestoringStream(self._redaction))
+        chunk = restorer.feed(response.chunk, last=response.is_last_chunk)
+        if chunk or response.is_last_chunk:
+            await self.session.emit(dataclasses.replace(response, chunk=chunk))
 
 
 class StreamSession:

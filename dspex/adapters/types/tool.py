@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dspex.adapters.types.base import Type
 from dspex.errors import ToolArgumentError, ToolExecutionError, ToolNotFoundError
+from dspex.privacy import session as privacy
 from dspex.utils.callback import with_callbacks
 
 
@@ -69,25 +70,27 @@ class Tool(Type):
 
     @with_callbacks
     def __call__(self, **kwargs: Any) -> Any:
-        result = self.func(**self.validate_args(kwargs))
+        # Inside a redacted program call (dspex.privacy) the tool, local code, gets the
+        # real values and what it returns goes back to the program as placeholders.
+        result = self.func(**privacy.reveal(self.validate_args(kwargs)))
         if inspect.isawaitable(result):
             # An async tool called from sync code: run it to completion here.
             from dspex.utils.aio import run_sync
 
-            return run_sync(_awaited(result))
-        return result
+            return privacy.redacted_in_session(run_sync(_awaited(result)))
+        return privacy.redacted_in_session(result)
 
     @with_callbacks
     async def acall(self, **kwargs: Any) -> Any:
         """Call the tool from async code: awaited when async, else run in a worker
         thread so a slow sync tool does not block the event loop."""
-        parsed = self.validate_args(kwargs)
+        parsed = privacy.reveal(self.validate_args(kwargs))  # see __call__
         if _is_async_callable(self.func):
-            return await self.func(**parsed)
+            return privacy.redacted_in_session(await self.func(**parsed))
         result = await asyncio.to_thread(self.func, **parsed)
         if inspect.isawaitable(result):
-            return await result
-        return result
+            result = await result
+        return privacy.redacted_in_session(result)
 
     def validate_args(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments converted to the hinted types, or `ToolArgumentError` listing

@@ -552,7 +552,7 @@
     if (!runtime.events.length) return fill("events", empty("No events yet", "Supervisor, breaker and trial events stream in here."));
     fill("events", el("ul", { class: "events" }, runtime.events.map((e) => el("li", {},
       el("span", { class: "muted mono", text: fmtClock(e.time) }),
-      badge(e.kind, /fail|exit|crash/.test(e.kind) ? "status bad" : e.kind.includes("restart") ? "status warn" : "status mute"),
+      badge(e.kind, /fail|exit|crash/.test(e.kind) ? "status bad" : /restart|fallback/.test(e.kind) ? "status warn" : "status mute"),
       el("span", { class: "mono", text: e.source }),
       el("span", { class: "muted small clip", text: eventSummary(e.data) })))));
   }

@@ -69,6 +69,7 @@ SHIPPED_SETTINGS = (
     "max_history_size",
     "rollout_id",
     "rm",  # the retriever dspex.Retrieve searches
+    "redactors",  # dspex.privacy: requests are redacted where they are made, on the worker
 )
 
 

@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from dspex.clients.dispatch import current_dispatcher, install_dispatcher
+from dspex.clients.fallback import next_in_line
 from dspex.clients.pipeline import priced
 from dspex.errors import ConfigurationError, LMTransportError
 from dspex.runtime.names import NAMESPACE, PROVIDERS_SUPERVISOR
@@ -101,7 +102,7 @@ class PoolDispatcher:
                 messages,
                 params,
                 num_retries=num_retries,
-                wait_for_circuit=current_workload() == "batch",
+                wait_for_circuit=_waits_for_circuit(current_workload()),
                 deadline=_deadline.get(),
             )
         return await route_through_pool(lm, messages, params, key, num_retries=num_retries)
@@ -123,6 +124,12 @@ class PoolDispatcher:
 
     def __repr__(self) -> str:
         return f"PoolDispatcher(mode={_mode!r}, max_batch={_max_batch})"
+
+
+def _waits_for_circuit(workload: str) -> bool:
+    # Batch work waits for an open circuit's probe, unless the LM has a fallback after
+    # it: then the request goes on to the fallback at once (dspex.clients.fallback).
+    return workload == "batch" and not next_in_line()
 
 
 def enable_pools(*, mode: Mode | None = None, max_batch: int | None = None) -> None:
@@ -439,7 +446,7 @@ async def route_through_pool(
         num_retries=lm.num_retries if num_retries is None else num_retries,
         retry_policy=_shippable(lm.retry_policy),
         # Batch work (Evaluate, optimizers) waits for an open circuit; serving fails fast.
-        wait_for_circuit=current_workload() == "batch",
+        wait_for_circuit=_waits_for_circuit(current_workload()),
     )
     loop = asyncio.get_running_loop()
     name = pool_name_of(lm)
