@@ -21,6 +21,17 @@ request that meets an open circuit breaker fails fast with `CircuitOpenError`,
 so the caller can fall back or report, where an evaluation would wait for the
 provider's probe.
 
+Hot swap (OTP's code change): ``handle.update(new_program)`` rolls the service
+replica by replica. The supervisor swaps the replica's child spec
+(``replace_child``) and restarts it after it drains: a draining replica refuses new
+requests (`ReplicaDrainingError`, which handles resend elsewhere without counting
+an attempt) and finishes those in flight on its old version. The version and the
+one before it live in the child specs, so a replica that dies at any point restarts
+on the version it should run, and ``handle.rollback()`` works from any driver.
+``handle.update(state=compiled.dump_state())`` swaps demos and instructions inside
+the running replicas instead (same processes). ``http=True`` adds an HTTP ingress
+(`dspex.runtime.serve_http`).
+
 LM API keys do not travel with the program (see `dspex.clients.lm`): give
 the replicas the key through their environment (``runtime_env``).
 """
