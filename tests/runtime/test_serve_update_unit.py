@@ -84,6 +84,8 @@ async def test_a_replica_swaps_state_in_place_and_drains() -> None:
         await asyncio.sleep(0)
     with pytest.raises(ReplicaDrainingError):
         await replica.acall(text="late")
+    with pytest.raises(ReplicaDrainingError):
+        await anext(replica.stream({"text": "late"}, []))
     assert not draining.done(), "terminate returned with a request in flight"
     gate.set()
     assert (await old_request).demos == 0  # finished on the state it started with
