@@ -97,6 +97,8 @@ The hierarchy (``+`` marks an extra base class)::
     │   │   ├── SupervisorStoppedError
     │   │   ├── ServiceRestartedError
     │   │   │   └── ReplicaDiedError
+    │   │   ├── ReplicaDrainingError
+    │   │   ├── ServiceUpdateError
     │   │   └── ServiceUnavailableError
     │   ├── WorkerLostError
     │   └── CoordinatorUnavailableError
@@ -858,19 +860,51 @@ class ReplicaDiedError(ServiceRestartedError):
     the supervisor restarts the replicas.
     """
 
-    def __init__(self, service: str, replica: str, attempts: int, cause: str) -> None:
+    def __init__(
+        self, service: str, replica: str, attempts: int, cause: str, dead_letter_id: str | None = None
+    ) -> None:
         super().__init__(service, "acall", cause)
-        self.args = (service, replica, attempts, cause)  # so it pickles with this signature
+        # so it pickles with this signature
+        self.args = (service, replica, attempts, cause, dead_letter_id)
         self.service = service
         self.replica = replica
         self.attempts = attempts
+        self.dead_letter_id = dead_letter_id  # the entry's ``id`` in dspex.dead_letters()
 
     def __str__(self) -> str:
+        letter = f" (id {self.dead_letter_id})" if self.dead_letter_id else ""
         return (
             f"service {self.service!r}: replica {self.replica} died while answering a request "
             f"({self.cause}); {self.attempts} attempt(s) on different replicas all died. The input "
-            "is in dspex.dead_letters(); if it crashes the program, fix or filter it"
+            f"is in dspex.dead_letters(){letter}; if it crashes the program, fix or filter it"
         )
+
+
+class ReplicaDrainingError(SupervisorError):
+    """A served replica is stopping (an update or ``stop()``) and takes no new request.
+
+    The handle sends such a request to another replica without counting an attempt:
+    it never started, so it ran on no version.
+    """
+
+    def __init__(self, replica: str) -> None:
+        super().__init__(replica)
+        self.replica = replica
+
+    def __str__(self) -> str:
+        return f"replica {self.replica} is draining (being updated or stopped); send the request elsewhere"
+
+
+class ServiceUpdateError(SupervisorError):
+    """A served program could not be updated or rolled back (see the message for why)."""
+
+    def __init__(self, service: str, detail: str) -> None:
+        super().__init__(service, detail)
+        self.service = service
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"service {self.service!r}: {self.detail}"
 
 
 class ServiceUnavailableError(SupervisorError):

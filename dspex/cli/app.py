@@ -73,6 +73,15 @@ def _mount_status() -> None:
 _mount_status()
 
 
+def _mount_serve() -> None:
+    from dspex.cli.serve import EPILOG, serve
+
+    app.command("serve", epilog=EPILOG)(serve)
+
+
+_mount_serve()
+
+
 @app.command()
 def demo(
     lm: Annotated[

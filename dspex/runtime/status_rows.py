@@ -83,6 +83,7 @@ def tree_node(item: Any, depth: int = 0) -> dict[str, Any]:
         "strategy": None if strategy is None else str(strategy),
         "status": state_name(field_of(item, "state", "status", default="unknown")),
         "restarts": as_int(field_of(item, "restarts", "restart_count", default=0)),
+        "labels": {str(k): short_text(v) for k, v in dict(field_of(item, "labels", default=None) or ()).items()},
         "children": [] if depth >= MAX_DEPTH else [tree_node(c, depth + 1) for c in children],
     }
 
@@ -92,6 +93,7 @@ def dead_letter_row(entry: Any) -> dict[str, Any]:
     error_type = str(field_of(entry, "error_type", default="")).rsplit(".", 1)[-1]
     message = field_of(entry, "error_message", "reason", "error", default="")
     return {
+        "id": str(field_of(entry, "id", default="")),
         "time": as_number(field_of(entry, "last_failed_at", "time", default=None)),
         "source": short_text(field_of(entry, "source", default="")),
         "reason": short_text(f"{error_type}: {message}" if error_type else message),

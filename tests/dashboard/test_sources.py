@@ -96,7 +96,8 @@ def test_tree_comes_from_the_root_supervisor(monkeypatch: pytest.MonkeyPatch) ->
     providers = tree["children"][1]
     assert (providers["kind"], providers["restarts"]) == ("supervisor", 1)
     assert providers["children"] == [
-        {"name": "pool:a", "kind": "worker", "strategy": None, "status": "restarting", "restarts": 4, "children": []},
+        {"name": "pool:a", "kind": "worker", "strategy": None, "status": "restarting", "restarts": 4,
+         "labels": {}, "children": []},
     ]
 
 

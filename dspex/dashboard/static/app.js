@@ -514,9 +514,11 @@
 
   function treeItem(node) {
     const restarts = node.restarts ? badge(`↻ ${node.restarts}`, "status warn") : null;
+    // a served replica's version, an HTTP ingress's address
+    const labels = Object.entries(node.labels || {}).map(([key, value]) => el("span", { class: "muted small mono", text: ` ${key}=${value}` }));
     return el("li", {},
       el("div", { class: "tree-node" }, el("span", { class: `dot ${STATUS_KINDS[node.status] || (node.status === "alive" ? "ok" : "mute")}` }),
-        el("span", { class: "mono", text: node.name }), el("span", { class: "muted small", text: ` ${node.strategy ? `${node.kind} ${node.strategy}` : node.kind} · ${node.status}` }), restarts),
+        el("span", { class: "mono", text: node.name }), el("span", { class: "muted small", text: ` ${node.strategy ? `${node.kind} ${node.strategy}` : node.kind} · ${node.status}` }), restarts, labels),
       node.children.length ? el("ul", {}, node.children.map(treeItem)) : null);
   }
 

@@ -48,6 +48,8 @@ class ChildSpec:
       (``auto_shutdown``); a significant child cannot be permanent.
     - ``start_timeout``: seconds to wait for the child to be ready; ``None``
       waits forever (the default for supervisors, which start their own children).
+    - ``labels``: short strings shown with the child in the supervision tree
+      (a served replica's ``version``); the supervisor does not read them.
     """
 
     name: str
@@ -59,6 +61,7 @@ class ChildSpec:
     actor_options: Mapping[str, Any] = field(default_factory=dict)
     significant: bool = False
     start_timeout: float | None = 30.0
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -81,6 +84,9 @@ class ChildSpec:
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
         object.__setattr__(self, "actor_options", MappingProxyType(dict(self.actor_options)))
+        object.__setattr__(
+            self, "labels", MappingProxyType({str(k): str(v) for k, v in self.labels.items()})
+        )
         object.__setattr__(self, "shutdown", self._resolve_shutdown())
         if self.start_timeout is not None and not _positive(self.start_timeout):
             raise InvalidChildSpecError(
@@ -118,6 +124,7 @@ class ChildSpec:
                 dict(self.actor_options),
                 self.significant,
                 self.start_timeout,
+                dict(self.labels),
             ),
         )
 

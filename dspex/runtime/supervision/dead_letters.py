@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TRACEBACK_LINES = 12  # enough to locate the failure without storing whole stacks
@@ -27,6 +28,8 @@ class DeadLetter:
     attempts: int
     first_failed_at: float
     last_failed_at: float
+    # names the entry to whoever got the failure (an HTTP 503 body carries it)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     @classmethod
     def from_exception(

@@ -222,6 +222,13 @@ class SupervisorState:
     def remove(self, name: str) -> None:
         self._children.pop(name, None)
 
+    def replace_spec(self, spec: ChildSpec) -> ChildSpec:
+        """Put ``spec`` in place of the child of the same name (its next start uses
+        it; its place in the start order and its restart count stay); returns the old spec."""
+        rec = self.get(spec.name)
+        old, rec.spec = rec.spec, spec
+        return old
+
     # --- decisions -------------------------------------------------------
 
     def child_exited(self, name: str, reason: ExitReason) -> Plan:

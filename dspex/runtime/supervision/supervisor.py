@@ -20,6 +20,7 @@ The driver-side helpers are ``start_supervisor``, ``stop_supervisor``,
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
@@ -57,6 +58,7 @@ NAME_RELEASE_TIMEOUT = 5.0  # how long a restart waits for Ray to free a dead ch
 STOP_CONFIRM_TIMEOUT = 10.0  # how long a stop waits for Ray to confirm the death after kill
 TREE_TIMEOUT = 5.0  # per child supervisor when collecting tree()
 POLL_INTERVAL = 0.05
+PLANNED_STOPS_KEPT = 1024
 
 
 class _StartFailed(Exception):
@@ -111,6 +113,10 @@ class Supervisor(Supervised):
         self._started = False
         self._stopped: ExitReason | None = None
         self._name: str | None = None
+        # Actors this supervisor stopped on purpose (updates, terminate_child, restarts of
+        # siblings): a caller whose request met one of them knows the request met a
+        # planned stop, not a crash it may have caused.
+        self._planned_stops: collections.deque[str] = collections.deque(maxlen=PLANNED_STOPS_KEPT)
         self.exit_grace = self._config.exit_grace
 
     @property
@@ -176,6 +182,43 @@ class Supervisor(Supervised):
                 self._state.mark_failed(name)
                 raise ChildStartError(name, failure.reason) from None
             return self._info(name)
+
+    async def stopped_by_plan(self, actor_id: str) -> bool:
+        """Whether this supervisor stopped the actor ``actor_id`` (hex) on purpose
+        (one of the last few hundred it stopped), rather than seeing it die."""
+        return actor_id in self._planned_stops
+
+    async def child_spec(self, name: str) -> ChildSpec:
+        """The spec the child ``name`` is started (and restarted) from."""
+        return self._state.get(name).spec
+
+    async def replace_child(self, spec: ChildSpec, *, restart: bool = True) -> ChildInfo:
+        """Swap the spec of the child named ``spec.name`` (OTP's code change): a later
+        restart starts the new spec. With ``restart`` a running child is stopped
+        gracefully (its ``terminate`` lets requests in flight finish) and started from
+        the new spec, not counted toward intensity; if that start fails the old spec
+        is put back and started again, and ``ChildStartError`` is raised."""
+        if not isinstance(spec, ChildSpec):
+            raise TypeError(f"replace_child() takes a ChildSpec, got {type(spec).__name__}")
+        async with self._lock:
+            self._check_open()
+            old = self._state.replace_spec(spec)
+            self._emit("child.spec_replaced", child=spec.name, labels=dict(spec.labels))
+            if not restart or self._state.get(spec.name).state != "running":
+                return self._info(spec.name)
+            await self._stop_all((spec.name,))
+            self._state.manual_restart(spec.name)
+            self._state.get(spec.name).starts -= 1  # an upgrade is not a restart: not counted
+            try:
+                await self._start(spec.name)
+            except _StartFailed as failure:
+                self._state.replace_spec(old)
+                try:
+                    await self._start(spec.name)
+                except _StartFailed:
+                    self._state.mark_failed(spec.name)
+                raise ChildStartError(spec.name, failure.reason) from None
+            return self._info(spec.name)
 
     async def delete_child(self, name: str) -> None:
         """Forget a terminated child's spec."""
@@ -359,6 +402,7 @@ class Supervisor(Supervised):
         if run is None:
             return
         run.stopping = True
+        self._planned_stops.append(run.actor_id)
         if run.pinger is not None:
             run.pinger.cancel()
         spec = self._state.get(name).spec
@@ -407,7 +451,14 @@ class Supervisor(Supervised):
 
     async def _subtree(self, info: ChildInfo) -> TreeNode:
         kind = "supervisor" if info.is_supervisor else "worker"
-        node = TreeNode(name=info.name, kind=kind, state=info.state, restarts=info.restarts)
+        labels = self._state.get(info.name).spec.labels if info.name in self._state.names() else {}
+        node = TreeNode(
+            name=info.name,
+            kind=kind,
+            state=info.state,
+            restarts=info.restarts,
+            labels=tuple(labels.items()),
+        )
         run = self._runs.get(info.name)
         if info.is_supervisor and run is not None:
             try:

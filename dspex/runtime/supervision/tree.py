@@ -17,6 +17,7 @@ class TreeNode:
     restarts: int = 0
     strategy: str | None = None  # supervisors only
     children: tuple[TreeNode, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # the child spec's labels (a replica's version)
 
 
 def render_tree(root: TreeNode) -> str:
@@ -42,4 +43,6 @@ def _render_children(children: tuple[TreeNode, ...], prefix: str, lines: list[st
 def _label(node: TreeNode) -> str:
     kind = f"{node.kind} {node.strategy}" if node.strategy else node.kind
     text = f"{node.name} [{kind}] {node.state}"
-    return f"{text} restarts={node.restarts}" if node.restarts else text
+    if node.restarts:
+        text = f"{text} restarts={node.restarts}"
+    return " ".join([text, *(f"{key}={value}" for key, value in node.labels)])
