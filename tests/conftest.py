@@ -96,6 +96,17 @@ def _send_test_modules_by_value() -> None:
             cloudpickle.register_pickle_by_value(module)
 
 
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh LM cache (memory and disk) in this test's folder, as the process default."""
+    from dspex.clients import cache as cache_module
+
+    cache = cache_module.LMCache(disk_dir=tmp_path / "cache")
+    monkeypatch.setattr(cache_module, "_default", cache)
+    yield cache
+    cache.close()
+
+
 _settings_module = importlib.import_module("dspex.primitives.settings")
 _history_module = importlib.import_module("dspex.clients.history")
 

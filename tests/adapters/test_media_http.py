@@ -13,7 +13,6 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,15 +20,15 @@ from _media import pdf_bytes, png_bytes, wav_bytes
 from aiohttp import web
 
 import dspex
-from dspex.clients import cache as cache_module
 from dspex.clients.budget import CallBudget, budget_scope
-from dspex.clients.cache import LMCache
 from dspex.clients.history import GLOBAL_HISTORY, format_entries
 from dspex.errors import LMBadRequestError, MediaFetchError, MediaTypeError, UnsupportedMediaError
 from dspex.observability import configure_logging
 from dspex.observability.events import emit, subscribe
 from dspex.observability.logs import reset_logging
 from dspex.simlm import SimLMServer, start_sim_lm
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 PNG = png_bytes(64, 48, (30, 140, 220))
 OTHER_PNG = png_bytes(64, 48, (220, 20, 20))
@@ -55,12 +54,6 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 @pytest.fixture(autouse=True)

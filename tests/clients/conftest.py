@@ -16,14 +16,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 
 
 @dataclass
@@ -185,15 +181,6 @@ def server() -> Iterator[FakeProvider]:
         yield provider
     finally:
         provider.stop()
-
-
-@pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    """A fresh process-wide cache on a temporary directory, restored after the test."""
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 @pytest.fixture

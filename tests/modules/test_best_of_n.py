@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dspex
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.clients.history import GLOBAL_HISTORY
 from dspex.errors import ConfigurationError
 from dspex.simlm import SimLMServer, datasets, start_sim_lm
 from dspex.utils import DummyLM
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 GATE_SECONDS = 10.0
 
@@ -28,12 +27,6 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 def _rollout(module: dspex.Module) -> int:

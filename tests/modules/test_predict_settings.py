@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.clients.history import GLOBAL_HISTORY
 from dspex.errors import ConfigurationError, SavedFileError, UnknownSettingError
 from dspex.simlm import SimLMServer, start_sim_lm
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 API_KEY = "sim-test-key-0123456789"
 
@@ -31,12 +31,6 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 def _requests(sim: SimLMServer) -> int:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dspex
 from dspex.adapters.chat import ChatAdapter
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.errors import ConfigurationError, ContextWindowExceededError
 from dspex.simlm import SimLMServer, start_sim_lm
 from dspex.simlm.core import tokens
@@ -54,12 +51,7 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield
-    cache.close()
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from _polling import coordinator, poll
 
 import dspex
 from dspex.errors import ConfigurationError
@@ -65,32 +66,11 @@ def student() -> dspex.ChainOfThought:
     return dspex.ChainOfThought("question -> answer")
 
 
-async def poll(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = DEADLINE) -> T:
-    """The first truthy value of ``check()``, tried until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def steps_at_least(store: RunStore, run_id: str, count: int) -> None:
     async def enough() -> bool:
         return count_steps(store, run_id) >= count
 
     await poll(enough, f"{count} stored steps of run {run_id}")
-
-
-def coordinator(run_id: str) -> Any | None:
-    import ray
-
-    try:
-        return ray.get_actor(coordinator_name(run_id), namespace="dspex")
-    except ValueError:
-        return None
 
 
 async def child_names() -> list[str]:

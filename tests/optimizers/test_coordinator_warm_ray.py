@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
+from _polling import coordinator, poll
 
 import dspex
 from dspex.optimizers import BootstrapRS
@@ -26,7 +26,6 @@ from dspex.runtime.coordinator import (
     OPTIMIZERS_SUPERVISOR,
     OptimizationCoordinator,
     RayEvaluator,
-    coordinator_name,
     count_steps,
     load_outcome,
     make_job,
@@ -59,17 +58,6 @@ def search() -> BootstrapRS:
 
 def student() -> dspex.ChainOfThought:
     return dspex.ChainOfThought("question -> answer")
-
-
-async def poll(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = DEADLINE) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -221,15 +209,6 @@ def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
     if not existed:
         with contextlib.suppress(ValueError):
             stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)
-
-
-def coordinator(run_id: str) -> Any | None:
-    import ray
-
-    try:
-        return ray.get_actor(coordinator_name(run_id), namespace="dspex")
-    except ValueError:
-        return None
 
 
 def spare_of(store: RunStore) -> str | None:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import dspex
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.optimizers.run_store import RunStore
 from dspex.simlm import SimLMServer, datasets, start_sim_lm
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 FAST = {"poll_interval": 0.01}
 
@@ -28,12 +28,6 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 @pytest.fixture

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
+from _polling import coordinator, poll
 
 import dspex
 from dspex.optimizers.run_store import RunStore
 from dspex.primitives.settings import settings
 from dspex.runtime import runs
-from dspex.runtime.coordinator import OPTIMIZERS_SUPERVISOR, coordinator_name, count_steps
+from dspex.runtime.coordinator import OPTIMIZERS_SUPERVISOR, count_steps
 from dspex.simlm import datasets, start_sim_lm
 
 pytestmark = pytest.mark.ray
@@ -45,26 +45,6 @@ def gepa() -> dspex.GEPA:
 
 def student() -> dspex.ChainOfThought:
     return dspex.ChainOfThought("question -> answer: int")
-
-
-async def poll(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = DEADLINE) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def coordinator(run_id: str) -> Any | None:
-    import ray
-
-    try:
-        return ray.get_actor(coordinator_name(run_id), namespace="dspex")
-    except ValueError:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +92,7 @@ async def test_a_killed_gepa_coordinator_resumes_and_ends_with_the_same_program(
             driver.result()  # a failed compile raises here instead of timing out below
         return await some_steps()
 
-    await poll(steps_or_failed, "3 stored GEPA steps")
+    await poll(steps_or_failed, "3 stored GEPA steps", DEADLINE)
     victim = coordinator("g")
     assert victim is not None
     ray.kill(victim)
@@ -126,7 +106,7 @@ async def test_a_killed_gepa_coordinator_resumes_and_ends_with_the_same_program(
         except ray.exceptions.RayActorError:
             return None
 
-    progress = await poll(restarted, "the supervisor to restart the GEPA coordinator")
+    progress = await poll(restarted, "the supervisor to restart the GEPA coordinator", DEADLINE)
     assert progress.resumed_steps >= 3
     program = await asyncio.wait_for(driver, DEADLINE)
     assert program.run_info.status == "finished" and program.run_info.replayed_steps >= 3

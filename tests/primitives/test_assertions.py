@@ -9,27 +9,16 @@ import asyncio
 import functools
 import logging
 import pickle
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dspex
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.primitives.assertions import FEEDBACK_FIELD
 from dspex.simlm import datasets, start_sim_lm
 from dspex.utils import DummyLM
 
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
-
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 class ShortAnswer(dspex.Module):
     def __init__(self, checker: Any = dspex.Assert, limit: int = 10) -> None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import cloudpickle
 import pytest
 
 import dspex
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.clients.history import GLOBAL_HISTORY
 from dspex.simlm import SimLMServer, start_sim_lm
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimLMServer]:
@@ -24,12 +22,6 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 class Program(dspex.Module):

@@ -4,13 +4,9 @@ and an isolated LM cache."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from privacy_helpers import RecordingServer
-
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 
 
 @pytest.fixture
@@ -21,12 +17,3 @@ def server() -> Iterator[RecordingServer]:
         yield recording
     finally:
         recording.stop()
-
-
-@pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    """A fresh process-wide cache on a temporary directory, restored after the test."""
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.simlm import SimLMServer, start_sim_lm
 
 
@@ -19,11 +16,3 @@ def sim() -> Iterator[SimLMServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from dspex.clients import cache as cache_module
 from dspex.clients.cache import LMCache
 from dspex.simlm import start_sim_lm
 from dspex.simlm.server import SimLMServer
@@ -20,8 +18,5 @@ def sim() -> Iterator[SimLMServer]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
+def _fresh_lm_cache(isolated_cache: LMCache) -> LMCache:
+    return isolated_cache  # the shared fixture (tests/conftest.py), for every test here

@@ -4,20 +4,18 @@ against the simulated LM over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import dspex
-from dspex.clients import cache as cache_module
-from dspex.clients.cache import LMCache
 from dspex.clients.types import LMResponse, Usage
 from dspex.errors import ConfigurationError
 from dspex.simlm import SimLMServer, start_sim_lm
 from dspex.utils.usage_tracker import UsageTracker, track_usage
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # a fresh LM cache per test
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimLMServer]:
@@ -25,12 +23,6 @@ def sim() -> Iterator[SimLMServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LMCache]:
-    cache = LMCache(disk_dir=tmp_path / "cache")
-    monkeypatch.setattr(cache_module, "_default", cache)
-    yield cache
-    cache.close()
 
 
 def _lm(sim: SimLMServer, model: str = "openai/sim-a", **kwargs: Any) -> dspex.LM:
