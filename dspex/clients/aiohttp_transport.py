@@ -78,9 +78,7 @@ class AiohttpTransport:
     async def post(
         self, url: str, *, headers: Mapping[str, str], body: bytes, timeout: float
     ) -> HTTPResponse:
-        session = self._sessions.get(asyncio.get_running_loop())
-        if session is None or session.closed:
-            session = await self._new_session()
+        session = await self._session()
         try:
             async with session.post(
                 url, data=body, headers=headers, timeout=self._timeout(timeout)
@@ -104,9 +102,7 @@ class AiohttpTransport:
     ) -> AsyncIterator[HTTPStream]:
         """A streamed request (`StreamingTransport`): ``timeout`` bounds the connect and
         each read, not the whole answer, which may stream for longer."""
-        session = self._sessions.get(asyncio.get_running_loop())
-        if session is None or session.closed:
-            session = await self._new_session()
+        session = await self._session()
         where = _safe_url(url)
         limits = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         try:
@@ -149,9 +145,7 @@ class AiohttpTransport:
         self, url: str, *, headers: Mapping[str, str], timeout: float
     ) -> HTTPResponse:
         """A GET (search APIs such as ColBERTv2's take their query in the URL)."""
-        session = self._sessions.get(asyncio.get_running_loop())
-        if session is None or session.closed:
-            session = await self._new_session()
+        session = await self._session()
         try:
             async with session.get(url, headers=headers, timeout=self._timeout(timeout)) as resp:
                 data = await resp.read()
@@ -181,6 +175,13 @@ class AiohttpTransport:
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
+
+    async def _session(self) -> aiohttp.ClientSession:
+        """This event loop's session (a session belongs to the loop that made it)."""
+        session = self._sessions.get(asyncio.get_running_loop())
+        if session is None or session.closed:
+            session = await self._new_session()
+        return session
 
     async def _new_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

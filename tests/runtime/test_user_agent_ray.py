@@ -6,15 +6,12 @@ where the agent runs.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _user_scripts import run_phase
 
 from dspex.simlm import start_sim_lm
 
@@ -31,14 +28,7 @@ def sim_url() -> Iterator[str]:
 
 
 def run(env: dict[str, str], phase: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), phase, uuid.uuid4().hex[:8]],
-        env=env, cwd=SCRIPT.parent, capture_output=True, text=True, timeout=DEADLINE,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, done.stdout[-2000:] + done.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    return run_phase(SCRIPT, env, phase, DEADLINE)
 
 
 def test_the_agent_evaluates_on_eval_workers_with_its_tools(script_env: dict[str, str]) -> None:
