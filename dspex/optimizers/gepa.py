@@ -460,7 +460,11 @@ class _Search:
             pool.metric_calls += len(self.valset)
         index = pool.add(instructions, parents, scores)
         score = round(100 * pool.mean(index), 2)
-        self.run_.record_trial(index, {"parents": parents, "instructions": instructions}, score=score, kind="candidate")
+        # The frontier after this candidate joined: `dspex runs show` and the dashboard's trial
+        # list show it growing, candidate by candidate.
+        frontier = sorted(pool.frontier())
+        params = {"parents": parents, "frontier": frontier, "instructions": instructions}
+        self.run_.record_trial(index, params, score=score, kind="candidate")
         self.run_.offer(self._build(instructions), score, f"candidate {index}")
         log.info("GEPA: candidate %d (from %s) scores %.2f on the valset", index, parents, score)
 

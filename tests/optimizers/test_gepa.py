@@ -80,6 +80,20 @@ def test_reflective_feedback_lifts_a_chain_of_thought_program(lm: dspex.LM, tmp_
     assert list(optimized.dump_state()) == ["predict"]  # the candidates are not saved with it
 
 
+def test_the_runs_trials_show_each_candidate_and_the_frontier(lm: dspex.LM, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    gepa = dspex.GEPA(metric=with_feedback, max_metric_calls=80, reflection_lm=lm, track_stats=True)
+    optimized = gepa.compile(dspex.ChainOfThought("question -> answer: int"), trainset=examples("train", 0, 12),
+                             valset=examples("train", 12, 20), store=store, run_id="frontier")
+    trials = [t for t in store.trials("frontier") if t.kind == "candidate"]
+    results = optimized.detailed_results
+    assert len(trials) == len(results.candidates)
+    assert trials[0].params["frontier"] == [0]
+    final = set(trials[-1].params["frontier"])
+    best_somewhere = {i for winners in results.per_val_instance_best_candidates.values() for i in winners}
+    assert final and final <= best_somewhere
+
+
 def test_the_metric_budget_holds_exactly(lm: dspex.LM, tmp_path: Path) -> None:
     train, val = examples("train", 0, 12), examples("train", 12, 20)
     gepa = dspex.GEPA(metric=score_only, max_metric_calls=40, reflection_lm=lm, track_stats=True)
