@@ -26,16 +26,19 @@ The metric is ``metric(gold, pred, trace, pred_name, pred_trace)``; it returns a
 or ``dspex.Prediction(score=..., feedback=...)`` (feedback for ``pred_name`` when given).
 
 How it runs here: the reference loop runs one iteration after another; here up to
-``num_parallel_proposals`` (8) iterations run at once, each choosing its parent from the
-pool as it stood when the batch began, and their results join the pool in iteration
-order, so a seed fixes the result whatever order the work finishes in
-(``num_parallel_proposals=1`` is the sequential loop). The examples of every evaluation
-run concurrently too (on EvalWorkers with the runtime up). Every iteration is one durable
-step of the run, its random choices drawn from ``seed`` and the iteration number, so a
-resumed run (``run_id=``) replays the finished iterations and ends with the program an
-uninterrupted run gives. The metric budget holds exactly: each iteration of a batch gets
-its share and starts no evaluation that would pass it. LM budgets
-(``max_lm_calls``/``max_cost``) hold as for every optimizer.
+``num_parallel_proposals`` (8) iterations run at once, in two phases, each choosing its
+parent from the pool as it stood when the batch began: all propose a child and score it
+on their minibatches together, then the children that beat their parents are scored on
+the valset together, in iteration order while the budget lasts; their results join the
+pool in iteration order, so a seed fixes the result whatever order the work finishes in
+(``num_parallel_proposals=1`` is the sequential loop). Merges run between batches. The
+examples of every evaluation run concurrently too (on EvalWorkers with the runtime up).
+Every proposal, validation and merge is one durable step of the run, its random choices
+drawn from ``seed`` and the iteration number, so a resumed run (``run_id=``) replays the
+finished steps and ends with the program an uninterrupted run gives. The metric budget
+holds exactly: a batch is only as wide as the minibatches the budget has left, and a
+child is scored on the valset only while the budget still holds a full valset. LM
+budgets (``max_lm_calls``/``max_cost``) hold as for every optimizer.
 """
 
 from __future__ import annotations
@@ -323,43 +326,62 @@ class _Search:
         seed_instructions = {name: p.signature.instructions for name, p in self.program.named_predictors()}
         scores = await self.run_.step("gepa/val/seed", lambda: self._val_scores(seed_instructions))
         self._accept(seed_instructions, [None], scores)
-        iteration = 0
+        iteration = merge = 0
         while (remaining := self.budget - self.pool.metric_calls) >= 2 * self._minibatch_size():
-            # Iterations run in batches, each against the pool as it was when the batch
-            # began and with its own share of the budget; their records are applied in
-            # iteration order, so the result does not depend on which finishes first.
-            share = 2 * self._minibatch_size() + len(self.valset)
-            width = max(1, min(self.owner.num_parallel_proposals, remaining // share))
-            allowances = [share] * (width - 1) + [remaining - share * (width - 1)]
-            merge_first = self._merge_due()
-            records = await gather_settled(
-                self.run_.step(
-                    f"gepa/iteration/{iteration + k}",
-                    lambda i=iteration + k, a=allowances[k], m=merge_first and k == 0: self._iterate(i, a, m),
-                )
-                for k in range(width)
-            )
+            if self._merge_due():
+                rng = random.Random(f"{self.seed}:gepa:merge:{merge}")
+                record = await self.run_.step(f"gepa/merge/{merge}", lambda r=rng, a=remaining: self._try_merge(r, a))
+                merge += 1
+                self._apply(record)
+                if record["kind"] == "out-of-budget":
+                    break
+                continue
+            records = await self._batch(iteration, remaining)
             for record in records:
                 self._apply(record)
-            iteration += width
+            iteration += len(records)
             if any(record["kind"] == "out-of-budget" for record in records):
                 break
         log.info("GEPA: %d candidates, %d metric calls of %d, %d reflection calls",
                  len(self.pool.instructions), self.pool.metric_calls, self.budget, self.reflection_calls)
         return self._result()
 
-    # --- one iteration (a durable step: returns a plain record) ----------------------------
+    async def _batch(self, first: int, remaining: int) -> list[dict[str, Any]]:
+        """Up to ``num_parallel_proposals`` iterations at once, in two phases, each against
+        the pool as it was when the batch began: every iteration proposes a child and
+        scores it on its minibatch; then the children that beat their parents are scored
+        on the valset, in iteration order while the budget lasts. Records come back in
+        iteration order, so the result does not depend on which work finishes first."""
+        width = max(1, min(self.owner.num_parallel_proposals, remaining // (2 * self._minibatch_size())))
+        proposals = await gather_settled(
+            self.run_.step(f"gepa/iteration/{first + k}", lambda i=first + k: self._propose_child(i))
+            for k in range(width)
+        )
+        left = remaining - sum(int(p["calls"]) for p in proposals)
+        scored: list[int] = []
+        for k, proposal in enumerate(proposals):
+            if proposal["kind"] != "improved":
+                continue
+            if left < len(self.valset):
+                proposals[k] = {**proposal, "kind": "out-of-budget"}
+                continue
+            left -= len(self.valset)
+            scored.append(k)
+        vals = await gather_settled(
+            self.run_.step(f"gepa/val/{first + k}", lambda c=proposals[k]["child"]: self._val_scores(c))
+            for k in scored
+        )
+        for k, val in zip(scored, vals, strict=True):
+            proposals[k] = {**proposals[k], "kind": "accepted", "val_scores": val,
+                            "calls": int(proposals[k]["calls"]) + len(self.valset)}
+        return proposals
 
-    async def _iterate(self, iteration: int, allowance: int, merge: bool) -> dict[str, Any]:
-        """One iteration, spending at most ``allowance`` metric calls."""
+    # --- one iteration's proposal (a durable step: returns a plain record) -------------------
+
+    async def _propose_child(self, iteration: int) -> dict[str, Any]:
+        """Reflect on a parent's minibatch and score the child there (2 minibatches of calls
+        at most): ``improved`` when it beats the parent, else why not."""
         rng = random.Random(f"{self.seed}:gepa:{iteration}")
-        if merge:
-            merged = await self._try_merge(rng, allowance)
-            if merged is not None:
-                return merged
-        return await self._reflect(rng, allowance)
-
-    async def _reflect(self, rng: random.Random, allowance: int) -> dict[str, Any]:
         pool = self.pool
         parent = self._select_parent(rng)
         names = pool.names
@@ -369,31 +391,22 @@ class _Search:
             components = [names[pool.turns[parent] % len(names)]]
         batch = rng.sample(range(len(self.trainset)), min(self._minibatch_size(), len(self.trainset)))
         examples = [self.trainset[i] for i in batch]
-        calls = 0
         traced = await self._run_traced(pool.instructions[parent], examples, components)
-        calls += len(examples)
         parent_scores = [t.score for t in traced]
-        base = {"parent": parent, "components": components, "batch": batch, "calls": calls}
+        base: dict[str, Any] = {"parent": parent, "components": components, "batch": batch, "calls": len(examples)}
         if self.owner.skip_perfect_score and all(s >= self.owner.perfect_score for s in parent_scores):
             return {"kind": "skipped-perfect", **base}
         proposed = await self._propose(pool.instructions[parent], components, traced)
         child = {**pool.instructions[parent], **proposed}
         if child == pool.instructions[parent]:
             return {"kind": "unchanged", **base}
-        if allowance - calls < len(examples):
-            return {"kind": "out-of-budget", **base}
         child_scores = await self._scores(child, examples)
-        calls += len(examples)
-        base.update(calls=calls, child=child, minibatch=[sum(parent_scores), sum(child_scores)])
+        base.update(calls=2 * len(examples), child=child, minibatch=[sum(parent_scores), sum(child_scores)])
         if sum(child_scores) <= sum(parent_scores):
             return {"kind": "rejected", **base}
-        if allowance - calls < len(self.valset):
-            return {"kind": "out-of-budget", **base}
-        val = await self._val_scores(child)
-        base["calls"] = calls + len(self.valset)
-        return {"kind": "accepted", "val_scores": val, **base}
+        return {"kind": "improved", **base}
 
-    async def _try_merge(self, rng: random.Random, allowance: int) -> dict[str, Any] | None:
+    async def _try_merge(self, rng: random.Random, allowance: int) -> dict[str, Any]:
         pool = self.pool
         frontier = sorted(pool.frontier())
         pairs = [
@@ -402,7 +415,7 @@ class _Search:
             and pool.ancestors(a) & pool.ancestors(b)
         ]
         if not pairs:
-            return None
+            return {"kind": "merge-none", "pair": None, "calls": 0}
         a, b = rng.choice(pairs)
         ancestor = max(pool.ancestors(a) & pool.ancestors(b))
         merged: dict[str, str] = {}
@@ -440,8 +453,9 @@ class _Search:
         pool = self.pool
         pool.metric_calls += int(record.get("calls", 0))
         kind = record["kind"]
-        if kind.startswith("merge"):
-            pool.tried_merges.add(tuple(record["pair"]))  # type: ignore[arg-type]
+        if kind.startswith("merge") or (kind == "out-of-budget" and "pair" in record):
+            if record.get("pair") is not None:
+                pool.tried_merges.add(tuple(record["pair"]))  # type: ignore[arg-type]
             pool.new_since_merge = False
             if kind == "merge-accepted":
                 pool.merges += 1
