@@ -48,13 +48,21 @@ class ChatAdapter(Adapter):
         )
 
     def _build_reply_hint(self, signature: SignatureMeta) -> str:
+        return f"Reply with the sections {', then '.join(self._output_hints(signature))}, then `{END_MARKER}`."
+
+    def _output_marker(self, name: str) -> str:
+        """How an output field's start is written in this adapter's replies."""
+        return section(name)
+
+    def _output_hints(self, signature: SignatureMeta) -> list[str]:
+        """Each output field's marker with what its value must be, for the reply hint."""
         parts = []
         for spec in signature.output_fields.values():
             hint = type_hint(spec)
             if hint.startswith("a JSON object following"):
                 hint = "a JSON object following the schema given above"
-            parts.append(f"`{section(spec.name)}`" + (f" ({hint})" if hint else ""))
-        return f"Reply with the sections {', then '.join(parts)}, then `{END_MARKER}`."
+            parts.append(f"`{self._output_marker(spec.name)}`" + (f" ({hint})" if hint else ""))
+        return parts
 
     def assistant_message(self, signature: SignatureMeta, outputs: Mapping[str, Any]) -> str:
         body = "\n\n".join(

@@ -13,7 +13,7 @@ from typing import Any
 
 from dspex.adapters.base import parse_output_fields
 from dspex.adapters.chat import ChatAdapter
-from dspex.adapters.values import format_value, parse_value, type_hint
+from dspex.adapters.values import format_value, parse_value
 from dspex.signatures.signature import SignatureMeta
 
 _ELEMENT = re.compile(r"<(?P<name>\w+)>(?P<body>.*?)</(?P=name)>", re.DOTALL)
@@ -34,13 +34,10 @@ class XMLAdapter(ChatAdapter):
         )
 
     def _build_reply_hint(self, signature: SignatureMeta) -> str:
-        parts = []
-        for spec in signature.output_fields.values():
-            hint = type_hint(spec)
-            if hint.startswith("a JSON object following"):
-                hint = "a JSON object following the schema given above"
-            parts.append(f"`<{spec.name}>`" + (f" ({hint})" if hint else ""))
-        return f"Reply with the elements {', then '.join(parts)}, each closed by its end tag."
+        return f"Reply with the elements {', then '.join(self._output_hints(signature))}, each closed by its end tag."
+
+    def _output_marker(self, name: str) -> str:
+        return f"<{name}>"
 
     def input_sections(self, signature: SignatureMeta, inputs: Mapping[str, Any]) -> str:
         return "\n\n".join(

@@ -33,3 +33,20 @@ def coordinator(run_id: str) -> Any | None:
         return ray.get_actor(coordinator_name(run_id), namespace="dspex")
     except ValueError:
         return None
+
+
+async def restarted_progress(run_id: str, victim: Any, what: str, timeout: float = 60.0) -> Any:
+    """The progress report of ``run_id``'s coordinator once its supervisor has replaced
+    ``victim`` (a killed actor) with a new one that answers."""
+    import ray
+
+    async def answered() -> Any:
+        handle = coordinator(run_id)
+        if handle is None or handle._actor_id == victim._actor_id:
+            return None
+        try:
+            return await handle.progress.remote()
+        except ray.exceptions.RayActorError:
+            return None
+
+    return await poll(answered, what, timeout)

@@ -70,3 +70,23 @@ def train() -> list[dspex.Example]:
 @pytest.fixture
 def dev() -> list[dspex.Example]:
     return arithmetic("dev", 100)
+
+
+@pytest.fixture(scope="module")
+def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
+    """Stops the standalone ``dspex.optimizers`` supervisor if the module's tests started it
+    (the module defines ``http_lm``, the LM its coordinators use)."""
+    import contextlib
+
+    from dspex.runtime.coordinator import OPTIMIZERS_SUPERVISOR
+    from dspex.runtime.supervision import get_supervisor, stop_supervisor
+
+    try:
+        get_supervisor(OPTIMIZERS_SUPERVISOR)
+        existed = True
+    except ValueError:
+        existed = False
+    yield
+    if not existed:
+        with contextlib.suppress(ValueError):  # already gone
+            stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from _polling import coordinator, poll
+from _polling import coordinator, poll, restarted_progress
 
 import dspex
 from dspex.errors import ConfigurationError
@@ -103,22 +103,6 @@ def reference(http_lm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return dict(program.dump_state())
 
 
-@pytest.fixture(scope="module")
-def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
-    """Stops the standalone ``dspex.optimizers`` supervisor if these tests started it."""
-    from dspex.runtime.supervision import get_supervisor, stop_supervisor
-
-    try:
-        get_supervisor(OPTIMIZERS_SUPERVISOR)
-        existed = True
-    except ValueError:
-        existed = False
-    yield
-    if not existed:
-        with contextlib.suppress(ValueError):  # already gone
-            stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)
-
-
 # --- the coordinator class, without Ray ---------------------------------------------------------
 
 
@@ -190,16 +174,7 @@ async def test_a_killed_coordinator_is_restarted_and_resumes(
     ray.kill(victim)
     killed = time.monotonic()
 
-    async def restarted() -> Any:
-        handle = coordinator("b")
-        if handle is None or handle._actor_id == victim._actor_id:
-            return None
-        try:
-            return await handle.progress.remote()
-        except ray.exceptions.RayActorError:
-            return None
-
-    progress = await poll(restarted, "the supervisor to restart the coordinator")
+    progress = await restarted_progress("b", victim, "the supervisor to restart the coordinator")
     resumed_after = time.monotonic() - killed
     assert progress.resumed_steps >= 3
     program = await asyncio.wait_for(driver, DEADLINE)

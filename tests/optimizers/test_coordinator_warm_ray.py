@@ -8,7 +8,6 @@ The simulated LM runs as an HTTP server so coordinators and workers reach it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -23,7 +22,6 @@ from dspex.primitives.settings import settings
 from dspex.runtime import runs as runs_module
 from dspex.runtime.coordinator import (
     IN_PROCESS_MAX_EXAMPLES,
-    OPTIMIZERS_SUPERVISOR,
     OptimizationCoordinator,
     RayEvaluator,
     count_steps,
@@ -194,21 +192,6 @@ def reference(http_lm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     store = RunStore(tmp_path_factory.mktemp("reference") / "runs.sqlite3")
     program = search().compile(student(), trainset=TRAIN, valset=VAL, store=store, coordinator=False)
     return dict(program.dump_state())
-
-
-@pytest.fixture(scope="module")
-def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
-    from dspex.runtime.supervision import get_supervisor, stop_supervisor
-
-    try:
-        get_supervisor(OPTIMIZERS_SUPERVISOR)
-        existed = True
-    except ValueError:
-        existed = False
-    yield
-    if not existed:
-        with contextlib.suppress(ValueError):
-            stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)
 
 
 def spare_of(store: RunStore) -> str | None:

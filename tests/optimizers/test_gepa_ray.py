@@ -5,18 +5,17 @@ run compiles."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
-from _polling import coordinator, poll
+from _polling import coordinator, poll, restarted_progress
 
 import dspex
 from dspex.optimizers.run_store import RunStore
 from dspex.primitives.settings import settings
 from dspex.runtime import runs
-from dspex.runtime.coordinator import OPTIMIZERS_SUPERVISOR, count_steps
+from dspex.runtime.coordinator import count_steps
 from dspex.simlm import datasets, start_sim_lm
 
 pytestmark = pytest.mark.ray
@@ -57,21 +56,6 @@ def http_lm() -> Iterator[Any]:
         dspex.configure(lm=previous)
 
 
-@pytest.fixture(scope="module")
-def optimizers(ray_cluster: Any, http_lm: Any) -> Iterator[None]:
-    from dspex.runtime.supervision import get_supervisor, stop_supervisor
-
-    try:
-        get_supervisor(OPTIMIZERS_SUPERVISOR)
-        existed = True
-    except ValueError:
-        existed = False
-    yield
-    if not existed:
-        with contextlib.suppress(ValueError):
-            stop_supervisor(OPTIMIZERS_SUPERVISOR, timeout=60)
-
-
 async def test_a_killed_gepa_coordinator_resumes_and_ends_with_the_same_program(
     optimizers: None, http_lm: Any, tmp_path: Any
 ) -> None:
@@ -97,16 +81,7 @@ async def test_a_killed_gepa_coordinator_resumes_and_ends_with_the_same_program(
     assert victim is not None
     ray.kill(victim)
 
-    async def restarted() -> Any:
-        handle = coordinator("g")
-        if handle is None or handle._actor_id == victim._actor_id:
-            return None
-        try:
-            return await handle.progress.remote()
-        except ray.exceptions.RayActorError:
-            return None
-
-    progress = await poll(restarted, "the supervisor to restart the GEPA coordinator", DEADLINE)
+    progress = await restarted_progress("g", victim, "the supervisor to restart the GEPA coordinator", DEADLINE)
     assert progress.resumed_steps >= 3
     program = await asyncio.wait_for(driver, DEADLINE)
     assert program.run_info.status == "finished" and program.run_info.replayed_steps >= 3
